@@ -1,0 +1,310 @@
+//! The cluster file (`cluster.toml`): cluster-wide defaults and the nodes that bootstrap it.
+//!
+//! Parsing is strict about what it knows (a wrong type or an unknown quorum name is an error
+//! naming the key) and tolerant of keys it does not know, so files written for a later version
+//! still load.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ring::{Ring, RingError, RingMember};
+
+/// A quorum size as written in the file or a request: a number or a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    One,
+    Quorum,
+    All,
+    Count(u32),
+}
+
+impl Quorum {
+    /// Parses `one`, `quorum`, `all` or a positive integer.
+    pub fn parse(s: &str) -> Result<Quorum, String> {
+        match s {
+            "one" => Ok(Quorum::One),
+            "quorum" => Ok(Quorum::Quorum),
+            "all" => Ok(Quorum::All),
+            _ => match s.parse::<u32>() {
+                Ok(0) => Err("a quorum of 0 is not allowed; use 1 or more".into()),
+                Ok(n) => Ok(Quorum::Count(n)),
+                Err(_) => Err(format!(
+                    "{s:?} is not a quorum; use an integer from 1, or one, quorum or all"
+                )),
+            },
+        }
+    }
+
+    /// The number of replicas this quorum needs out of `n`.
+    pub fn resolve(self, n: u32) -> u32 {
+        match self {
+            Quorum::One => 1,
+            Quorum::Quorum => n / 2 + 1,
+            Quorum::All => n,
+            Quorum::Count(k) => k,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Quorum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Quorum::parse(&n.to_string()),
+            Raw::Str(s) => Quorum::parse(&s),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The `[cluster]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    pub name: String,
+    pub replicas: u32,
+    pub read_quorum: Quorum,
+    pub write_quorum: Quorum,
+    pub vnodes: u32,
+    pub request_timeout_ms: u64,
+    pub max_value_bytes: usize,
+    pub fault_injection: bool,
+    pub data_dir: PathBuf,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            name: "quorumkv".into(),
+            replicas: 3,
+            read_quorum: Quorum::Quorum,
+            write_quorum: Quorum::Quorum,
+            vnodes: 128,
+            request_timeout_ms: 2000,
+            max_value_bytes: 1024 * 1024,
+            fault_injection: false,
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+/// One `[[node]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeSettings {
+    pub id: String,
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// QUIC address, node to node.
+    pub peer: SocketAddr,
+    /// Client HTTP API.
+    pub http: SocketAddr,
+    /// Redis protocol.
+    pub resp: SocketAddr,
+    /// Ring positions of this node; the cluster's `vnodes` when absent.
+    pub vnodes: Option<u32>,
+}
+
+fn default_zone() -> String {
+    "default".into()
+}
+
+/// A parsed cluster file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub cluster: ClusterSettings,
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<NodeSettings>,
+    /// Directory of the file, against which a relative `data_dir` resolves.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Why a cluster file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and checks a cluster file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        Config::parse(&text, &base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses a cluster file's text; `base_dir` is where its relative paths start.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: PathBuf::new(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let c = &self.cluster;
+        if c.replicas == 0 {
+            return Err("[cluster] replicas must be at least 1".into());
+        }
+        for (name, q) in [
+            ("read_quorum", c.read_quorum),
+            ("write_quorum", c.write_quorum),
+        ] {
+            if q.resolve(c.replicas) > c.replicas {
+                return Err(format!(
+                    "[cluster] {name} needs {} replicas but replicas is {}",
+                    q.resolve(c.replicas),
+                    c.replicas
+                ));
+            }
+        }
+        if c.vnodes == 0 {
+            return Err("[cluster] vnodes must be at least 1".into());
+        }
+        if c.request_timeout_ms == 0 || c.request_timeout_ms > 60_000 {
+            return Err("[cluster] request_timeout_ms must be from 1 to 60000".into());
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for n in &self.nodes {
+            if n.id.is_empty()
+                || !n
+                    .id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                return Err(format!(
+                    "node id {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                    n.id
+                ));
+            }
+            if !ids.insert(n.id.as_str()) {
+                return Err(format!("node id {:?} appears twice", n.id));
+            }
+            for addr in [n.peer, n.http, n.resp] {
+                if !addrs.insert(addr) {
+                    return Err(format!("address {addr} is used twice (node {:?})", n.id));
+                }
+            }
+            if n.vnodes == Some(0) {
+                return Err(format!("node {:?}: vnodes must be at least 1", n.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The node entry with this id.
+    pub fn node(&self, id: &str) -> Option<&NodeSettings> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The data directory, resolved against the file's directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.base_dir.join(&self.cluster.data_dir)
+    }
+
+    /// The ring of every node in the file.
+    pub fn ring(&self) -> Result<Ring, RingError> {
+        Ring::new(self.nodes.iter().map(|n| {
+            RingMember::new(
+                n.id.clone(),
+                n.zone.clone(),
+                n.vnodes.unwrap_or(self.cluster.vnodes),
+            )
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[cluster]
+name = "t"
+replicas = 3
+read_quorum = "quorum"
+write_quorum = 2
+data_dir = "target/x"
+some_future_key = 1
+
+[[node]]
+id = "n1"
+zone = "a"
+peer = "127.0.0.1:7101"
+http = "127.0.0.1:8101"
+resp = "127.0.0.1:6101"
+"#;
+
+    #[test]
+    fn parses_the_documented_format() {
+        let c = Config::parse(FILE, Path::new("/etc/q")).unwrap();
+        assert_eq!(c.cluster.write_quorum, Quorum::Count(2));
+        assert_eq!(c.cluster.read_quorum.resolve(3), 2);
+        assert_eq!(c.data_dir(), PathBuf::from("/etc/q/target/x"));
+        assert_eq!(c.cluster.vnodes, 128);
+        assert!(!c.cluster.fault_injection);
+        assert_eq!(c.ring().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refuses_bad_files_with_a_message() {
+        let bad = FILE.replace("write_quorum = 2", "write_quorum = \"most\"");
+        let e = Config::parse(&bad, Path::new("")).unwrap_err().to_string();
+        assert!(e.contains("not a quorum"), "{e}");
+        let bad = FILE.replace("write_quorum = 2", "write_quorum = 4");
+        let e = Config::parse(&bad, Path::new("")).unwrap_err().to_string();
+        assert!(e.contains("write_quorum needs 4"), "{e}");
+        let dup = format!(
+            "{FILE}\n[[node]]\nid = \"n1\"\npeer = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\nresp = \"127.0.0.1:3\"\n"
+        );
+        let e = Config::parse(&dup, Path::new("")).unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn the_repository_cluster_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.nodes.len(), 3);
+        let zones: BTreeSet<_> = c.nodes.iter().map(|n| n.zone.as_str()).collect();
+        assert!(zones.len() >= 2);
+        assert!(c.cluster.fault_injection);
+    }
+}

@@ -1,0 +1,496 @@
+//! Merkle trees over key-hash ranges, and the sans-io protocol that diffs two of them.
+//!
+//! The tree is a complete binary tree of fixed depth over the 64-bit ring: the node at level
+//! `l`, index `i` covers the positions whose top `l` bits are `i`. A node's hash is the XOR of
+//! the hashes of the items below it (each item hash already covers its key), so it does not
+//! depend on how the tree is shaped or in which order updates arrive: an update XORs the
+//! change into the `depth + 1` nodes on its path without locks, and any prefix of the key
+//! space has one well-defined hash on every replica.
+//!
+//! Two replicas find their differences inside an arc by walking down only where hashes differ:
+//! `O(differences x depth)` hashes cross the wire, then the items of the differing leaves.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ring::Arc;
+
+/// A blake3 hash.
+pub type Hash = [u8; 32];
+
+const ZERO: Hash = [0; 32];
+
+/// Deepest tree allowed: 2^20 leaves.
+pub const MAX_DEPTH: u8 = 20;
+
+/// A node of the tree: `level` 0 is the root, `level == depth` are the leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeRef {
+    pub level: u8,
+    pub index: u64,
+}
+
+impl NodeRef {
+    const ROOT: NodeRef = NodeRef { level: 0, index: 0 };
+
+    /// Lowest and highest position covered.
+    fn span(self) -> (u64, u64) {
+        if self.level == 0 {
+            return (0, u64::MAX);
+        }
+        let shift = 64 - u32::from(self.level);
+        let lo = self.index << shift;
+        (lo, lo | (u64::MAX >> self.level))
+    }
+
+    fn children(self) -> [NodeRef; 2] {
+        let level = self.level + 1;
+        [
+            NodeRef {
+                level,
+                index: self.index * 2,
+            },
+            NodeRef {
+                level,
+                index: self.index * 2 + 1,
+            },
+        ]
+    }
+}
+
+/// One item in a leaf: its ring position, its key and the hash of key and value.
+pub type LeafItem<K> = (u64, K, Hash);
+
+/// A request from a differ to the remote replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// Nodes whose hashes are wanted.
+    pub hashes: Vec<NodeRef>,
+    /// Leaves (by index at the leaf level) whose items are wanted.
+    pub leaves: Vec<u64>,
+}
+
+/// The remote replica's answer to a [`Query`], in the same order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer<K> {
+    pub hashes: Vec<Hash>,
+    pub leaves: Vec<Vec<LeafItem<K>>>,
+}
+
+/// Why a diff could not go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiffError {
+    #[error("answer has {got} entries where {expected} were asked for")]
+    WrongLength { expected: usize, got: usize },
+    #[error("answer came with no query outstanding")]
+    Unexpected,
+    #[error("query names node level {level} outside a tree of depth {depth}")]
+    BadNode { level: u8, depth: u8 },
+}
+
+/// A Merkle tree over keys of type `K`.
+pub struct MerkleTree<K> {
+    depth: u8,
+    /// Node hashes in heap order (root at 1), each as four atomic words.
+    nodes: Vec<[AtomicU64; 4]>,
+    /// Items of each leaf, ordered by position.
+    leaves: Vec<Mutex<BTreeMap<(u64, K), Hash>>>,
+}
+
+impl<K: Ord + Clone> MerkleTree<K> {
+    /// A tree with `2^depth` leaves (clamped to [`MAX_DEPTH`]). Pick the depth so a leaf holds
+    /// a handful of keys: 16 suits about a hundred thousand.
+    pub fn new(depth: u8) -> Self {
+        let depth = depth.min(MAX_DEPTH);
+        let node_count = 1usize << (depth + 1);
+        MerkleTree {
+            depth,
+            nodes: (0..node_count).map(|_| Default::default()).collect(),
+            leaves: (0..1usize << depth)
+                .map(|_| Mutex::new(BTreeMap::new()))
+                .collect(),
+        }
+    }
+
+    pub fn depth(&self) -> u8 {
+        self.depth
+    }
+
+    fn leaf_index(&self, pos: u64) -> usize {
+        if self.depth == 0 {
+            0
+        } else {
+            (pos >> (64 - u32::from(self.depth))) as usize
+        }
+    }
+
+    fn lock_leaf(&self, index: usize) -> std::sync::MutexGuard<'_, BTreeMap<(u64, K), Hash>> {
+        // A panic while holding a leaf lock cannot leave the map half-updated (each update is
+        // one insert or remove), so a poisoned lock is still safe to use.
+        self.leaves[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets (or with `None`, removes) the item hash of `key` at ring position `pos`.
+    pub fn set(&self, pos: u64, key: &K, item: Option<Hash>) {
+        let leaf = self.leaf_index(pos);
+        let mut items = self.lock_leaf(leaf);
+        let old = match item {
+            Some(h) => items.insert((pos, key.clone()), h),
+            None => items.remove(&(pos, key.clone())),
+        };
+        let delta = xor(&old.unwrap_or(ZERO), &item.unwrap_or(ZERO));
+        if delta == ZERO {
+            return;
+        }
+        let mut heap = (1usize << self.depth) + leaf;
+        while heap >= 1 {
+            for (word, d) in self.nodes[heap].iter().zip(delta.chunks_exact(8)) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(d);
+                word.fetch_xor(u64::from_le_bytes(b), Ordering::Relaxed);
+            }
+            heap /= 2;
+        }
+    }
+
+    /// The hash of a node: XOR of the item hashes below it.
+    pub fn hash(&self, node: NodeRef) -> Hash {
+        let heap = (1usize << node.level) + node.index as usize;
+        let mut out = [0u8; 32];
+        for (chunk, word) in out.chunks_exact_mut(8).zip(&self.nodes[heap]) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        out
+    }
+
+    /// The root hash: equal on two replicas exactly when they hold the same items (barring a
+    /// 2^-256 accident).
+    pub fn root(&self) -> Hash {
+        self.hash(NodeRef::ROOT)
+    }
+
+    /// Items of a leaf.
+    pub fn leaf_items(&self, leaf: u64) -> Vec<LeafItem<K>> {
+        self.lock_leaf(leaf as usize)
+            .iter()
+            .map(|((pos, k), h)| (*pos, k.clone(), *h))
+            .collect()
+    }
+
+    /// Keys whose positions lie in `arc`, in position order from the arc's start.
+    pub fn keys_in(&self, arc: Arc) -> Vec<K> {
+        let mut out = Vec::new();
+        let mut leaves = Vec::new();
+        collect_frontier(
+            self.depth,
+            arc,
+            NodeRef::ROOT,
+            &mut leaves,
+            &mut Vec::new(),
+            true,
+        );
+        for leaf in leaves {
+            out.extend(
+                self.lock_leaf(leaf as usize)
+                    .keys()
+                    .filter(|(pos, _)| arc.contains(*pos))
+                    .map(|(_, k)| k.clone()),
+            );
+        }
+        out
+    }
+
+    /// Answers a remote differ's query.
+    pub fn answer(&self, query: &Query) -> Result<Answer<K>, DiffError> {
+        if let Some(bad) = query.hashes.iter().find(|n| n.level > self.depth) {
+            return Err(DiffError::BadNode {
+                level: bad.level,
+                depth: self.depth,
+            });
+        }
+        let leaf_count = 1u64 << self.depth;
+        if query.leaves.iter().any(|&l| l >= leaf_count) {
+            return Err(DiffError::BadNode {
+                level: self.depth + 1,
+                depth: self.depth,
+            });
+        }
+        Ok(Answer {
+            hashes: query
+                .hashes
+                .iter()
+                .map(|&n| {
+                    let n = NodeRef {
+                        level: n.level,
+                        index: n.index & ((1u64 << n.level) - 1),
+                    };
+                    self.hash(n)
+                })
+                .collect(),
+            leaves: query.leaves.iter().map(|&l| self.leaf_items(l)).collect(),
+        })
+    }
+}
+
+fn xor(a: &Hash, b: &Hash) -> Hash {
+    let mut out = [0u8; 32];
+    for i in 0..32 {
+        out[i] = a[i] ^ b[i];
+    }
+    out
+}
+
+fn inside(arc: Arc, (lo, hi): (u64, u64)) -> bool {
+    if arc.after == arc.upto {
+        true
+    } else if arc.after < arc.upto {
+        lo > arc.after && hi <= arc.upto
+    } else {
+        lo > arc.after || hi <= arc.upto
+    }
+}
+
+fn overlaps(arc: Arc, (lo, hi): (u64, u64)) -> bool {
+    if arc.after == arc.upto {
+        true
+    } else if arc.after < arc.upto {
+        hi > arc.after && lo <= arc.upto
+    } else {
+        hi > arc.after || lo <= arc.upto
+    }
+}
+
+/// Splits the part of the tree under `node` that overlaps `arc` into nodes wholly inside it
+/// (`whole`) and leaves only partly inside it (`partial`). With `leaves_only`, whole nodes are
+/// expanded down to their leaves too.
+fn collect_frontier(
+    depth: u8,
+    arc: Arc,
+    node: NodeRef,
+    partial: &mut Vec<u64>,
+    whole: &mut Vec<NodeRef>,
+    leaves_only: bool,
+) {
+    let span = node.span();
+    if !overlaps(arc, span) {
+        return;
+    }
+    if node.level == depth {
+        if inside(arc, span) && !leaves_only {
+            whole.push(node);
+        } else {
+            partial.push(node.index);
+        }
+        return;
+    }
+    if inside(arc, span) && !leaves_only {
+        whole.push(node);
+        return;
+    }
+    for child in node.children() {
+        collect_frontier(depth, arc, child, partial, whole, leaves_only);
+    }
+}
+
+/// One side of a diff: asks the remote for hashes level by level, descending only where they
+/// differ from the local tree, then compares the items of the differing leaves. Sans-io: the
+/// caller carries each [`Query`] to the remote and brings back its [`Answer`].
+pub struct MerkleDiff<K> {
+    arc: Arc,
+    depth: u8,
+    outstanding: Option<Query>,
+    found: Vec<K>,
+    /// Hashes and leaf items received so far: a measure of the bandwidth used.
+    pub received: usize,
+}
+
+impl<K: Ord + Clone> MerkleDiff<K> {
+    /// Starts diffing `local` against a remote tree of the same depth, over the keys in `arc`.
+    pub fn new(local: &MerkleTree<K>, arc: Arc) -> Self {
+        let mut leaves = Vec::new();
+        let mut hashes = Vec::new();
+        collect_frontier(
+            local.depth,
+            arc,
+            NodeRef::ROOT,
+            &mut leaves,
+            &mut hashes,
+            false,
+        );
+        MerkleDiff {
+            arc,
+            depth: local.depth,
+            outstanding: Some(Query { hashes, leaves })
+                .filter(|q| !q.hashes.is_empty() || !q.leaves.is_empty()),
+            found: Vec::new(),
+            received: 0,
+        }
+    }
+
+    /// What to ask the remote next; `None` when the diff is complete.
+    pub fn query(&self) -> Option<&Query> {
+        self.outstanding.as_ref()
+    }
+
+    /// Takes in the remote's answer to the outstanding query.
+    pub fn absorb(&mut self, local: &MerkleTree<K>, answer: Answer<K>) -> Result<(), DiffError> {
+        let query = self.outstanding.take().ok_or(DiffError::Unexpected)?;
+        if answer.hashes.len() != query.hashes.len() {
+            return Err(DiffError::WrongLength {
+                expected: query.hashes.len(),
+                got: answer.hashes.len(),
+            });
+        }
+        if answer.leaves.len() != query.leaves.len() {
+            return Err(DiffError::WrongLength {
+                expected: query.leaves.len(),
+                got: answer.leaves.len(),
+            });
+        }
+        self.received += answer.hashes.len();
+        let mut next = Query {
+            hashes: Vec::new(),
+            leaves: Vec::new(),
+        };
+        for (node, remote) in query.hashes.iter().zip(&answer.hashes) {
+            if local.hash(*node) == *remote {
+                continue;
+            }
+            if node.level >= self.depth {
+                next.leaves.push(node.index);
+            } else {
+                next.hashes.extend(node.children());
+            }
+        }
+        for (leaf, remote_items) in query.leaves.iter().zip(answer.leaves) {
+            self.received += remote_items.len();
+            self.compare_leaf(local.leaf_items(*leaf), remote_items);
+        }
+        if !next.hashes.is_empty() || !next.leaves.is_empty() {
+            self.outstanding = Some(next);
+        }
+        Ok(())
+    }
+
+    fn compare_leaf(&mut self, local: Vec<LeafItem<K>>, remote: Vec<LeafItem<K>>) {
+        let arc = self.arc;
+        let mut merged: BTreeMap<(u64, K), (Option<Hash>, Option<Hash>)> = BTreeMap::new();
+        for (pos, key, h) in local.into_iter().filter(|i| arc.contains(i.0)) {
+            merged.entry((pos, key)).or_default().0 = Some(h);
+        }
+        for (pos, key, h) in remote.into_iter().filter(|i| arc.contains(i.0)) {
+            merged.entry((pos, key)).or_default().1 = Some(h);
+        }
+        self.found.extend(
+            merged
+                .into_iter()
+                .filter(|(_, (a, b))| a != b)
+                .map(|((_, k), _)| k),
+        );
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.outstanding.is_none()
+    }
+
+    /// Keys that differ (present on one side only, or with different values), once done.
+    pub fn into_differences(self) -> Vec<K> {
+        self.found
+    }
+}
+
+/// Diffs two trees held in the same process (tests, benchmarks, and a local sanity check).
+pub fn diff_local<K: Ord + Clone>(
+    local: &MerkleTree<K>,
+    remote: &MerkleTree<K>,
+    arc: Arc,
+) -> Result<(Vec<K>, usize), DiffError> {
+    let mut diff = MerkleDiff::new(local, arc);
+    while let Some(q) = diff.query() {
+        let answer = remote.answer(q)?;
+        diff.absorb(local, answer)?;
+    }
+    let received = diff.received;
+    Ok((diff.into_differences(), received))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: u64) -> Hash {
+        *blake3::hash(&n.to_le_bytes()).as_bytes()
+    }
+
+    #[test]
+    fn hash_is_order_independent_and_removal_restores_it() {
+        let a = MerkleTree::<u64>::new(4);
+        let b = MerkleTree::<u64>::new(4);
+        for i in 0..50u64 {
+            a.set(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), &i, Some(h(i)));
+        }
+        for i in (0..50u64).rev() {
+            b.set(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), &i, Some(h(i)));
+        }
+        assert_eq!(a.root(), b.root());
+        b.set(7u64.wrapping_mul(0x9E37_79B9_7F4A_7C15), &7, Some(h(1000)));
+        assert_ne!(a.root(), b.root());
+        b.set(7u64.wrapping_mul(0x9E37_79B9_7F4A_7C15), &7, Some(h(7)));
+        assert_eq!(a.root(), b.root());
+        a.set(1, &999, Some(h(999)));
+        a.set(1, &999, None);
+        assert_eq!(a.root(), b.root());
+    }
+
+    #[test]
+    fn diff_respects_arcs_including_wrapping_ones() {
+        let a = MerkleTree::<u64>::new(6);
+        let b = MerkleTree::<u64>::new(6);
+        let positions = [5u64, 1 << 40, 1 << 62, u64::MAX - 3, u64::MAX / 2];
+        for (i, p) in positions.iter().enumerate() {
+            a.set(*p, &(i as u64), Some(h(i as u64)));
+        }
+        let arc = Arc {
+            after: u64::MAX - 10,
+            upto: 1 << 50,
+        };
+        let (mut d, _) = diff_local(&a, &b, arc).unwrap();
+        d.sort();
+        assert_eq!(d, vec![0, 1, 3]);
+        let (mut d, _) = diff_local(&b, &a, Arc::FULL).unwrap();
+        d.sort();
+        assert_eq!(d, vec![0, 1, 2, 3, 4]);
+        assert_eq!(a.keys_in(arc).len(), 3);
+    }
+
+    #[test]
+    fn bad_queries_are_errors() {
+        let a = MerkleTree::<u64>::new(3);
+        let q = Query {
+            hashes: vec![NodeRef { level: 9, index: 0 }],
+            leaves: vec![],
+        };
+        assert!(a.answer(&q).is_err());
+        let q = Query {
+            hashes: vec![],
+            leaves: vec![8],
+        };
+        assert!(a.answer(&q).is_err());
+        let mut d = MerkleDiff::new(&a, Arc::FULL);
+        assert!(
+            d.absorb(
+                &a,
+                Answer {
+                    hashes: vec![],
+                    leaves: vec![]
+                }
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The local replica store: what one node holds for the keys it replicates.
+//!
+//! A store keeps, for each key, the merged CRDT or causal state of that key, never a blind
+//! overwrite: every change is a merge of a delta. It expires TTLs (expired values read as
+//! absent at once and become tombstones in the background), forgets tombstones after a grace
+//! period, and keeps a Merkle tree over key positions so that two replicas can find what they
+//! disagree on. [`Store`] is the interface; [`MemStore`] the in-memory engine.
+
+pub mod memory;
+pub mod merkle;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crdt::{Crdt, LwwRegister, MvRegister, OrSet, PnCounter};
+use crate::ring::{Arc, key_position};
+
+pub use memory::MemStore;
+pub use merkle::{Hash, MerkleTree};
+
+/// The four key spaces; `/kv/a` and `/counter/a` are different keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    Kv,
+    Lww,
+    Counter,
+    Set,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Kv, Kind::Lww, Kind::Counter, Kind::Set];
+
+    fn tag(self) -> u8 {
+        match self {
+            Kind::Kv => b'k',
+            Kind::Lww => b'l',
+            Kind::Counter => b'c',
+            Kind::Set => b's',
+        }
+    }
+
+    /// The name used in URLs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Kv => "kv",
+            Kind::Lww => "lww",
+            Kind::Counter => "counter",
+            Kind::Set => "set",
+        }
+    }
+}
+
+/// A key within its key space.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        Key {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    /// The key's position on the ring (and in the Merkle tree): blake3 of its kind and name,
+    /// so the four key spaces spread independently.
+    pub fn position(&self) -> u64 {
+        let mut bytes = Vec::with_capacity(self.name.len() + 1);
+        bytes.push(self.kind.tag());
+        bytes.extend_from_slice(self.name.as_bytes());
+        key_position(&bytes)
+    }
+}
+
+/// The replicated state of one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    Kv(MvRegister),
+    Lww(LwwRegister),
+    Counter(PnCounter),
+    Set(OrSet),
+}
+
+/// Why a store refused a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("a {value} value cannot be stored under a {key} key")]
+    KindMismatch {
+        key: &'static str,
+        value: &'static str,
+    },
+    /// The operation itself said no (for example a counter overflow); nothing was changed.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl Value {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Value::Kv(_) => Kind::Kv,
+            Value::Lww(_) => Kind::Lww,
+            Value::Counter(_) => Kind::Counter,
+            Value::Set(_) => Kind::Set,
+        }
+    }
+
+    /// The empty state of a kind: what a never-written key merges from.
+    pub fn empty(kind: Kind) -> Option<Value> {
+        match kind {
+            Kind::Kv => Some(Value::Kv(MvRegister::new())),
+            Kind::Counter => Some(Value::Counter(PnCounter::new())),
+            Kind::Set => Some(Value::Set(OrSet::new())),
+            // An LWW register has no bottom: it always holds some write.
+            Kind::Lww => None,
+        }
+    }
+
+    /// Merges `other` in; both must be of the same kind.
+    pub fn merge(&mut self, other: &Value) -> Result<(), StoreError> {
+        match (self, other) {
+            (Value::Kv(a), Value::Kv(b)) => a.merge(b),
+            (Value::Lww(a), Value::Lww(b)) => a.merge(b),
+            (Value::Counter(a), Value::Counter(b)) => a.merge(b),
+            (Value::Set(a), Value::Set(b)) => a.merge(b),
+            (a, b) => {
+                return Err(StoreError::KindMismatch {
+                    key: a.kind().name(),
+                    value: b.kind().name(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the key reads as absent at `now_ms` (deleted or expired). Counters and sets are
+    /// never tombstones: an empty one reads as 0 or `[]`.
+    pub fn is_tombstone(&self, now_ms: u64) -> bool {
+        match self {
+            Value::Kv(r) => r.is_tombstone(now_ms),
+            Value::Lww(r) => r.is_tombstone(now_ms),
+            Value::Counter(_) | Value::Set(_) => false,
+        }
+    }
+
+    /// Drops what expired at `now_ms`. Returns whether anything changed.
+    pub fn expire(&mut self, now_ms: u64) -> bool {
+        match self {
+            Value::Kv(r) => r.expire(now_ms),
+            Value::Lww(r) => r.expire(now_ms),
+            Value::Counter(_) | Value::Set(_) => false,
+        }
+    }
+
+    /// The earliest time something in the value expires.
+    pub fn next_expiry(&self) -> Option<u64> {
+        match self {
+            Value::Kv(r) => r.next_expiry(),
+            Value::Lww(r) => r.next_expiry(),
+            Value::Counter(_) | Value::Set(_) => None,
+        }
+    }
+
+    /// The hash that stands for (key, value) in the Merkle tree. Values are normalised, so
+    /// equal states hash equal on every replica.
+    pub fn item_hash(&self, key: &Key) -> Hash {
+        let mut h = blake3::Hasher::new();
+        h.update(&[key.kind.tag()]);
+        h.update(&(key.name.len() as u64).to_le_bytes());
+        h.update(key.name.as_bytes());
+        // Encoding in-memory maps of strings, integers and bytes cannot fail.
+        h.update(&rmp_serde::to_vec(self).unwrap_or_default());
+        *h.finalize().as_bytes()
+    }
+}
+
+/// The result of [`Store::update`]: the delta the operation made (to send to the other
+/// replicas) and the key's state after merging it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub delta: Value,
+    pub merged: Value,
+}
+
+/// What one purge pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeStats {
+    /// Values whose TTL ran out and became tombstones.
+    pub expired: usize,
+    /// Tombstones dropped after the grace period.
+    pub reaped: usize,
+}
+
+/// A replica store. Every method takes the current time, so tests control it.
+pub trait Store: Send + Sync {
+    /// The key's state with expired parts dropped, tombstones included (they carry the
+    /// context a client needs); `None` for a key this replica has never seen or has reaped.
+    fn get(&self, key: &Key, now_ms: u64) -> Option<Value>;
+
+    /// Merges a delta or a whole state from another replica; returns the merged state.
+    fn merge(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<Value, StoreError>;
+
+    /// Atomically reads the key's current state, lets `make_delta` derive a delta from it,
+    /// and merges that delta in. For operations whose dots this node issues.
+    fn update(
+        &self,
+        key: &Key,
+        now_ms: u64,
+        make_delta: &mut dyn FnMut(Option<&Value>) -> Result<Value, StoreError>,
+    ) -> Result<Applied, StoreError>;
+
+    /// Turns expired values into tombstones and drops tombstones older than the grace period.
+    fn purge(&self, now_ms: u64) -> PurgeStats;
+
+    /// The Merkle tree over this store's keys.
+    fn merkle(&self) -> &MerkleTree<Key>;
+
+    /// Keys stored with positions in `arc`.
+    fn keys_in(&self, arc: Arc) -> Vec<Key> {
+        self.merkle().keys_in(arc)
+    }
+
+    /// Number of keys stored, tombstones included.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
