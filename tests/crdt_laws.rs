@@ -1,0 +1,350 @@
+//! Property tests: every merge is commutative, associative and idempotent on states reachable
+//! through the types' own operations, and the causal guarantees of `/kv` hold.
+//!
+//! States come from simulated histories: three replicas, each with its own actor, apply random
+//! operations and random merges (anti-entropy) with each other, so dots are issued exactly as a
+//! real cluster issues them.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use quorumkv::causality::{CausalContext, Dot, HybridClock};
+use quorumkv::crdt::{Crdt, LwwRegister, MvRegister, OrSet, PnCounter, Version};
+use quorumkv::storage::{Key, Kind, Value};
+
+const REPLICAS: usize = 3;
+
+fn actor(i: usize) -> String {
+    format!("r{i}")
+}
+
+fn merged<T: Crdt>(a: &T, b: &T) -> T {
+    let mut out = a.clone();
+    out.merge(b);
+    out
+}
+
+fn check_laws<T: Crdt + Debug>(a: &T, b: &T, c: &T) -> Result<(), TestCaseError> {
+    prop_assert_eq!(merged(a, b), merged(b, a), "commutative");
+    prop_assert_eq!(
+        merged(&merged(a, b), c),
+        merged(a, &merged(b, c)),
+        "associative"
+    );
+    prop_assert_eq!(&merged(a, a), a, "idempotent");
+    prop_assert_eq!(
+        &merged(&merged(a, b), b),
+        &merged(a, b),
+        "idempotent after a merge"
+    );
+    Ok(())
+}
+
+/// One step of a simulated history.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Replica `at` applies an update; `seed` picks its arguments.
+    Update { at: usize, seed: u8 },
+    /// Replica `to` merges in replica `from`'s whole state.
+    Sync { from: usize, to: usize },
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(
+        prop_oneof![
+            3 => (0..REPLICAS, any::<u8>()).prop_map(|(at, seed)| Step::Update { at, seed }),
+            1 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Step::Sync { from, to }),
+        ],
+        0..40,
+    )
+}
+
+/// Runs a history; `update` makes a delta from a replica's state. Returns the replicas' final
+/// states and every delta made, in order.
+fn run<T: Crdt + Default>(
+    history: &[Step],
+    mut update: impl FnMut(usize, &T, u8) -> T,
+) -> (Vec<T>, Vec<T>) {
+    let mut replicas = vec![T::default(); REPLICAS];
+    let mut deltas = Vec::new();
+    for step in history {
+        match *step {
+            Step::Update { at, seed } => {
+                let delta = update(at, &replicas[at], seed);
+                replicas[at].merge(&delta);
+                deltas.push(delta);
+            }
+            Step::Sync { from, to } => {
+                let src = replicas[from].clone();
+                replicas[to].merge(&src);
+            }
+        }
+    }
+    (replicas, deltas)
+}
+
+fn mv_update(at: usize, state: &MvRegister, seed: u8) -> MvRegister {
+    let value = Version::new(vec![seed], None);
+    match seed % 4 {
+        // A blind write: no context.
+        0 => state.write(&actor(at), &CausalContext::new(), value),
+        // A read-modify-write against this replica's state.
+        1 | 2 => state.write(&actor(at), state.context(), value),
+        // A delete of what this replica sees.
+        _ => MvRegister::delete(state.context()),
+    }
+}
+
+fn set_update(at: usize, state: &OrSet, seed: u8) -> OrSet {
+    let member = format!("m{}", seed % 5);
+    if seed % 3 == 0 {
+        state.update(&actor(at), [], [member.as_str()])
+    } else {
+        state.update(&actor(at), [member.as_str()], [])
+    }
+}
+
+fn counter_update(at: usize, state: &PnCounter, seed: u8) -> PnCounter {
+    state
+        .add(&actor(at), i64::from(seed) - 128)
+        .expect("small deltas never overflow")
+}
+
+fn all_merged<T: Crdt + Default>(states: &[T]) -> T {
+    states.iter().fold(T::default(), |acc, s| merged(&acc, s))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn mvreg_merge_laws(history in steps()) {
+        let (r, deltas) = run(&history, mv_update);
+        check_laws(&r[0], &r[1], &r[2])?;
+        // Deltas, delivered in any order and duplicated, give the state of the full merge.
+        let mut from_deltas = MvRegister::new();
+        for d in deltas.iter().rev().chain(deltas.iter()) {
+            from_deltas.merge(d);
+        }
+        prop_assert_eq!(from_deltas, all_merged(&r));
+    }
+
+    #[test]
+    fn orset_merge_laws(history in steps()) {
+        let (r, deltas) = run(&history, set_update);
+        check_laws(&r[0], &r[1], &r[2])?;
+        let mut from_deltas = OrSet::new();
+        for d in deltas.iter().rev().chain(deltas.iter()) {
+            from_deltas.merge(d);
+        }
+        prop_assert_eq!(from_deltas, all_merged(&r));
+    }
+
+    #[test]
+    fn counter_merge_laws_and_exact_sum(history in steps()) {
+        let (r, deltas) = run(&history, counter_update);
+        check_laws(&r[0], &r[1], &r[2])?;
+        let expected: i128 = history
+            .iter()
+            .filter_map(|s| match s {
+                Step::Update { seed, .. } => Some(i128::from(*seed) - 128),
+                _ => None,
+            })
+            .sum();
+        let mut from_deltas = PnCounter::new();
+        for d in deltas.iter().chain(deltas.iter().rev()) {
+            from_deltas.merge(d);
+        }
+        prop_assert_eq!(from_deltas.value(), expected);
+        prop_assert_eq!(all_merged(&r).value(), expected);
+    }
+
+    #[test]
+    fn lww_merge_laws_and_latest_wins(
+        writes in prop::collection::vec((0..REPLICAS, 0u64..50, any::<bool>(), any::<u8>()), 3..30)
+    ) {
+        let mut clocks: Vec<HybridClock> =
+            (0..REPLICAS).map(|i| HybridClock::new(actor(i), 1_000)).collect();
+        let mut states: Vec<Option<LwwRegister>> = vec![None; REPLICAS];
+        let mut all = Vec::new();
+        for (at, millis, delete, byte) in writes {
+            let ts = clocks[at].now(millis);
+            let delta = if delete {
+                LwwRegister::delete(ts)
+            } else {
+                LwwRegister::set(ts, vec![byte], None)
+            };
+            match &mut states[at] {
+                Some(s) => s.merge(&delta),
+                slot => *slot = Some(delta.clone()),
+            }
+            all.push(delta);
+        }
+        check_laws(&all[0], &all[1], &all[2])?;
+        let newest = all.iter().max_by(|a, b| a.ts.cmp(&b.ts)).cloned();
+        let mut folded = all[0].clone();
+        for d in all.iter().rev() {
+            folded.merge(d);
+        }
+        prop_assert_eq!(Some(folded), newest);
+    }
+
+    #[test]
+    fn context_join_laws_and_token_round_trip(
+        sets in prop::collection::vec(
+            prop::collection::vec((0usize..3, 1u64..12), 0..12), 3)
+    ) {
+        let ctx: Vec<CausalContext> = sets
+            .iter()
+            .map(|dots| {
+                let mut c = CausalContext::new();
+                for (a, n) in dots {
+                    c.insert(Dot::new(actor(*a), *n));
+                }
+                c
+            })
+            .collect();
+        let join = |a: &CausalContext, b: &CausalContext| { let mut x = a.clone(); x.join(b); x };
+        prop_assert_eq!(join(&ctx[0], &ctx[1]), join(&ctx[1], &ctx[0]));
+        prop_assert_eq!(join(&join(&ctx[0], &ctx[1]), &ctx[2]), join(&ctx[0], &join(&ctx[1], &ctx[2])));
+        prop_assert_eq!(join(&ctx[0], &ctx[0]), ctx[0].clone());
+        let j = join(&ctx[0], &ctx[1]);
+        prop_assert!(j.covers(&ctx[0]) && j.covers(&ctx[1]));
+        for (c, dots) in ctx.iter().zip(&sets) {
+            prop_assert_eq!(&CausalContext::from_token(&c.to_token()).unwrap(), c);
+            for (a, n) in dots {
+                prop_assert!(c.contains(&Dot::new(actor(*a), *n)));
+            }
+        }
+    }
+
+    #[test]
+    fn equal_states_hash_equal(history in steps()) {
+        let (r, _) = run(&history, set_update);
+        let key = Key::new(Kind::Set, "s");
+        let ab = Value::Set(merged(&r[0], &r[1]));
+        let ba = Value::Set(merged(&r[1], &r[0]));
+        prop_assert_eq!(ab.item_hash(&key), ba.item_hash(&key));
+    }
+
+    /// A write made with the context of a read supersedes exactly the versions that read saw:
+    /// after everything is merged, none of them is left, the new value is, and every version
+    /// the read did not see (a concurrent write) is still there unless a later write saw it.
+    #[test]
+    fn write_with_read_context_supersedes_exactly_what_was_read(
+        history in steps(), reader in 0..REPLICAS, writer in 0..REPLICAS, concurrent in 0..REPLICAS
+    ) {
+        let (mut r, _) = run(&history, mv_update);
+        let read = r[reader].clone();
+        let seen: BTreeSet<Dot> = read.live(0).map(|(d, _)| d.clone()).collect();
+        // A write the reader did not see, made after the read.
+        let other = r[concurrent].write(&actor(concurrent), &CausalContext::new(), Version::new("c", None));
+        r[concurrent].merge(&other);
+        let live_before: BTreeSet<Dot> = all_merged(&r).live(0).map(|(d, _)| d.clone()).collect();
+        let delta = r[writer].write(&actor(writer), read.context(), Version::new("new", None));
+        r[writer].merge(&delta);
+        let live: BTreeSet<Dot> = all_merged(&r).live(0).map(|(d, _)| d.clone()).collect();
+        let new_dot = delta.versions().keys().next().unwrap().clone();
+        let concurrent_dot = other.versions().keys().next().unwrap().clone();
+        prop_assert!(live.contains(&concurrent_dot), "a concurrent write was lost");
+        // Exactly: what was live, minus what the read saw, plus the new version.
+        let mut expected: BTreeSet<Dot> = live_before.difference(&seen).cloned().collect();
+        expected.insert(new_dot);
+        prop_assert_eq!(live, expected);
+    }
+
+    #[test]
+    fn two_writes_without_context_become_siblings(history in steps(), a in 0..REPLICAS, b in 0..REPLICAS) {
+        let (mut r, _) = run(&history, mv_update);
+        let d1 = r[a].write(&actor(a), &CausalContext::new(), Version::new("one", None));
+        r[a].merge(&d1);
+        let d2 = r[b].write(&actor(b), &CausalContext::new(), Version::new("two", None));
+        r[b].merge(&d2);
+        let all = all_merged(&r);
+        let values: BTreeSet<Bytes> = all.live(0).map(|(_, v)| v.value.clone()).collect();
+        prop_assert!(values.contains(&Bytes::from("one")) && values.contains(&Bytes::from("two")));
+    }
+
+    /// Merging a stale copy into a newer state of the same replica changes nothing: it can
+    /// neither hide a newer version nor bring back a superseded one.
+    #[test]
+    fn stale_state_never_hides_a_newer_version(
+        before in steps(), after in steps(), at in 0..REPLICAS
+    ) {
+        let (r, _) = run(&before, mv_update);
+        let stale = r[at].clone();
+        let mut newer = r.clone();
+        for step in &after {
+            match *step {
+                Step::Update { at, seed } => {
+                    let d = mv_update(at, &newer[at], seed);
+                    newer[at].merge(&d);
+                }
+                Step::Sync { from, to } => {
+                    let src = newer[from].clone();
+                    newer[to].merge(&src);
+                }
+            }
+        }
+        for s in &newer {
+            prop_assert_eq!(&merged(s, &stale), &merged(s, &r[at]));
+        }
+        let latest = newer[at].clone();
+        prop_assert_eq!(merged(&latest, &stale), latest.clone());
+    }
+
+    /// A delete made with a read's context is never undone by replicas that still hold what
+    /// was deleted.
+    #[test]
+    fn delete_with_context_does_not_resurrect(history in steps(), at in 0..REPLICAS) {
+        let (mut r, _) = run(&history, mv_update);
+        let stale = r.clone();
+        let deleted: BTreeSet<Dot> = r[at].live(0).map(|(d, _)| d.clone()).collect();
+        let del = MvRegister::delete(r[at].context());
+        r[at].merge(&del);
+        prop_assert!(r[at].is_tombstone(0));
+        let mut healed = r[at].clone();
+        for s in stale.iter().rev() {
+            healed.merge(s);
+        }
+        let live: BTreeSet<Dot> = healed.live(0).map(|(d, _)| d.clone()).collect();
+        prop_assert!(live.is_disjoint(&deleted), "deleted versions came back: {:?}", live);
+    }
+
+    /// Add-wins: an add concurrent with a remove of the same member survives it; a remove
+    /// removes the adds it saw.
+    #[test]
+    fn orset_add_wins_and_removes_what_it_saw(history in steps(), a in 0..REPLICAS, b in 0..REPLICAS) {
+        let (mut r, _) = run(&history, set_update);
+        let rm = r[a].update(&actor(a), [], ["m0"]);
+        let add = r[b].update(&actor(b), ["m0"], []);
+        r[a].merge(&rm);
+        r[b].merge(&add);
+        prop_assert!(all_merged(&r).contains("m0"));
+        // A remove after everything is merged removes it for good.
+        let mut all = all_merged(&r);
+        let rm2 = all.update(&actor(a), [], ["m0"]);
+        all.merge(&rm2);
+        for s in &r {
+            all.merge(s);
+        }
+        prop_assert!(!all.contains("m0"));
+    }
+
+    /// With every operation applied to one fully merged state, the OR-set is a plain set.
+    #[test]
+    fn orset_sequential_model(ops in prop::collection::vec((0..REPLICAS, any::<u8>()), 0..60)) {
+        let mut set = OrSet::new();
+        let mut model = BTreeSet::new();
+        for (at, seed) in ops {
+            let member = format!("m{}", seed % 5);
+            let d = set_update(at, &set, seed);
+            set.merge(&d);
+            if seed % 3 == 0 { model.remove(&member); } else { model.insert(member); }
+        }
+        let got: BTreeSet<String> = set.members().map(String::from).collect();
+        prop_assert_eq!(got, model);
+    }
+}

@@ -1,0 +1,125 @@
+//! Two replica stores of 100,000 keys that differ in k keys find exactly those k, exchanging
+//! hashes in proportion to the differences, not the keys.
+
+use std::collections::BTreeSet;
+
+use quorumkv::causality::Timestamp;
+use quorumkv::crdt::LwwRegister;
+use quorumkv::ring::{Arc, Ring, RingMember};
+use quorumkv::storage::merkle::diff_local;
+use quorumkv::storage::{Key, Kind, MemStore, Store, Value};
+
+const KEYS: usize = 100_000;
+
+fn write(store: &MemStore, key: &Key, value: &str, millis: u64) {
+    let reg = LwwRegister::set(
+        Timestamp {
+            millis,
+            logical: 0,
+            node: "n1".into(),
+        },
+        value.as_bytes().to_vec(),
+        None,
+    );
+    store.merge(key, &Value::Lww(reg), 0).unwrap();
+}
+
+fn key(i: usize) -> Key {
+    Key::new(Kind::Lww, format!("key-{i}"))
+}
+
+#[test]
+fn stores_differing_in_k_keys_find_exactly_those_keys() {
+    let a = MemStore::new(16, 60_000);
+    let b = MemStore::new(16, 60_000);
+    for i in 0..KEYS {
+        write(&a, &key(i), "v", 1);
+        write(&b, &key(i), "v", 1);
+    }
+    assert_eq!(a.merkle().root(), b.merkle().root());
+    let (none, received) = diff_local(a.merkle(), b.merkle(), Arc::FULL).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(received, 1, "equal stores compare one root hash");
+
+    let mut expected = BTreeSet::new();
+    for k in [1usize, 10, 100] {
+        // k differences of three sorts: a newer value, a key only on one side, and (for k >= 10)
+        // a key only on the other side.
+        let c = MemStore::new(16, 60_000);
+        for i in 0..KEYS {
+            write(&c, &key(i), "v", 1);
+        }
+        expected.clear();
+        for j in 0..k {
+            let i = (j * 7919) % KEYS;
+            match j % 3 {
+                0 => write(&c, &key(i), "newer", 2),
+                1 => {
+                    write(&c, &Key::new(Kind::Lww, format!("extra-{j}")), "x", 1);
+                    expected.insert(Key::new(Kind::Lww, format!("extra-{j}")));
+                    continue;
+                }
+                _ => write(&a, &key(i), "newer-on-a", 3),
+            }
+            expected.insert(key(i));
+        }
+        let (found, received) = diff_local(c.merkle(), a.merkle(), Arc::FULL).unwrap();
+        let found: BTreeSet<Key> = found.into_iter().collect();
+        let expected_now: BTreeSet<Key> = expected
+            .iter()
+            .cloned()
+            .chain(
+                // Earlier rounds' changes to `a` also differ from `c`.
+                (0..KEYS)
+                    .map(key)
+                    .filter(|kk| a.get(kk, 0) != c.get(kk, 0) && !expected.contains(kk)),
+            )
+            .collect();
+        assert_eq!(found, expected_now, "k = {k}");
+        // O(differences x depth): at most 2 hashes per level per difference, plus leaf items.
+        let bound = expected_now.len() * (2 * 16 + 8) + 1;
+        eprintln!(
+            "k = {k}: {} differences found receiving {received} hashes and items (bound {bound})",
+            found.len()
+        );
+        assert!(
+            received <= bound,
+            "received {received} for {} differences",
+            found.len()
+        );
+    }
+}
+
+#[test]
+fn diff_over_a_ring_arc_finds_only_keys_in_it() {
+    let a = MemStore::new(12, 60_000);
+    let b = MemStore::new(12, 60_000);
+    for i in 0..20_000 {
+        write(&a, &key(i), "v", 1);
+        if i % 50 != 0 {
+            write(&b, &key(i), "v", 1);
+        }
+    }
+    let ring = Ring::new((1..=5).map(|i| RingMember::new(format!("n{i}"), "z", 16))).unwrap();
+    let mut total = 0;
+    for arc in ring.primary_arcs("n2") {
+        let (found, _) = diff_local(a.merkle(), b.merkle(), arc).unwrap();
+        for k in &found {
+            assert!(arc.contains(k.position()));
+        }
+        let expected: BTreeSet<Key> = (0..20_000)
+            .filter(|i| i % 50 == 0)
+            .map(key)
+            .filter(|k| arc.contains(k.position()))
+            .collect();
+        assert_eq!(found.into_iter().collect::<BTreeSet<_>>(), expected);
+        total += expected.len();
+        assert_eq!(
+            a.keys_in(arc).len(),
+            (0..20_000)
+                .filter(|i| arc.contains(key(*i).position()))
+                .count()
+        );
+    }
+    assert!(total > 0);
+}
