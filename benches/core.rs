@@ -1,1 +1,116 @@
-fn main() {}
+//! Benchmarks of the pure core. `make bench` runs them; figures are in the README.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use quorumkv::causality::{CausalContext, Timestamp};
+use quorumkv::crdt::{Crdt, LwwRegister, MvRegister, OrSet, Version};
+use quorumkv::ring::{Arc, Ring, RingMember};
+use quorumkv::storage::merkle::diff_local;
+use quorumkv::storage::{Key, Kind, MemStore, Store, Value};
+
+fn ring_lookup(c: &mut Criterion) {
+    let keys: Vec<u64> = (0..4096)
+        .map(|i| Key::new(Kind::Kv, format!("key-{i}")).position())
+        .collect();
+    for zones in [1u32, 3] {
+        let ring = Ring::new(
+            (0..64).map(|i| RingMember::new(format!("n{i}"), format!("z{}", i % zones), 128)),
+        )
+        .expect("distinct ids");
+        let mut i = 0;
+        c.bench_function(
+            &format!("preference_list n=3, 64 nodes x 128 vnodes, {zones} zone(s)"),
+            |b| {
+                b.iter(|| {
+                    i = (i + 1) % keys.len();
+                    black_box(ring.preference_list(black_box(keys[i]), 3).replicas.len())
+                })
+            },
+        );
+    }
+}
+
+fn causal_merge(c: &mut Criterion) {
+    // Two replicas that each hold the same three concurrent siblings plus one the other lacks.
+    let mut base = MvRegister::new();
+    for (i, actor) in ["n1", "n2", "n3"].iter().enumerate() {
+        let d = base.write(
+            actor,
+            &CausalContext::new(),
+            Version::new(vec![i as u8; 100], None),
+        );
+        base.merge(&d);
+    }
+    let mut a = base.clone();
+    let d = a.write("n1", a.context(), Version::new(vec![9u8; 100], None));
+    a.merge(&d);
+    let mut b = base.clone();
+    let d = b.write(
+        "n2",
+        &CausalContext::new(),
+        Version::new(vec![8u8; 100], None),
+    );
+    b.merge(&d);
+    c.bench_function("causal merge, 3 siblings", |bench| {
+        bench.iter_batched(
+            || a.clone(),
+            |mut x| {
+                x.merge(black_box(&b));
+                x
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn orset_merge(c: &mut Criterion) {
+    let mut a = OrSet::new();
+    let names: Vec<String> = (0..1000).map(|i| format!("member-{i}")).collect();
+    let d = a.update("n1", names.iter().map(String::as_str), []);
+    a.merge(&d);
+    let mut b = a.clone();
+    let d = b.update("n2", ["member-1", "new"], ["member-2"]);
+    b.merge(&d);
+    c.bench_function("OR-set merge, 1,000 members", |bench| {
+        bench.iter_batched(
+            || a.clone(),
+            |mut x| {
+                x.merge(black_box(&b));
+                x
+            },
+            BatchSize::LargeInput,
+        )
+    });
+}
+
+fn merkle_diff(c: &mut Criterion) {
+    let a = MemStore::default();
+    let b = MemStore::default();
+    let ts = |millis| Timestamp {
+        millis,
+        logical: 0,
+        node: "n1".into(),
+    };
+    for i in 0..100_000 {
+        let key = Key::new(Kind::Lww, format!("key-{i}"));
+        let v = Value::Lww(LwwRegister::set(ts(1), "value", None));
+        a.merge(&key, &v, 0).expect("same kind");
+        let v = if i % 10_000 == 0 {
+            Value::Lww(LwwRegister::set(ts(2), "newer", None))
+        } else {
+            v
+        };
+        b.merge(&key, &v, 0).expect("same kind");
+    }
+    c.bench_function("Merkle diff, 100,000 keys, 10 differences", |bench| {
+        bench.iter(|| {
+            let (found, _) = diff_local(a.merkle(), b.merkle(), Arc::FULL).expect("same depth");
+            assert_eq!(found.len(), 10);
+            found
+        })
+    });
+}
+
+criterion_group!(benches, ring_lookup, causal_merge, orset_merge, merkle_diff);
+criterion_main!(benches);

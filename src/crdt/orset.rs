@@ -85,26 +85,40 @@ impl OrSet {
 
 impl Crdt for OrSet {
     fn merge(&mut self, other: &Self) {
+        // One pass over both sorted member lists. Keep a dot of ours unless the other side has
+        // seen it and dropped it; take a dot of theirs unless we have seen it (and so kept or
+        // dropped it already).
+        let ours_seen = &self.ctx;
         let mine = std::mem::take(&mut self.entries);
-        let mut merged = BTreeMap::new();
-        for (member, dots) in mine {
-            let theirs = other.entries.get(&member);
-            let keep: BTreeSet<Dot> = dots
-                .into_iter()
-                .filter(|d| theirs.is_some_and(|t| t.contains(d)) || !other.ctx.contains(d))
-                .collect();
-            if !keep.is_empty() {
-                merged.insert(member, keep);
+        let mut merged: Vec<(String, BTreeSet<Dot>)> = Vec::with_capacity(mine.len());
+        let mut theirs = other.entries.iter().peekable();
+        let take_theirs = |dots: &BTreeSet<Dot>| -> BTreeSet<Dot> {
+            dots.iter()
+                .filter(|d| !ours_seen.contains(d))
+                .cloned()
+                .collect()
+        };
+        for (member, mut dots) in mine {
+            while let Some((m, d)) = theirs.next_if(|(m, _)| m.as_str() < member.as_str()) {
+                merged.push((m.clone(), take_theirs(d)));
             }
-        }
-        for (member, dots) in &other.entries {
-            let new: Vec<&Dot> = dots.iter().filter(|d| !self.ctx.contains(d)).collect();
-            if !new.is_empty() {
-                let slot: &mut BTreeSet<Dot> = merged.entry(member.clone()).or_default();
-                slot.extend(new.into_iter().cloned());
+            match theirs.next_if(|(m, _)| **m == member) {
+                Some((_, their_dots)) => {
+                    dots.retain(|d| their_dots.contains(d) || !other.ctx.contains(d));
+                    dots.extend(
+                        their_dots
+                            .iter()
+                            .filter(|d| !ours_seen.contains(d))
+                            .cloned(),
+                    );
+                }
+                None => dots.retain(|d| !other.ctx.contains(d)),
             }
+            merged.push((member, dots));
         }
-        self.entries = merged;
+        merged.extend(theirs.map(|(m, d)| (m.clone(), take_theirs(d))));
+        // Already sorted, so this builds the map in linear time.
+        self.entries = merged.into_iter().filter(|(_, d)| !d.is_empty()).collect();
         self.ctx.join(&other.ctx);
     }
 }
