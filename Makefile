@@ -15,8 +15,8 @@ build:
 
 ## The whole suite: formatting, lints, unit, property and integration tests.
 test: lint
-	$(CARGO) test --locked --all-targets
-	$(CARGO) test --locked --doc
+	$(CARGO) test --locked --benches
+	$(CARGO) test --locked --lib --bins --tests
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -40,18 +40,18 @@ fn causal_merge(c: &mut Criterion) {
             &CausalContext::new(),
             Version::new(vec![i as u8; 100], None),
         );
-        base.merge(&d);
+        base.merge(&d.expect("dots left"));
     }
     let mut a = base.clone();
     let d = a.write("n1", a.context(), Version::new(vec![9u8; 100], None));
-    a.merge(&d);
+    a.merge(&d.expect("dots left"));
     let mut b = base.clone();
     let d = b.write(
         "n2",
         &CausalContext::new(),
         Version::new(vec![8u8; 100], None),
     );
-    b.merge(&d);
+    b.merge(&d.expect("dots left"));
     c.bench_function("causal merge, 3 siblings", |bench| {
         bench.iter_batched(
             || a.clone(),
@@ -67,10 +67,14 @@ fn causal_merge(c: &mut Criterion) {
 fn orset_merge(c: &mut Criterion) {
     let mut a = OrSet::new();
     let names: Vec<String> = (0..1000).map(|i| format!("member-{i}")).collect();
-    let d = a.update("n1", names.iter().map(String::as_str), []);
+    let d = a
+        .update("n1", names.iter().map(String::as_str), [])
+        .expect("dots left");
     a.merge(&d);
     let mut b = a.clone();
-    let d = b.update("n2", ["member-1", "new"], ["member-2"]);
+    let d = b
+        .update("n2", ["member-1", "new"], ["member-2"])
+        .expect("dots left");
     b.merge(&d);
     c.bench_function("OR-set merge, 1,000 members", |bench| {
         bench.iter_batched(

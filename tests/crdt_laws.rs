@@ -89,11 +89,15 @@ fn mv_update(at: usize, state: &MvRegister, seed: u8) -> MvRegister {
     let value = Version::new(vec![seed], None);
     match seed % 4 {
         // A blind write: no context.
-        0 => state.write(&actor(at), &CausalContext::new(), value),
+        0 => state
+            .write(&actor(at), &CausalContext::new(), value)
+            .expect("dots left"),
         // A read-modify-write against this replica's state.
-        1 | 2 => state.write(&actor(at), state.context(), value),
+        1 | 2 => state
+            .write(&actor(at), state.context(), value)
+            .expect("dots left"),
         // A delete of what this replica sees.
-        _ => MvRegister::delete(state.context()),
+        _ => MvRegister::delete(state.context(), u64::from(seed)),
     }
 }
 
@@ -104,6 +108,7 @@ fn set_update(at: usize, state: &OrSet, seed: u8) -> OrSet {
     } else {
         state.update(&actor(at), [member.as_str()], [])
     }
+    .expect("dots left")
 }
 
 fn counter_update(at: usize, state: &PnCounter, seed: u8) -> PnCounter {
@@ -240,10 +245,10 @@ proptest! {
         let read = r[reader].clone();
         let seen: BTreeSet<Dot> = read.live(0).map(|(d, _)| d.clone()).collect();
         // A write the reader did not see, made after the read.
-        let other = r[concurrent].write(&actor(concurrent), &CausalContext::new(), Version::new("c", None));
+        let other = r[concurrent].write(&actor(concurrent), &CausalContext::new(), Version::new("c", None)).unwrap();
         r[concurrent].merge(&other);
         let live_before: BTreeSet<Dot> = all_merged(&r).live(0).map(|(d, _)| d.clone()).collect();
-        let delta = r[writer].write(&actor(writer), read.context(), Version::new("new", None));
+        let delta = r[writer].write(&actor(writer), read.context(), Version::new("new", None)).unwrap();
         r[writer].merge(&delta);
         let live: BTreeSet<Dot> = all_merged(&r).live(0).map(|(d, _)| d.clone()).collect();
         let new_dot = delta.versions().keys().next().unwrap().clone();
@@ -258,9 +263,9 @@ proptest! {
     #[test]
     fn two_writes_without_context_become_siblings(history in steps(), a in 0..REPLICAS, b in 0..REPLICAS) {
         let (mut r, _) = run(&history, mv_update);
-        let d1 = r[a].write(&actor(a), &CausalContext::new(), Version::new("one", None));
+        let d1 = r[a].write(&actor(a), &CausalContext::new(), Version::new("one", None)).unwrap();
         r[a].merge(&d1);
-        let d2 = r[b].write(&actor(b), &CausalContext::new(), Version::new("two", None));
+        let d2 = r[b].write(&actor(b), &CausalContext::new(), Version::new("two", None)).unwrap();
         r[b].merge(&d2);
         let all = all_merged(&r);
         let values: BTreeSet<Bytes> = all.live(0).map(|(_, v)| v.value.clone()).collect();
@@ -302,7 +307,7 @@ proptest! {
         let (mut r, _) = run(&history, mv_update);
         let stale = r.clone();
         let deleted: BTreeSet<Dot> = r[at].live(0).map(|(d, _)| d.clone()).collect();
-        let del = MvRegister::delete(r[at].context());
+        let del = MvRegister::delete(r[at].context(), 1_000);
         r[at].merge(&del);
         prop_assert!(r[at].is_tombstone(0));
         let mut healed = r[at].clone();
@@ -318,14 +323,14 @@ proptest! {
     #[test]
     fn orset_add_wins_and_removes_what_it_saw(history in steps(), a in 0..REPLICAS, b in 0..REPLICAS) {
         let (mut r, _) = run(&history, set_update);
-        let rm = r[a].update(&actor(a), [], ["m0"]);
-        let add = r[b].update(&actor(b), ["m0"], []);
+        let rm = r[a].update(&actor(a), [], ["m0"]).unwrap();
+        let add = r[b].update(&actor(b), ["m0"], []).unwrap();
         r[a].merge(&rm);
         r[b].merge(&add);
         prop_assert!(all_merged(&r).contains("m0"));
         // A remove after everything is merged removes it for good.
         let mut all = all_merged(&r);
-        let rm2 = all.update(&actor(a), [], ["m0"]);
+        let rm2 = all.update(&actor(a), [], ["m0"]).unwrap();
         all.merge(&rm2);
         for s in &r {
             all.merge(s);

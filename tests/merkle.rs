@@ -30,8 +30,8 @@ fn key(i: usize) -> Key {
 
 #[test]
 fn stores_differing_in_k_keys_find_exactly_those_keys() {
-    let a = MemStore::new(16, 60_000);
-    let b = MemStore::new(16, 60_000);
+    let a = MemStore::with(16, 60_000);
+    let b = MemStore::with(16, 60_000);
     for i in 0..KEYS {
         write(&a, &key(i), "v", 1);
         write(&b, &key(i), "v", 1);
@@ -45,7 +45,7 @@ fn stores_differing_in_k_keys_find_exactly_those_keys() {
     for k in [1usize, 10, 100] {
         // k differences of three sorts: a newer value, a key only on one side, and (for k >= 10)
         // a key only on the other side.
-        let c = MemStore::new(16, 60_000);
+        let c = MemStore::with(16, 60_000);
         for i in 0..KEYS {
             write(&c, &key(i), "v", 1);
         }
@@ -92,8 +92,8 @@ fn stores_differing_in_k_keys_find_exactly_those_keys() {
 
 #[test]
 fn diff_over_a_ring_arc_finds_only_keys_in_it() {
-    let a = MemStore::new(12, 60_000);
-    let b = MemStore::new(12, 60_000);
+    let a = MemStore::with(12, 60_000);
+    let b = MemStore::with(12, 60_000);
     for i in 0..20_000 {
         write(&a, &key(i), "v", 1);
         if i % 50 != 0 {

@@ -18,7 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-pub use hlc::{HybridClock, Timestamp};
+pub use hlc::{ClockDriftError, HybridClock, Timestamp};
 
 /// The name of a writer. One actor per node and per boot of a store that may have lost its
 /// data, so that a counter never restarts below a dot it already handed out.
@@ -44,6 +44,14 @@ impl Dot {
 /// Longest context token a client may send; a real context is a few dozen bytes per actor.
 pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 
+/// Most out-of-order dots a client's context may carry; a real one has a handful at most.
+pub const MAX_TOKEN_CLOUD: usize = 1024;
+
+/// An actor's dot counter reached `u64::MAX`; only a forged context gets there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the causal context leaves no new dot for {0}; drop the context and write again")]
+pub struct DotsExhausted(pub Actor);
+
 /// Why a client's context token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -57,6 +65,10 @@ pub enum TokenError {
         "context token does not decode to a causal context; send back the X-Context of a read unchanged"
     )]
     Malformed,
+    #[error(
+        "context token holds more than {MAX_TOKEN_CLOUD} out-of-order dots; send back the X-Context of a read unchanged"
+    )]
+    TooManyDots,
 }
 
 /// A set of dots: a version vector (all dots 1..=n of each actor) plus the dots seen beyond
@@ -93,16 +105,28 @@ impl CausalContext {
         self.vv.get(&dot.actor).is_some_and(|&n| dot.counter <= n) || self.cloud.contains(dot)
     }
 
-    /// Adds one dot.
+    /// Adds one dot, folding the cloud into the vector where the dot closes a gap.
     pub fn insert(&mut self, dot: Dot) {
-        if !self.contains(&dot) {
-            self.cloud.insert(dot);
-            self.compact();
+        let run = self.vv.get(&dot.actor).copied().unwrap_or(0);
+        if dot.counter <= run || self.cloud.contains(&dot) {
+            return;
         }
+        if dot.counter != run + 1 {
+            self.cloud.insert(dot);
+            return;
+        }
+        let mut top = dot.counter;
+        let mut probe = Dot::new(dot.actor, top.saturating_add(1));
+        while top < u64::MAX && self.cloud.remove(&probe) {
+            top += 1;
+            probe.counter = top.saturating_add(1);
+        }
+        self.vv.insert(probe.actor, top);
     }
 
-    /// The next dot `actor` may issue: one past every dot of `actor` in the set.
-    pub fn next_dot(&self, actor: &str) -> Dot {
+    /// The next dot `actor` may issue: one past every dot of `actor` in the set; `None` when
+    /// the actor's counter is exhausted (only a forged context gets there).
+    pub fn next_dot(&self, actor: &str) -> Result<Dot, DotsExhausted> {
         let in_vv = self.vv.get(actor).copied().unwrap_or(0);
         let in_cloud = self
             .cloud
@@ -111,7 +135,11 @@ impl CausalContext {
             .map(|d| d.counter)
             .max()
             .unwrap_or(0);
-        Dot::new(actor, in_vv.max(in_cloud) + 1)
+        let next = in_vv
+            .max(in_cloud)
+            .checked_add(1)
+            .ok_or_else(|| DotsExhausted(actor.to_string()))?;
+        Ok(Dot::new(actor, next))
     }
 
     /// Set union.
@@ -180,13 +208,13 @@ impl CausalContext {
             .map_err(|_| TokenError::NotBase64)?;
         let raw: CausalContext =
             rmp_serde::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+        if raw.cloud.len() > MAX_TOKEN_CLOUD {
+            return Err(TokenError::TooManyDots);
+        }
         // Re-normalise: a hand-made token must not smuggle in a non-compact form.
         let mut ctx = CausalContext::from_vv(raw.vv);
-        for dot in raw.cloud {
-            if dot.counter > 0 {
-                ctx.insert(dot);
-            }
-        }
+        ctx.cloud = raw.cloud.into_iter().filter(|d| d.counter > 0).collect();
+        ctx.compact();
         Ok(ctx)
     }
 }
@@ -204,9 +232,18 @@ mod tests {
         c.insert(Dot::new("a", 1));
         assert!(c.cloud().is_empty());
         assert_eq!(c.vv().get("a"), Some(&2));
-        assert_eq!(c.next_dot("a"), Dot::new("a", 3));
+        assert_eq!(c.next_dot("a"), Ok(Dot::new("a", 3)));
         c.insert(Dot::new("a", 7));
-        assert_eq!(c.next_dot("a"), Dot::new("a", 8));
+        assert_eq!(c.next_dot("a"), Ok(Dot::new("a", 8)));
+        c.insert(Dot::new("a", 4));
+        c.insert(Dot::new("a", 6));
+        c.insert(Dot::new("a", 3));
+        assert_eq!(c.vv().get("a"), Some(&4));
+        c.insert(Dot::new("a", 5));
+        assert_eq!(c.vv().get("a"), Some(&7));
+        assert!(c.cloud().is_empty());
+        let full = CausalContext::from_vv([("b".to_string(), u64::MAX)]);
+        assert_eq!(full.next_dot("b"), Err(DotsExhausted("b".into())));
     }
 
     #[test]
@@ -227,6 +264,14 @@ mod tests {
         assert_eq!(
             CausalContext::from_token(&"A".repeat(MAX_TOKEN_LEN + 1)),
             Err(TokenError::TooLong)
+        );
+        let mut crowded = CausalContext::new();
+        crowded.cloud = (0..=MAX_TOKEN_CLOUD as u64)
+            .map(|i| Dot::new("x", 2 * i + 2))
+            .collect();
+        assert_eq!(
+            CausalContext::from_token(&crowded.to_token()),
+            Err(TokenError::TooManyDots)
         );
     }
 

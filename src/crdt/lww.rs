@@ -56,12 +56,18 @@ impl LwwRegister {
     /// Turns an expired value into a tombstone. Returns whether anything changed.
     pub fn expire(&mut self, now_ms: u64) -> bool {
         if self.value.is_some() && self.expires_at.is_some_and(|t| now_ms >= t) {
+            // The expiry stays: it is when the value died.
             self.value = None;
-            self.expires_at = None;
             true
         } else {
             false
         }
+    }
+
+    /// When the value died, if it is a tombstone at `now_ms`: its delete, or its expiry.
+    pub fn death_time(&self, now_ms: u64) -> Option<u64> {
+        self.is_tombstone(now_ms)
+            .then(|| self.ts.millis.max(self.expires_at.unwrap_or(0)))
     }
 
     pub fn next_expiry(&self) -> Option<u64> {

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::Crdt;
-use crate::causality::{CausalContext, Dot};
+use crate::causality::{CausalContext, Dot, DotsExhausted};
 
 /// One value written to a `/kv` key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +45,9 @@ impl Version {
 pub struct MvRegister {
     ctx: CausalContext,
     versions: BTreeMap<Dot, Version>,
+    /// Unix milliseconds of the latest delete or expiry seen (0 for none): when a tombstone
+    /// died, the same on every replica, so they all forget it after the same grace period.
+    deleted_at: u64,
 }
 
 impl MvRegister {
@@ -54,25 +57,38 @@ impl MvRegister {
 
     /// The delta of `actor` writing `version` after having seen `seen`. Only `actor` may call
     /// this for its own dots, on its latest local state, so the dot it picks is new.
-    pub fn write(&self, actor: &str, seen: &CausalContext, version: Version) -> MvRegister {
+    pub fn write(
+        &self,
+        actor: &str,
+        seen: &CausalContext,
+        version: Version,
+    ) -> Result<MvRegister, DotsExhausted> {
         let mut known = self.ctx.clone();
         known.join(seen);
-        let dot = known.next_dot(actor);
+        let dot = known.next_dot(actor)?;
         let mut ctx = seen.clone();
         ctx.insert(dot.clone());
-        MvRegister {
+        Ok(MvRegister {
             ctx,
             versions: BTreeMap::from([(dot, version)]),
-        }
+            deleted_at: 0,
+        })
     }
 
-    /// The delta of a delete that removes every version `seen` holds. Needs no dot, so any
-    /// node may make it.
-    pub fn delete(seen: &CausalContext) -> MvRegister {
+    /// The delta of a delete at `now_ms` that removes every version `seen` holds. Needs no
+    /// dot, so any node may make it.
+    pub fn delete(seen: &CausalContext, now_ms: u64) -> MvRegister {
         MvRegister {
             ctx: seen.clone(),
             versions: BTreeMap::new(),
+            deleted_at: now_ms,
         }
+    }
+
+    /// When the key died, if nothing is live at `now_ms`: the time of its latest delete or
+    /// expiry.
+    pub fn death_time(&self, now_ms: u64) -> Option<u64> {
+        self.is_tombstone(now_ms).then_some(self.deleted_at)
     }
 
     /// The causal context to hand to a client that read this state.
@@ -99,7 +115,15 @@ impl MvRegister {
     /// has not expired them yet loses them on merge. Returns whether anything changed.
     pub fn expire(&mut self, now_ms: u64) -> bool {
         let before = self.versions.len();
-        self.versions.retain(|_, v| v.live_at(now_ms));
+        let mut latest = self.deleted_at;
+        self.versions.retain(|_, v| {
+            let live = v.live_at(now_ms);
+            if !live {
+                latest = latest.max(v.expires_at.unwrap_or(0));
+            }
+            live
+        });
+        self.deleted_at = latest;
         before != self.versions.len()
     }
 
@@ -120,6 +144,7 @@ impl Crdt for MvRegister {
             }
         }
         self.ctx.join(other_ctx);
+        self.deleted_at = self.deleted_at.max(other.deleted_at);
     }
 }
 
@@ -138,13 +163,13 @@ mod tests {
     #[test]
     fn writes_without_context_become_siblings_and_a_read_context_resolves_them() {
         let mut s = MvRegister::new();
-        let d1 = s.write("a", &CausalContext::new(), v("x"));
+        let d1 = s.write("a", &CausalContext::new(), v("x")).unwrap();
         apply(&mut s, &d1);
-        let d2 = s.write("a", &CausalContext::new(), v("y"));
+        let d2 = s.write("a", &CausalContext::new(), v("y")).unwrap();
         apply(&mut s, &d2);
         assert_eq!(s.live(0).count(), 2);
         let seen = s.context().clone();
-        let d3 = s.write("a", &seen, v("z"));
+        let d3 = s.write("a", &seen, v("z")).unwrap();
         apply(&mut s, &d3);
         let live: Vec<_> = s.live(0).map(|(_, v)| v.value.clone()).collect();
         assert_eq!(live, vec![Bytes::from("z")]);
@@ -153,12 +178,13 @@ mod tests {
     #[test]
     fn delete_keeps_a_tombstone_that_beats_the_stale_replica() {
         let mut a = MvRegister::new();
-        let d1 = a.write("a", &CausalContext::new(), v("x"));
+        let d1 = a.write("a", &CausalContext::new(), v("x")).unwrap();
         a.merge(&d1);
         let stale = a.clone();
-        let del = MvRegister::delete(a.context());
+        let del = MvRegister::delete(a.context(), 50);
         a.merge(&del);
         assert!(a.is_tombstone(0));
+        assert_eq!(a.death_time(0), Some(50));
         let mut healed = stale.clone();
         healed.merge(&a);
         assert!(healed.is_tombstone(0));
@@ -169,13 +195,16 @@ mod tests {
     #[test]
     fn expiry_is_a_delete_everywhere() {
         let mut a = MvRegister::new();
-        let d = a.write("a", &CausalContext::new(), Version::new("x", Some(100)));
+        let d = a
+            .write("a", &CausalContext::new(), Version::new("x", Some(100)))
+            .unwrap();
         a.merge(&d);
         assert!(!a.is_tombstone(99));
         assert!(a.is_tombstone(100));
         let unexpired = a.clone();
         assert!(a.expire(100));
         assert_eq!(a.next_expiry(), None);
+        assert_eq!(a.death_time(100), Some(100));
         a.merge(&unexpired);
         assert!(a.versions().is_empty());
     }

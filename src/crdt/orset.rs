@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::Crdt;
-use crate::causality::{CausalContext, Dot};
+use crate::causality::{CausalContext, Dot, DotsExhausted};
 
 /// An add-wins OR-set of strings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,12 +56,12 @@ impl OrSet {
         actor: &str,
         add: impl IntoIterator<Item = &'a str>,
         remove: impl IntoIterator<Item = &'a str>,
-    ) -> OrSet {
+    ) -> Result<OrSet, DotsExhausted> {
         let mut delta = OrSet::new();
         let mut issued = self.ctx.clone();
         for member in add {
             self.observe_into(member, &mut delta.ctx);
-            let dot = issued.next_dot(actor);
+            let dot = issued.next_dot(actor)?;
             issued.insert(dot.clone());
             delta.ctx.insert(dot.clone());
             delta
@@ -73,7 +73,7 @@ impl OrSet {
         for member in remove {
             self.observe_into(member, &mut delta.ctx);
         }
-        delta
+        Ok(delta)
     }
 
     fn observe_into(&self, member: &str, ctx: &mut CausalContext) {
@@ -134,13 +134,13 @@ mod tests {
     #[test]
     fn concurrent_add_wins_over_remove() {
         let mut a = OrSet::new();
-        let d = a.update("n1", ["x"], []);
+        let d = a.update("n1", ["x"], []).unwrap();
         a.merge(&d);
         let mut b = a.clone();
         // a removes x while b, concurrently, adds x again.
-        let rm = a.update("n1", [], ["x"]);
+        let rm = a.update("n1", [], ["x"]).unwrap();
         a.merge(&rm);
-        let add = b.update("n2", ["x"], []);
+        let add = b.update("n2", ["x"], []).unwrap();
         b.merge(&add);
         assert!(members(&a).is_empty());
         let mut ab = a.clone();
@@ -154,10 +154,10 @@ mod tests {
     #[test]
     fn remove_of_observed_add_sticks() {
         let mut a = OrSet::new();
-        let d = a.update("n1", ["x", "y"], []);
+        let d = a.update("n1", ["x", "y"], []).unwrap();
         a.merge(&d);
         let stale = a.clone();
-        let rm = a.update("n1", [], ["x"]);
+        let rm = a.update("n1", [], ["x"]).unwrap();
         a.merge(&rm);
         a.merge(&stale);
         assert_eq!(members(&a), vec!["y"]);

@@ -1,26 +1,53 @@
 //! The in-memory store: a dashmap of merged states, a timer queue for TTLs and tombstones, and
-//! the Merkle tree, all updated under the key's shard lock so they never disagree for long.
+//! the Merkle tree, all updated under the key's shard lock so they never disagree.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
-use super::{Applied, Hash, Key, MerkleTree, PurgeStats, Store, StoreError, Value};
+use super::{Applied, Hash, Key, MakeDelta, MerkleTree, PurgeStats, Store, StoreError, Value};
+use crate::causality::Actor;
 
-/// Default time a tombstone outlives its delete before it may be forgotten. A replica cut off
-/// for longer than this may bring a deleted value back (as with Cassandra's gc_grace).
+/// Default time a tombstone is kept after its delete or expiry before it may be forgotten. A
+/// replica cut off for longer than this may bring a deleted value back (as with Cassandra's
+/// gc_grace_seconds), so anti-entropy must run more often than this.
 pub const DEFAULT_TOMBSTONE_GRACE_MS: u64 = 60 * 60 * 1000;
 
 /// Default Merkle depth: 65,536 leaves, a few keys each at a hundred thousand keys.
 pub const DEFAULT_MERKLE_DEPTH: u8 = 16;
 
+/// How to build a [`MemStore`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// This node's id; the prefix of every actor the store hands out.
+    pub node: String,
+    /// Distinguishes this life of the store from earlier ones (a node's start time, or a test
+    /// seed), so actors handed out after a restart that lost the data are new.
+    pub boot: u64,
+    pub merkle_depth: u8,
+    pub tombstone_grace_ms: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            node: "local".into(),
+            boot: 0,
+            merkle_depth: DEFAULT_MERKLE_DEPTH,
+            tombstone_grace_ms: DEFAULT_TOMBSTONE_GRACE_MS,
+        }
+    }
+}
+
 struct Entry {
     value: Value,
     item_hash: Hash,
-    /// Local time at which the value was first seen as a tombstone.
-    dead_since: Option<u64>,
+    /// The actor this node issues dots under for this key, chosen at its first local write
+    /// since the entry was created. Local: never replicated.
+    writer: Option<Actor>,
 }
 
 /// An in-memory [`Store`].
@@ -30,23 +57,39 @@ pub struct MemStore {
     /// (due time, key): a TTL to apply or a tombstone to reap. Entries may be stale; the purge
     /// re-checks the key before acting.
     timers: Mutex<BTreeSet<(u64, Key)>>,
-    tombstone_grace_ms: u64,
+    options: StoreOptions,
+    writers: AtomicU64,
 }
 
 impl Default for MemStore {
     fn default() -> Self {
-        MemStore::new(DEFAULT_MERKLE_DEPTH, DEFAULT_TOMBSTONE_GRACE_MS)
+        MemStore::new(StoreOptions::default())
     }
 }
 
 impl MemStore {
-    pub fn new(merkle_depth: u8, tombstone_grace_ms: u64) -> Self {
+    pub fn new(options: StoreOptions) -> Self {
         MemStore {
             entries: DashMap::new(),
-            merkle: MerkleTree::new(merkle_depth),
+            merkle: MerkleTree::new(options.merkle_depth),
             timers: Mutex::new(BTreeSet::new()),
-            tombstone_grace_ms,
+            options,
+            writers: AtomicU64::new(0),
         }
+    }
+
+    /// A store with the given Merkle depth and grace period, for tests and tools.
+    pub fn with(merkle_depth: u8, tombstone_grace_ms: u64) -> Self {
+        MemStore::new(StoreOptions {
+            merkle_depth,
+            tombstone_grace_ms,
+            ..StoreOptions::default()
+        })
+    }
+
+    fn new_writer(&self) -> Actor {
+        let n = self.writers.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{:x}.{:x}", self.options.node, self.options.boot, n)
     }
 
     fn schedule(&self, due: u64, key: &Key) {
@@ -56,8 +99,13 @@ impl MemStore {
             .insert((due, key.clone()));
     }
 
+    /// When a tombstone that died at `death` may be forgotten.
+    fn reap_at(&self, death: u64) -> u64 {
+        death.saturating_add(self.options.tombstone_grace_ms)
+    }
+
     /// Records a new state for `key` in `entry`: rehash, update the Merkle tree, and schedule
-    /// its next expiry or its reaping. Returns the merged value.
+    /// its next expiry or its reaping.
     fn settle(&self, key: &Key, entry: &mut Entry, now_ms: u64) {
         entry.value.expire(now_ms);
         let hash = entry.value.item_hash(key);
@@ -65,44 +113,24 @@ impl MemStore {
             entry.item_hash = hash;
             self.merkle.set(key.position(), key, Some(hash));
         }
-        if entry.value.is_tombstone(now_ms) {
-            if entry.dead_since.is_none() {
-                entry.dead_since = Some(now_ms);
-                self.schedule(now_ms.saturating_add(self.tombstone_grace_ms), key);
-            }
-        } else {
-            entry.dead_since = None;
-            if let Some(t) = entry.value.next_expiry() {
-                self.schedule(t, key);
+        match entry.value.death_time(now_ms) {
+            Some(death) => self.schedule(self.reap_at(death), key),
+            None => {
+                if let Some(t) = entry.value.next_expiry() {
+                    self.schedule(t, key);
+                }
             }
         }
     }
 
-    fn merge_into(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<Value, StoreError> {
-        if incoming.kind() != key.kind {
-            return Err(StoreError::KindMismatch {
+    fn check_kind(key: &Key, value: &Value) -> Result<(), StoreError> {
+        if value.kind() == key.kind {
+            Ok(())
+        } else {
+            Err(StoreError::KindMismatch {
                 key: key.kind.name(),
-                value: incoming.kind().name(),
-            });
-        }
-        match self.entries.entry(key.clone()) {
-            MapEntry::Occupied(mut slot) => {
-                let entry = slot.get_mut();
-                entry.value.merge(incoming)?;
-                self.settle(key, entry, now_ms);
-                Ok(entry.value.clone())
-            }
-            MapEntry::Vacant(slot) => {
-                let mut entry = Entry {
-                    value: incoming.clone(),
-                    item_hash: [0; 32],
-                    dead_since: None,
-                };
-                self.settle(key, &mut entry, now_ms);
-                let merged = entry.value.clone();
-                slot.insert(entry);
-                Ok(merged)
-            }
+                value: value.kind().name(),
+            })
         }
     }
 }
@@ -117,31 +145,56 @@ impl Store for MemStore {
     }
 
     fn merge(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<Value, StoreError> {
-        self.merge_into(key, incoming, now_ms)
+        Self::check_kind(key, incoming)?;
+        match self.entries.entry(key.clone()) {
+            MapEntry::Occupied(mut slot) => {
+                let entry = slot.get_mut();
+                entry.value.merge(incoming)?;
+                self.settle(key, entry, now_ms);
+                Ok(entry.value.clone())
+            }
+            MapEntry::Vacant(slot) => {
+                let mut value = incoming.clone();
+                value.expire(now_ms);
+                // A tombstone past its grace period has been (or will be) forgotten by every
+                // replica; taking it in again would only start its grace period over.
+                if value
+                    .death_time(now_ms)
+                    .is_some_and(|death| self.reap_at(death) <= now_ms)
+                {
+                    return Ok(value);
+                }
+                let mut entry = Entry {
+                    value,
+                    item_hash: [0; 32],
+                    writer: None,
+                };
+                self.settle(key, &mut entry, now_ms);
+                let merged = entry.value.clone();
+                slot.insert(entry);
+                Ok(merged)
+            }
+        }
     }
 
     fn update(
         &self,
         key: &Key,
         now_ms: u64,
-        make_delta: &mut dyn FnMut(Option<&Value>) -> Result<Value, StoreError>,
+        make_delta: &mut MakeDelta<'_>,
     ) -> Result<Applied, StoreError> {
-        let check = |delta: &Value| {
-            if delta.kind() == key.kind {
-                Ok(())
-            } else {
-                Err(StoreError::KindMismatch {
-                    key: key.kind.name(),
-                    value: delta.kind().name(),
-                })
-            }
-        };
         match self.entries.entry(key.clone()) {
             MapEntry::Occupied(mut slot) => {
                 let entry = slot.get_mut();
-                entry.value.expire(now_ms);
-                let delta = make_delta(Some(&entry.value))?;
-                check(&delta)?;
+                if entry.value.expire(now_ms) {
+                    self.settle(key, entry, now_ms);
+                }
+                let writer = entry
+                    .writer
+                    .get_or_insert_with(|| self.new_writer())
+                    .clone();
+                let delta = make_delta(Some(&entry.value), &writer)?;
+                Self::check_kind(key, &delta)?;
                 entry.value.merge(&delta)?;
                 self.settle(key, entry, now_ms);
                 Ok(Applied {
@@ -150,12 +203,13 @@ impl Store for MemStore {
                 })
             }
             MapEntry::Vacant(slot) => {
-                let delta = make_delta(None)?;
-                check(&delta)?;
+                let writer = self.new_writer();
+                let delta = make_delta(None, &writer)?;
+                Self::check_kind(key, &delta)?;
                 let mut entry = Entry {
                     value: delta.clone(),
                     item_hash: [0; 32],
-                    dead_since: None,
+                    writer: Some(writer),
                 };
                 self.settle(key, &mut entry, now_ms);
                 let merged = entry.value.clone();
@@ -181,18 +235,19 @@ impl Store for MemStore {
                 continue;
             };
             let entry = slot.get_mut();
-            let was_dead = entry.dead_since.is_some();
             if entry.value.expire(now_ms) {
                 stats.expired += 1;
+                self.settle(&key, entry, now_ms);
             }
-            self.settle(&key, entry, now_ms);
-            let reap = was_dead
-                && entry
-                    .dead_since
-                    .is_some_and(|t| t.saturating_add(self.tombstone_grace_ms) <= now_ms);
+            let reap = entry
+                .value
+                .death_time(now_ms)
+                .is_some_and(|death| self.reap_at(death) <= now_ms);
             if reap {
-                slot.remove();
+                // Out of the Merkle tree while the shard lock is still held, so a concurrent
+                // write to the key cannot slip in between and lose its Merkle item.
                 self.merkle.set(key.position(), &key, None);
+                slot.remove();
                 stats.reaped += 1;
             }
         }
@@ -214,7 +269,7 @@ mod tests {
 
     use super::*;
     use crate::causality::{CausalContext, Timestamp};
-    use crate::crdt::{LwwRegister, MvRegister, PnCounter, Version};
+    use crate::crdt::{Crdt, LwwRegister, MvRegister, PnCounter, Version};
     use crate::storage::Kind;
 
     fn ts(millis: u64) -> Timestamp {
@@ -225,9 +280,23 @@ mod tests {
         }
     }
 
+    fn kv_write(s: &MemStore, key: &Key, value: &str, now: u64) -> Applied {
+        s.update(key, now, &mut |cur, actor| {
+            let reg = match cur {
+                Some(Value::Kv(r)) => r.clone(),
+                _ => MvRegister::new(),
+            };
+            let seen = reg.context().clone();
+            reg.write(actor, &seen, Version::new(value.as_bytes().to_vec(), None))
+                .map(Value::Kv)
+                .map_err(|e| StoreError::Rejected(e.to_string()))
+        })
+        .unwrap()
+    }
+
     #[test]
     fn ttl_reads_absent_then_becomes_a_tombstone_then_is_reaped() {
-        let s = MemStore::new(4, 1000);
+        let s = MemStore::with(4, 1000);
         let k = Key::new(Kind::Lww, "a");
         s.merge(&k, &Value::Lww(LwwRegister::set(ts(1), "v", Some(100))), 0)
             .unwrap();
@@ -257,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_rewritten_key_is_not_expired_by_its_old_timer() {
-        let s = MemStore::new(4, 1000);
+        let s = MemStore::with(4, 1000);
         let k = Key::new(Kind::Lww, "a");
         s.merge(&k, &Value::Lww(LwwRegister::set(ts(1), "v", Some(100))), 0)
             .unwrap();
@@ -271,16 +340,60 @@ mod tests {
     }
 
     #[test]
+    fn tombstones_past_their_grace_are_not_taken_back_in() {
+        let a = MemStore::with(4, 1000);
+        let b = MemStore::with(4, 1000);
+        let k = Key::new(Kind::Kv, "k");
+        kv_write(&a, &k, "v", 0);
+        let Some(Value::Kv(reg)) = a.get(&k, 0) else {
+            panic!()
+        };
+        let del = Value::Kv(MvRegister::delete(reg.context(), 10));
+        a.merge(&k, &del, 10).unwrap();
+        // b learns of the delete late, but its grace period still runs from the delete.
+        let tomb = a.get(&k, 500).unwrap();
+        b.merge(&k, &tomb, 500).unwrap();
+        assert_eq!(a.purge(1010).reaped, 1);
+        assert_eq!(b.purge(1010).reaped, 1);
+        // Anti-entropy from a replica that has not purged yet brings nothing back.
+        b.merge(&k, &tomb, 1500).unwrap();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_key_recreated_after_its_tombstone_is_reaped_gets_new_dots() {
+        let a = MemStore::with(4, 1000);
+        let b = MemStore::with(4, 1000);
+        let k = Key::new(Kind::Kv, "k");
+        let first = kv_write(&a, &k, "old", 0);
+        b.merge(&k, &first.delta, 0).unwrap();
+        let Some(Value::Kv(reg)) = a.get(&k, 0) else {
+            panic!()
+        };
+        let del = Value::Kv(MvRegister::delete(reg.context(), 10));
+        a.merge(&k, &del, 10).unwrap();
+        b.merge(&k, &del, 10).unwrap();
+        assert_eq!(a.purge(1010).reaped, 1);
+        // b has not purged yet; a writes the key anew.
+        let second = kv_write(&a, &k, "new", 1020);
+        let merged = b.merge(&k, &second.delta, 1020).unwrap();
+        assert!(
+            !merged.is_tombstone(1020),
+            "the new write was taken for an old one"
+        );
+    }
+
+    #[test]
     fn update_issues_a_delta_and_kind_mismatches_are_refused() {
-        let s = MemStore::new(4, 1000);
+        let s = MemStore::with(4, 1000);
         let k = Key::new(Kind::Counter, "c");
         let applied = s
-            .update(&k, 0, &mut |cur| {
+            .update(&k, 0, &mut |cur, actor| {
                 let cur = match cur {
                     Some(Value::Counter(c)) => c.clone(),
                     _ => PnCounter::new(),
                 };
-                cur.add("n1", 3)
+                cur.add(actor, 3)
                     .map(Value::Counter)
                     .map_err(|e| StoreError::Rejected(e.to_string()))
             })
@@ -289,16 +402,46 @@ mod tests {
             panic!()
         };
         assert_eq!(c.value(), 3);
-        let wrong = Value::Kv(MvRegister::delete(&CausalContext::new()));
+        let wrong = Value::Kv(MvRegister::delete(&CausalContext::new(), 0));
         assert!(matches!(
             s.merge(&k, &wrong, 0),
             Err(StoreError::KindMismatch { .. })
         ));
-        let refused = s.update(&k, 0, &mut |_| Err(StoreError::Rejected("no".into())));
+        let refused = s.update(&k, 0, &mut |_, _| Err(StoreError::Rejected("no".into())));
         assert_eq!(refused, Err(StoreError::Rejected("no".into())));
-        let kv = Key::new(Kind::Kv, "x");
-        let reg = MvRegister::new().write("n1", &CausalContext::new(), Version::new("v", None));
-        s.merge(&kv, &Value::Kv(reg), 0).unwrap();
-        assert_eq!(s.len(), 2);
+        let mut again = c.clone();
+        again.merge(&c);
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn concurrent_writes_and_purges_keep_the_merkle_tree_whole() {
+        let s = std::sync::Arc::new(MemStore::with(6, 0));
+        let keys: Vec<Key> = (0..200)
+            .map(|i| Key::new(Kind::Lww, format!("k{i}")))
+            .collect();
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                for round in 0..50u64 {
+                    for k in &keys {
+                        let reg = if round % 2 == 0 {
+                            LwwRegister::delete(ts(round + 1))
+                        } else {
+                            LwwRegister::set(ts(round + 1), "v", None)
+                        };
+                        s.merge(k, &Value::Lww(reg), round + 1).unwrap();
+                    }
+                }
+            });
+            for now in 0..200 {
+                s.purge(now);
+            }
+            writer.join().unwrap();
+        });
+        let mut in_tree = 0;
+        for leaf in 0..64 {
+            in_tree += s.merkle().leaf_items(leaf).len();
+        }
+        assert_eq!(in_tree, s.len());
     }
 }

@@ -64,9 +64,15 @@ impl NodeRef {
 /// One item in a leaf: its ring position, its key and the hash of key and value.
 pub type LeafItem<K> = (u64, K, Hash);
 
+/// Most nodes plus leaves one query may ask for; a differ never needs more than the width of
+/// two tree levels' worth of differences at once.
+pub const MAX_QUERY_ITEMS: usize = 1 << 16;
+
 /// A request from a differ to the remote replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Query {
+    /// Depth of the asking tree; a tree of another depth cannot answer.
+    pub depth: u8,
     /// Nodes whose hashes are wanted.
     pub hashes: Vec<NodeRef>,
     /// Leaves (by index at the leaf level) whose items are wanted.
@@ -89,6 +95,10 @@ pub enum DiffError {
     Unexpected,
     #[error("query names node level {level} outside a tree of depth {depth}")]
     BadNode { level: u8, depth: u8 },
+    #[error("query is for a tree of depth {asked}, this one has depth {depth}")]
+    DepthMismatch { asked: u8, depth: u8 },
+    #[error("query asks for {0} items, more than {MAX_QUERY_ITEMS}")]
+    TooLarge(usize),
 }
 
 /// A Merkle tree over keys of type `K`.
@@ -182,7 +192,7 @@ impl<K: Ord + Clone> MerkleTree<K> {
             .collect()
     }
 
-    /// Keys whose positions lie in `arc`, in position order from the arc's start.
+    /// Keys whose positions lie in `arc`, in position order (from 0 for an arc that wraps).
     pub fn keys_in(&self, arc: Arc) -> Vec<K> {
         let mut out = Vec::new();
         let mut leaves = Vec::new();
@@ -207,7 +217,21 @@ impl<K: Ord + Clone> MerkleTree<K> {
 
     /// Answers a remote differ's query.
     pub fn answer(&self, query: &Query) -> Result<Answer<K>, DiffError> {
-        if let Some(bad) = query.hashes.iter().find(|n| n.level > self.depth) {
+        if query.depth != self.depth {
+            return Err(DiffError::DepthMismatch {
+                asked: query.depth,
+                depth: self.depth,
+            });
+        }
+        let asked = query.hashes.len() + query.leaves.len();
+        if asked > MAX_QUERY_ITEMS {
+            return Err(DiffError::TooLarge(asked));
+        }
+        if let Some(bad) = query
+            .hashes
+            .iter()
+            .find(|n| n.level > self.depth || n.index >> n.level != 0)
+        {
             return Err(DiffError::BadNode {
                 level: bad.level,
                 depth: self.depth,
@@ -221,17 +245,7 @@ impl<K: Ord + Clone> MerkleTree<K> {
             });
         }
         Ok(Answer {
-            hashes: query
-                .hashes
-                .iter()
-                .map(|&n| {
-                    let n = NodeRef {
-                        level: n.level,
-                        index: n.index & ((1u64 << n.level) - 1),
-                    };
-                    self.hash(n)
-                })
-                .collect(),
+            hashes: query.hashes.iter().map(|&n| self.hash(n)).collect(),
             leaves: query.leaves.iter().map(|&l| self.leaf_items(l)).collect(),
         })
     }
@@ -325,8 +339,12 @@ impl<K: Ord + Clone> MerkleDiff<K> {
         MerkleDiff {
             arc,
             depth: local.depth,
-            outstanding: Some(Query { hashes, leaves })
-                .filter(|q| !q.hashes.is_empty() || !q.leaves.is_empty()),
+            outstanding: Some(Query {
+                depth: local.depth,
+                hashes,
+                leaves,
+            })
+            .filter(|q| !q.hashes.is_empty() || !q.leaves.is_empty()),
             found: Vec::new(),
             received: 0,
         }
@@ -354,6 +372,7 @@ impl<K: Ord + Clone> MerkleDiff<K> {
         }
         self.received += answer.hashes.len();
         let mut next = Query {
+            depth: self.depth,
             hashes: Vec::new(),
             leaves: Vec::new(),
         };
@@ -472,15 +491,29 @@ mod tests {
     fn bad_queries_are_errors() {
         let a = MerkleTree::<u64>::new(3);
         let q = Query {
+            depth: 3,
             hashes: vec![NodeRef { level: 9, index: 0 }],
             leaves: vec![],
         };
         assert!(a.answer(&q).is_err());
         let q = Query {
+            depth: 3,
+            hashes: vec![NodeRef { level: 2, index: 4 }],
+            leaves: vec![],
+        };
+        assert!(a.answer(&q).is_err());
+        let q = Query {
+            depth: 3,
             hashes: vec![],
             leaves: vec![8],
         };
         assert!(a.answer(&q).is_err());
+        let deeper = MerkleTree::<u64>::new(5);
+        deeper.set(1, &1, Some(h(1)));
+        assert_eq!(
+            diff_local(&a, &deeper, Arc::FULL).unwrap_err(),
+            DiffError::DepthMismatch { asked: 3, depth: 5 }
+        );
         let mut d = MerkleDiff::new(&a, Arc::FULL);
         assert!(
             d.absorb(

@@ -15,6 +15,7 @@ use crate::crdt::{Crdt, LwwRegister, MvRegister, OrSet, PnCounter};
 use crate::ring::{Arc, key_position};
 
 pub use memory::MemStore;
+pub use memory::StoreOptions;
 pub use merkle::{Hash, MerkleTree};
 
 /// The four key spaces; `/kv/a` and `/counter/a` are different keys.
@@ -153,6 +154,16 @@ impl Value {
         }
     }
 
+    /// When the key died, if it reads as absent at `now_ms`: replicated, so every replica
+    /// agrees on when a tombstone may be forgotten.
+    pub fn death_time(&self, now_ms: u64) -> Option<u64> {
+        match self {
+            Value::Kv(r) => r.death_time(now_ms),
+            Value::Lww(r) => r.death_time(now_ms),
+            Value::Counter(_) | Value::Set(_) => None,
+        }
+    }
+
     /// The earliest time something in the value expires.
     pub fn next_expiry(&self) -> Option<u64> {
         match self {
@@ -186,11 +197,15 @@ pub struct Applied {
 /// What one purge pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PurgeStats {
-    /// Values whose TTL ran out and became tombstones.
+    /// Keys whose TTL ran out.
     pub expired: usize,
     /// Tombstones dropped after the grace period.
     pub reaped: usize,
 }
+
+/// Derives an update's delta from a key's current state (`None` if absent) and the actor to
+/// issue dots under.
+pub type MakeDelta<'a> = dyn FnMut(Option<&Value>, &str) -> Result<Value, StoreError> + 'a;
 
 /// A replica store. Every method takes the current time, so tests control it.
 pub trait Store: Send + Sync {
@@ -202,15 +217,19 @@ pub trait Store: Send + Sync {
     fn merge(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<Value, StoreError>;
 
     /// Atomically reads the key's current state, lets `make_delta` derive a delta from it,
-    /// and merges that delta in. For operations whose dots this node issues.
+    /// and merges that delta in. For operations whose dots this node issues: `make_delta` gets
+    /// the actor to issue them under, one that no other node and no earlier life of this key on
+    /// this node has used, so a dot is never issued twice. `make_delta` runs under the key's
+    /// lock and must not call back into the store.
     fn update(
         &self,
         key: &Key,
         now_ms: u64,
-        make_delta: &mut dyn FnMut(Option<&Value>) -> Result<Value, StoreError>,
+        make_delta: &mut MakeDelta<'_>,
     ) -> Result<Applied, StoreError>;
 
-    /// Turns expired values into tombstones and drops tombstones older than the grace period.
+    /// Turns expired values into tombstones and drops tombstones that died more than the grace
+    /// period ago.
     fn purge(&self, now_ms: u64) -> PurgeStats;
 
     /// The Merkle tree over this store's keys.
