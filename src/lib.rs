@@ -10,5 +10,6 @@
 pub mod causality;
 pub mod config;
 pub mod crdt;
+pub mod membership;
 pub mod ring;
 pub mod storage;

@@ -103,7 +103,7 @@ fn mv_update(at: usize, state: &MvRegister, seed: u8) -> MvRegister {
 
 fn set_update(at: usize, state: &OrSet, seed: u8) -> OrSet {
     let member = format!("m{}", seed % 5);
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         state.update(&actor(at), [], [member.as_str()])
     } else {
         state.update(&actor(at), [member.as_str()], [])
@@ -347,7 +347,7 @@ proptest! {
             let member = format!("m{}", seed % 5);
             let d = set_update(at, &set, seed);
             set.merge(&d);
-            if seed % 3 == 0 { model.remove(&member); } else { model.insert(member); }
+            if seed.is_multiple_of(3) { model.remove(&member); } else { model.insert(member); }
         }
         let got: BTreeSet<String> = set.members().map(String::from).collect();
         prop_assert_eq!(got, model);

@@ -1,0 +1,47 @@
+//! Who a member is, as gossip carries it.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A member's identity and the metadata every other member needs about it. Gossiped with
+/// every membership update, so kept small.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub zone: String,
+    /// QUIC address, node to node.
+    pub peer: SocketAddr,
+    /// Client HTTP API.
+    pub http: SocketAddr,
+    /// Redis protocol.
+    pub resp: SocketAddr,
+    /// Ring positions (weight).
+    pub vnodes: u32,
+    /// Grows with every restart and every rejoin after being declared dead, so the newest
+    /// life of a node wins over what others remember of an older one.
+    pub generation: u64,
+    /// Set on a graceful leave, so others can tell "left" from "dead".
+    pub leaving: bool,
+}
+
+impl foca::Identity for NodeInfo {
+    type Addr = String;
+
+    /// After being declared dead (a partition, a long pause), come back as a new generation.
+    fn renew(&self) -> Option<Self> {
+        (!self.leaving).then(|| NodeInfo {
+            generation: self.generation.saturating_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> String {
+        self.id.clone()
+    }
+
+    /// The newer generation wins; within one, the leaving identity (its last word) wins.
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        (self.generation, self.leaving) > (adversary.generation, adversary.leaving)
+    }
+}

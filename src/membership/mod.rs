@@ -1,0 +1,399 @@
+//! Membership: who is in the cluster and who is alive, by SWIM gossip.
+//!
+//! The protocol itself is foca's (probe, indirect probe through k members, suspicion with
+//! incarnation numbers so a live member can refute it, dead after a suspicion timeout,
+//! updates piggybacked on every message). This module wraps it sans-io: bytes and timer
+//! events go in, bytes to send, timers to set and membership changes come out, and time is
+//! whatever the driver says it is. The node runtime drives it over QUIC; the simulator drives
+//! a hundred of them in one process.
+//!
+//! On top of foca it keeps what the rest of quorumkv needs: every member ever known (the
+//! config's nodes from the start), its state as `alive`, `suspect`, `dead` or `left`, and the
+//! ring built from every member that has not left.
+
+pub mod codec;
+pub mod identity;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use bytes::Bytes;
+use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, State, Timer};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+
+pub use codec::RmpCodec;
+pub use identity::NodeInfo;
+
+use crate::ring::{Ring, RingMember};
+
+/// A member's state as the rest of the system (and `/admin/status`) sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Dead => "dead",
+            MemberState::Left => "left",
+        }
+    }
+}
+
+/// A member and its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub info: NodeInfo,
+    pub state: MemberState,
+}
+
+/// Timer events foca asks for.
+pub type GossipTimer = Timer<NodeInfo>;
+
+/// What a step of the protocol asks the driver to do.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Messages to send: to whom, what.
+    pub sends: Vec<(NodeInfo, Bytes)>,
+    /// Timer events to feed back after a delay.
+    pub timers: Vec<(Duration, GossipTimer)>,
+    /// Whether the member list or a state changed (rebuild the ring, refresh status).
+    pub changed: bool,
+}
+
+/// Protocol timing. Defaults follow memberlist's LAN settings.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    pub probe_period: Duration,
+    pub probe_rtt: Duration,
+    /// Members asked to probe indirectly when a direct probe gets no answer.
+    pub indirect_probes: usize,
+    /// Suspicion lasts `suspicion_multiplier * log10(max(cluster size, 10)) * probe_period`.
+    pub suspicion_multiplier: f64,
+    /// Largest gossip message; must fit one QUIC datagram.
+    pub max_packet_size: usize,
+    /// How long a dead member stays known (foca then forgets it; we keep it listed as dead).
+    pub remove_down_after: Duration,
+    /// How often to announce to a couple of members believed dead, so that two sides of a
+    /// healed partition find each other again.
+    pub announce_to_dead_every: Duration,
+    /// How often to ask one random member for its member list (memberlist's push/pull), so
+    /// a member that (re)joined learns everyone, not only who happened to talk to it.
+    pub sync_every: Duration,
+    /// Each update is piggybacked `retransmit_multiplier * log10(cluster size + 1)` times.
+    /// memberlist uses 4; under message loss a refutation must reach every member that
+    /// suspects, so quorumkv sends more.
+    pub retransmit_multiplier: f64,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            probe_period: Duration::from_millis(1000),
+            probe_rtt: Duration::from_millis(500),
+            indirect_probes: 3,
+            suspicion_multiplier: 4.0,
+            max_packet_size: 1200,
+            remove_down_after: Duration::from_secs(24 * 3600),
+            announce_to_dead_every: Duration::from_secs(5),
+            retransmit_multiplier: 8.0,
+            sync_every: Duration::from_secs(5),
+        }
+    }
+}
+
+impl GossipConfig {
+    fn foca_config(&self, cluster_size: usize) -> foca::Config {
+        let size = NonZeroU32::new(u32::try_from(cluster_size.max(1)).unwrap_or(u32::MAX))
+            .unwrap_or(NonZeroU32::MIN);
+        let mut c = foca::Config::new_lan(size);
+        c.probe_period = self.probe_period;
+        c.probe_rtt = self.probe_rtt;
+        c.num_indirect_probes = std::num::NonZeroUsize::new(self.indirect_probes.max(1))
+            .unwrap_or(c.num_indirect_probes);
+        let scale = (cluster_size.max(10) as f64).log10();
+        c.suspect_to_down_after = self.probe_period.mul_f64(self.suspicion_multiplier * scale);
+        c.max_packet_size =
+            std::num::NonZeroUsize::new(self.max_packet_size).unwrap_or(c.max_packet_size);
+        c.remove_down_after = Some(self.remove_down_after);
+        // Tell a member we declared dead so it rejoins (how partitions heal). See
+        // `handle_timer` for the case where foca would say it wrongly.
+        c.notify_down_members = true;
+        let tx =
+            (self.retransmit_multiplier * ((cluster_size + 1) as f64).log10()).clamp(1.0, 255.0);
+        c.max_transmissions = std::num::NonZeroU8::new(tx as u8).unwrap_or(c.max_transmissions);
+        c.periodic_announce = Some(foca::PeriodicParams {
+            frequency: self.sync_every,
+            num_members: std::num::NonZeroUsize::MIN,
+        });
+        c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: self.announce_to_dead_every,
+            num_members: std::num::NonZeroUsize::MIN.saturating_add(1),
+        });
+        c
+    }
+
+    /// Time after which a silent member is surely declared dead: a full round of probes, the
+    /// suspicion, and slack for dissemination.
+    pub fn detection_bound(&self, cluster_size: usize) -> Duration {
+        let c = self.foca_config(cluster_size);
+        c.probe_period * 3 + c.suspect_to_down_after + c.probe_period * 2
+    }
+}
+
+/// Why gossip input was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("gossip: {0}")]
+    Protocol(#[from] foca::Error),
+    #[error("gossip message claims to come from {claimed} but the connection belongs to {actual}")]
+    Impersonation { claimed: String, actual: String },
+}
+
+/// One member's view of the cluster. See the module documentation.
+pub struct Membership {
+    foca: Foca<NodeInfo, RmpCodec, StdRng, NoCustomBroadcast>,
+    runtime: AccumulatingRuntime<NodeInfo>,
+    /// Latest known identity of every member, self included, by id.
+    known: BTreeMap<String, NodeInfo>,
+    config: GossipConfig,
+}
+
+impl Membership {
+    /// A member `me` that knows of `seeds` (typically the config's other nodes) but has not
+    /// heard from them yet. `rng_seed` makes the protocol's random choices reproducible.
+    pub fn new(me: NodeInfo, seeds: &[NodeInfo], config: GossipConfig, rng_seed: u64) -> Self {
+        let mut known: BTreeMap<String, NodeInfo> =
+            seeds.iter().map(|s| (s.id.clone(), s.clone())).collect();
+        known.insert(me.id.clone(), me.clone());
+        let foca = Foca::new(
+            me,
+            config.foca_config(known.len()),
+            StdRng::seed_from_u64(rng_seed),
+            RmpCodec,
+        );
+        Membership {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            known,
+            config,
+        }
+    }
+
+    /// This member's current identity.
+    pub fn me(&self) -> &NodeInfo {
+        self.foca.identity()
+    }
+
+    /// Announces this member to `to` (a seed); repeat for several to join faster.
+    pub fn announce(&mut self, to: NodeInfo) -> Output {
+        if let Err(e) = self.foca.announce(to, &mut self.runtime) {
+            tracing::debug!("announce failed: {e}");
+        }
+        self.drain()
+    }
+
+    /// Takes in a gossip message that arrived over a connection authenticated as `from`.
+    /// A message whose sender is someone else is refused: members cannot speak for others.
+    pub fn handle_data(&mut self, from: &str, data: &[u8]) -> Result<Output, MembershipError> {
+        let mut peek = data;
+        let header: foca::Header<NodeInfo> =
+            foca::Codec::decode_header(&mut RmpCodec, &mut peek)
+                .map_err(|e| MembershipError::Protocol(foca::Error::Decode(Box::new(e))))?;
+        if header.src.id != from {
+            return Err(MembershipError::Impersonation {
+                claimed: header.src.id,
+                actual: from.to_string(),
+            });
+        }
+        let result = self.foca.handle_data(data, &mut self.runtime);
+        let out = self.drain();
+        result?;
+        Ok(out)
+    }
+
+    /// Takes in a timer event that foca asked for earlier.
+    pub fn handle_timer(&mut self, timer: GossipTimer) -> Output {
+        // foca 2.0 sends its "you are down" courtesy message when a suspicion timer fires even
+        // if the suspect refuted in the meantime (its incarnation check only guards the state
+        // change). The suspect then has to rejoin under a new generation, and under 20% loss
+        // that churn made live members look dead. A timer for a suspicion that no longer
+        // stands is dropped here instead.
+        if let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = &timer
+        {
+            let still_suspect = self.foca.iter_membership_state().any(|m| {
+                m.id() == member_id
+                    && m.state() == State::Suspect
+                    && m.incarnation() == *incarnation
+            });
+            if !still_suspect {
+                return Output::default();
+            }
+        }
+        if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+            tracing::debug!("gossip timer: {e}");
+        }
+        self.drain()
+    }
+
+    /// Leaves the cluster gracefully: others mark this member `left`, not `dead`.
+    pub fn leave(&mut self) -> Output {
+        let mut leaving = self.me().clone();
+        leaving.leaving = true;
+        if let Err(e) = self
+            .foca
+            .change_identity(leaving.clone(), &mut self.runtime)
+        {
+            tracing::debug!("leave: {e}");
+        }
+        self.known.insert(leaving.id.clone(), leaving);
+        let mut out = self.drain();
+        if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::debug!("leave: {e}");
+        }
+        let more = self.drain();
+        out.sends.extend(more.sends);
+        out.timers.extend(more.timers);
+        out.changed = true;
+        out
+    }
+
+    fn drain(&mut self) -> Output {
+        let mut out = Output::default();
+        while let Some((to, data)) = self.runtime.to_send() {
+            out.sends.push((to, data));
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            out.timers.push((after, timer));
+        }
+        while let Some(n) = self.runtime.to_notify() {
+            match n {
+                OwnedNotification::MemberUp(m) | OwnedNotification::MemberDown(m) => {
+                    self.learn(m);
+                    out.changed = true;
+                }
+                OwnedNotification::Rename(_, m) | OwnedNotification::Rejoin(m) => {
+                    self.learn(m);
+                    out.changed = true;
+                }
+                OwnedNotification::Defunct => {
+                    // Declared dead while alive (a partition that outlasted the suspicion):
+                    // come back as a new generation.
+                    let renewed = foca::Identity::renew(self.me());
+                    if let Some(next) = renewed {
+                        if let Err(e) = self.foca.change_identity(next.clone(), &mut self.runtime) {
+                            tracing::debug!("rejoin: {e}");
+                        }
+                        self.learn(next);
+                        out.changed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // change_identity above may have queued more work.
+        while let Some((to, data)) = self.runtime.to_send() {
+            out.sends.push((to, data));
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            out.timers.push((after, timer));
+        }
+        out
+    }
+
+    fn learn(&mut self, info: NodeInfo) {
+        let newer = self
+            .known
+            .get(&info.id)
+            .is_none_or(|old| (info.generation, info.leaving) >= (old.generation, old.leaving));
+        if newer {
+            self.known.insert(info.id.clone(), info);
+        }
+    }
+
+    /// Every known member with its state, by id.
+    pub fn members(&self) -> Vec<MemberView> {
+        let foca_states: BTreeMap<&str, (&NodeInfo, State)> = self
+            .foca
+            .iter_membership_state()
+            .map(|m| (m.id().id.as_str(), (m.id(), m.state())))
+            .collect();
+        self.known
+            .values()
+            .map(|info| self.view_of(info, foca_states.get(info.id.as_str()).copied()))
+            .collect()
+    }
+
+    /// One member's view, without building the whole list.
+    pub fn member(&self, id: &str) -> Option<MemberView> {
+        let info = self.known.get(id)?;
+        let in_foca = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id().id == id)
+            .map(|m| (m.id(), m.state()));
+        Some(self.view_of(info, in_foca))
+    }
+
+    /// Combines what we know of a member with foca's current opinion of it. A member foca
+    /// does not know (yet, or any more) is dead: nobody has heard from it.
+    fn view_of(&self, known: &NodeInfo, in_foca: Option<(&NodeInfo, State)>) -> MemberView {
+        let me = self.me();
+        if known.id == me.id {
+            let state = if me.leaving {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            };
+            return MemberView {
+                info: me.clone(),
+                state,
+            };
+        }
+        let (info, state) = match in_foca {
+            // foca may know a newer identity than the last notification told us.
+            Some((current, state)) if current.generation >= known.generation => {
+                (current.clone(), state)
+            }
+            Some(_) | None => (known.clone(), State::Down),
+        };
+        let state = match (state, info.leaving) {
+            (_, true) => MemberState::Left,
+            (State::Alive, _) => MemberState::Alive,
+            (State::Suspect, _) => MemberState::Suspect,
+            (State::Down, _) => MemberState::Dead,
+        };
+        MemberView { info, state }
+    }
+
+    /// The ring of every member that has not left. A dead member keeps its share until an
+    /// operator removes it: its keys go to fallbacks by hinted handoff meanwhile.
+    pub fn ring(&self) -> Ring {
+        let members = self
+            .members()
+            .into_iter()
+            .filter(|m| m.state != MemberState::Left)
+            .map(|m| RingMember::new(m.info.id, m.info.zone, m.info.vnodes.max(1)));
+        // Ids are the keys of a map, so they are distinct; vnodes are at least 1.
+        Ring::new(members).unwrap_or_else(|_| Ring::new([]).unwrap_or_else(|_| unreachable!()))
+    }
+
+    pub fn config(&self) -> &GossipConfig {
+        &self.config
+    }
+}
