@@ -32,10 +32,23 @@ bench:
 ring: build
 	$(ROOT)target/release/quorumkv ring --config $(CONFIG_PATH)
 
-cluster stop status:
-	@echo "make $@: not yet. Nodes, gossip and the HTTP API arrive with issue 3 (cluster runtime);" >&2
-	@echo "today 'make test' runs the core suite and 'make ring' shows the ring of $(CONFIG)." >&2
-	@exit 1
+BIN := $(ROOT)target/release/quorumkv
+
+## Builds, creates missing TLS material, starts every node of $(CONFIG) in the background
+## (logs and pid files under its data_dir), waits for /health and prints the addresses.
+cluster: build
+	$(BIN) certs --config $(CONFIG_PATH)
+	$(BIN) cluster start --config $(CONFIG_PATH)
+
+## SIGTERM to every node of $(CONFIG) (SIGKILL after 10 s); data is kept.
+stop:
+	@test -x $(BIN) || $(CARGO) build --release --locked
+	$(BIN) cluster stop --config $(CONFIG_PATH)
+
+## Which nodes of $(CONFIG) run, and the membership each sees.
+status:
+	@test -x $(BIN) || $(CARGO) build --release --locked
+	$(BIN) cluster status --config $(CONFIG_PATH)
 
 clean:
 	$(CARGO) clean

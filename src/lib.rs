@@ -6,10 +6,23 @@
 //! - [`ring`]: consistent hashing, preference lists, ownership shares.
 //! - [`storage`]: the local replica store with TTLs and Merkle trees.
 //! - [`config`]: the cluster file.
+//! - [`membership`]: SWIM gossip (foca, sans-io) and its discrete-event simulator.
+//! - [`rpc`]: the node-to-node messages and their versioned frames.
+//! - [`tls`]: the cluster CA, node certificates and mutual-TLS configs.
+//! - [`transport`]: QUIC between processes, or an in-memory network, behind one trait.
+//! - [`node`]: the runtime that drives membership over a transport.
+//! - [`http`]: the HTTP API.
+//! - [`process`]: running a node as a process (pid file, signals) and a local cluster.
 
 pub mod causality;
 pub mod config;
 pub mod crdt;
+pub mod http;
 pub mod membership;
+pub mod node;
+pub mod process;
 pub mod ring;
+pub mod rpc;
 pub mod storage;
+pub mod tls;
+pub mod transport;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use quorumkv::config::Config;
+use quorumkv::process;
 use quorumkv::storage::{Key, Kind};
 
 #[derive(Parser)]
@@ -20,6 +21,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs one node in the foreground until SIGTERM or SIGINT (then it leaves gracefully).
+    Node {
+        /// The cluster file.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// This node's id: one of the file's [[node]] entries.
+        #[arg(long)]
+        id: String,
+        /// Join through the running member at HOST:PORT (its peer address).
+        #[arg(long, value_name = "HOST:PORT")]
+        join: Option<String>,
+    },
+    /// Creates whatever TLS material is missing: the cluster CA and one certificate per node.
+    Certs {
+        /// The cluster file.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+    },
+    /// Runs every node of a cluster file in the background (what `make cluster` uses).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+        /// The cluster file.
+        #[arg(long, default_value = "cluster.toml", global = true)]
+        config: PathBuf,
+    },
     /// Shows the ring a cluster file describes: each node's share, and where keys live.
     Ring {
         /// The cluster file.
@@ -34,17 +61,61 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Starts every node in the background, waits for /health, prints the addresses.
+    Start,
+    /// SIGTERM to every node (SIGKILL after 10 s); data is kept.
+    Stop,
+    /// Which nodes run, and the membership each one sees.
+    Status,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Ring { config, n, keys } => match show_ring(&config, n, &keys) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("quorumkv: {e}");
-                ExitCode::from(2)
-            }
-        },
+    let result = match cli.command {
+        Command::Ring { config, n, keys } => show_ring(&config, n, &keys),
+        Command::Certs { config } => process::certs(&config),
+        Command::Node { config, id, join } => {
+            init_tracing();
+            runtime().and_then(|rt| rt.block_on(process::run_node(&config, &id, join.as_deref())))
+        }
+        Command::Cluster { action, config } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                match action {
+                    ClusterAction::Start => process::cluster_start(&config).await,
+                    ClusterAction::Stop => process::cluster_stop(&config).await,
+                    ClusterAction::Status => process::cluster_status(&config).await,
+                }
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("quorumkv: {e}");
+            ExitCode::from(2)
+        }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default: info, quieter for dependencies).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,quinn=warn,foca=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
 }
 
 fn show_ring(path: &std::path::Path, n: Option<usize>, keys: &[String]) -> Result<(), String> {

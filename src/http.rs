@@ -1,0 +1,207 @@
+//! The client-facing HTTP API (axum): health, cluster status and fault injection.
+//!
+//! Every error is JSON `{"error": code, "message": ...}` as API.md specifies, including the
+//! ones axum would otherwise answer in plain text (bad JSON, unknown routes).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::node::ClusterView;
+use crate::transport::{FaultTable, Faults};
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct ApiState {
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    pub faults: FaultTable,
+    /// `fault_injection` from the config; `/admin/faults` answers 403 without it.
+    pub fault_injection: bool,
+}
+
+/// An API error: status, code and a message that says what to fix.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.code, "message": self.message});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// The router of one node.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/admin/status", get(status))
+        .route(
+            "/admin/faults",
+            get(get_faults).post(set_faults).delete(clear_faults),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: "no such endpoint; see API.md for the routes".into(),
+    }
+}
+
+#[derive(Serialize)]
+struct StatusMember {
+    id: String,
+    zone: String,
+    peer: String,
+    http: String,
+    resp: String,
+    state: &'static str,
+    ring_share: f64,
+}
+
+#[derive(Serialize)]
+struct StatusBody {
+    node: String,
+    members: Vec<StatusMember>,
+}
+
+async fn status(State(state): State<ApiState>) -> axum::Json<StatusBody> {
+    let view = Arc::clone(&state.view.borrow());
+    let shares = view.ring.shares();
+    let members = view
+        .members
+        .iter()
+        .map(|m| StatusMember {
+            id: m.info.id.clone(),
+            zone: m.info.zone.clone(),
+            peer: m.info.peer.to_string(),
+            http: m.info.http.to_string(),
+            resp: m.info.resp.to_string(),
+            state: m.state.as_str(),
+            ring_share: shares.get(m.info.id.as_str()).copied().unwrap_or(0.0),
+        })
+        .collect();
+    axum::Json(StatusBody {
+        node: view.me.clone(),
+        members,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultsBody {
+    #[serde(default)]
+    drop: Vec<String>,
+    #[serde(default)]
+    delay_ms: BTreeMap<String, u64>,
+}
+
+fn forbidden_unless_enabled(state: &ApiState) -> Result<(), ApiError> {
+    if state.fault_injection {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: "fault injection is off on this node; set fault_injection = true in \
+                      [cluster] and restart it"
+                .into(),
+        })
+    }
+}
+
+/// Longest injectable delay: more would only hang callers past any request timeout.
+const MAX_DELAY_MS: u64 = 60_000;
+
+async fn set_faults(State(state): State<ApiState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    forbidden_unless_enabled(&state)?;
+    let body: FaultsBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "body must be JSON like {{\"drop\": [\"n2\"], \"delay_ms\": {{\"n3\": 80}}}}: {e}"
+        ))
+    })?;
+    let view = Arc::clone(&state.view.borrow());
+    let check = |id: &str| -> Result<(), ApiError> {
+        if id == view.me {
+            return Err(ApiError::bad_request(format!(
+                "{id:?} is this node itself; list other members"
+            )));
+        }
+        if view.member(id).is_none() {
+            let known: Vec<&str> = view.members.iter().map(|m| m.info.id.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "unknown node id {id:?}; known members are {known:?}"
+            )));
+        }
+        Ok(())
+    };
+    let mut drop = BTreeSet::new();
+    for id in &body.drop {
+        check(id)?;
+        drop.insert(id.clone());
+    }
+    let mut delay = BTreeMap::new();
+    for (id, ms) in &body.delay_ms {
+        check(id)?;
+        if *ms > MAX_DELAY_MS {
+            return Err(ApiError::bad_request(format!(
+                "delay_ms for {id:?} is {ms}; use at most {MAX_DELAY_MS}"
+            )));
+        }
+        delay.insert(id.clone(), Duration::from_millis(*ms));
+    }
+    tracing::warn!(?drop, ?delay, "fault injection: new faults");
+    state.faults.set(Faults { drop, delay });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn clear_faults(State(state): State<ApiState>) -> Result<StatusCode, ApiError> {
+    forbidden_unless_enabled(&state)?;
+    tracing::warn!("fault injection: healed");
+    state.faults.set(Faults::default());
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_faults(
+    State(state): State<ApiState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    forbidden_unless_enabled(&state)?;
+    let f = state.faults.get();
+    let delay: BTreeMap<String, u128> = f
+        .delay
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_millis()))
+        .collect();
+    Ok(axum::Json(json!({"drop": f.drop, "delay_ms": delay})))
+}

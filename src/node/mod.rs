@@ -1,0 +1,267 @@
+//! The node runtime: drives the membership protocol over a [`Transport`], keeps timers, and
+//! publishes the node's view of the cluster (members, states, ring) for the rest of the
+//! process to read.
+//!
+//! Everything here is transport-agnostic and uses only tokio time, so the same code runs in
+//! a real process over QUIC and in tests over the in-memory network with a paused clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::membership::{
+    GossipConfig, GossipTimer, MemberState, MemberView, Membership, NodeInfo, Output,
+};
+use crate::ring::Ring;
+use crate::rpc::{OneWay, Request, Response};
+use crate::transport::{BoxFuture, Handler, Peer, Transport};
+
+/// Gossip packets waiting to be processed; beyond this, new ones are dropped (SWIM copes).
+const INBOX_CAPACITY: usize = 4096;
+
+/// How long a leaving node keeps running so its goodbye reaches the others.
+const LEAVE_LINGER: Duration = Duration::from_millis(500);
+
+/// A snapshot of what this node believes about the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// This node's id.
+    pub me: String,
+    /// Every known member, this node included, sorted by id.
+    pub members: Vec<MemberView>,
+    /// The ring of every member that has not left.
+    pub ring: Arc<Ring>,
+}
+
+impl ClusterView {
+    pub fn member(&self, id: &str) -> Option<&MemberView> {
+        self.members.iter().find(|m| m.info.id == id)
+    }
+
+    /// Number of members in each state, for logs and metrics.
+    pub fn count(&self, state: MemberState) -> usize {
+        self.members.iter().filter(|m| m.state == state).count()
+    }
+}
+
+/// How to start a node's runtime.
+pub struct NodeSpec {
+    pub me: NodeInfo,
+    /// Members known from the config file; announced to at start.
+    pub seeds: Vec<NodeInfo>,
+    pub gossip: GossipConfig,
+    /// Seeds the protocol's random choices.
+    pub rng_seed: u64,
+}
+
+enum Event {
+    Gossip(String, Bytes),
+    Timer(GossipTimer),
+    Announce(NodeInfo),
+    Leave(oneshot::Sender<()>),
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::leave`] or abort.
+pub struct Node {
+    events: mpsc::Sender<Event>,
+    view: watch::Receiver<Arc<ClusterView>>,
+    handler: Arc<NodeHandler>,
+    task: JoinHandle<()>,
+}
+
+/// What peers' messages are handed to.
+pub struct NodeHandler {
+    me: String,
+    events: mpsc::Sender<Event>,
+}
+
+impl Handler for NodeHandler {
+    fn one_way(&self, from: &str, msg: OneWay) {
+        match msg {
+            OneWay::Gossip(data) => {
+                if self
+                    .events
+                    .try_send(Event::Gossip(from.to_string(), data))
+                    .is_err()
+                {
+                    tracing::debug!(peer = from, "gossip inbox full, packet dropped");
+                }
+            }
+        }
+    }
+
+    fn request(&self, _from: &str, req: Request) -> BoxFuture<Response> {
+        let me = self.me.clone();
+        Box::pin(async move {
+            match req {
+                Request::Ping => Response::Pong { node: me },
+            }
+        })
+    }
+}
+
+impl Node {
+    /// Starts the runtime: announces to the seeds and runs until [`Node::leave`].
+    pub fn start(spec: NodeSpec, transport: Arc<dyn Transport>) -> Node {
+        let (events_tx, events_rx) = mpsc::channel(INBOX_CAPACITY);
+        let membership = Membership::new(spec.me.clone(), &spec.seeds, spec.gossip, spec.rng_seed);
+        let initial = Arc::new(snapshot(&membership));
+        let (view_tx, view_rx) = watch::channel(initial);
+        let handler = Arc::new(NodeHandler {
+            me: spec.me.id.clone(),
+            events: events_tx.clone(),
+        });
+        let driver = Driver {
+            membership,
+            transport,
+            events: events_tx.clone(),
+            view: view_tx,
+        };
+        let seeds = spec.seeds;
+        let task = tokio::spawn(driver.run(events_rx, seeds));
+        Node {
+            events: events_tx,
+            view: view_rx,
+            handler,
+            task,
+        }
+    }
+
+    /// The handler to attach to the transport.
+    pub fn handler(&self) -> Arc<dyn Handler> {
+        Arc::clone(&self.handler) as Arc<dyn Handler>
+    }
+
+    /// The latest view of the cluster.
+    pub fn view(&self) -> Arc<ClusterView> {
+        Arc::clone(&self.view.borrow())
+    }
+
+    /// A receiver that sees every new view.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
+    }
+
+    /// Announces this node to another (how `--join` works).
+    pub async fn announce(&self, to: NodeInfo) {
+        let _ = self.events.send(Event::Announce(to)).await;
+    }
+
+    /// Leaves the cluster gracefully (others see `left`) and stops the runtime.
+    pub async fn leave(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.events.send(Event::Leave(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+
+    /// Stops at once, as a crash would (tests).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+struct Driver {
+    membership: Membership,
+    transport: Arc<dyn Transport>,
+    events: mpsc::Sender<Event>,
+    view: watch::Sender<Arc<ClusterView>>,
+}
+
+impl Driver {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>, seeds: Vec<NodeInfo>) {
+        for seed in seeds {
+            let out = self.membership.announce(seed);
+            self.apply(out);
+        }
+        self.publish();
+        while let Some(event) = events.recv().await {
+            let out = match event {
+                Event::Gossip(from, data) => match self.membership.handle_data(&from, &data) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        tracing::debug!(peer = %from, "gossip refused: {e}");
+                        Output::default()
+                    }
+                },
+                Event::Timer(timer) => self.membership.handle_timer(timer),
+                Event::Announce(to) => self.membership.announce(to),
+                Event::Leave(done) => {
+                    let out = self.membership.leave();
+                    self.apply(out);
+                    self.publish();
+                    tracing::info!("leaving the cluster");
+                    tokio::time::sleep(LEAVE_LINGER).await;
+                    let _ = done.send(());
+                    return;
+                }
+            };
+            self.apply(out);
+            self.publish();
+        }
+    }
+
+    fn apply(&mut self, out: Output) {
+        for (to, data) in out.sends {
+            let peer = Peer {
+                id: to.id.clone(),
+                addr: to.peer,
+            };
+            self.transport.send(&peer, OneWay::Gossip(data));
+        }
+        for (after, timer) in out.timers {
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = events.send(Event::Timer(timer)).await;
+            });
+        }
+    }
+
+    /// Publishes a new view if anything a reader can see changed.
+    fn publish(&mut self) {
+        let members = self.membership.members();
+        let current = self.view.borrow().clone();
+        if current.members == members {
+            return;
+        }
+        let ring_changed = ring_inputs(&current.members) != ring_inputs(&members);
+        for m in &members {
+            let before = current.member(&m.info.id).map(|c| c.state);
+            if before != Some(m.state) {
+                tracing::info!(member = %m.info.id, state = m.state.as_str(), "membership change");
+            }
+        }
+        let ring = if ring_changed {
+            Arc::new(self.membership.ring())
+        } else {
+            Arc::clone(&current.ring)
+        };
+        self.view.send_replace(Arc::new(ClusterView {
+            me: self.membership.me().id.clone(),
+            members,
+            ring,
+        }));
+    }
+}
+
+/// What the ring is built from: members not left, with zone and weight.
+fn ring_inputs(members: &[MemberView]) -> Vec<(&str, &str, u32)> {
+    members
+        .iter()
+        .filter(|m| m.state != MemberState::Left)
+        .map(|m| (m.info.id.as_str(), m.info.zone.as_str(), m.info.vnodes))
+        .collect()
+}
+
+fn snapshot(m: &Membership) -> ClusterView {
+    ClusterView {
+        me: m.me().id.clone(),
+        members: m.members(),
+        ring: Arc::new(m.ring()),
+    }
+}

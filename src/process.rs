@@ -1,0 +1,415 @@
+//! Running quorumkv as processes: one node in the foreground (`quorumkv node`), the TLS
+//! material (`quorumkv certs`), and a local cluster in the background (`quorumkv cluster
+//! start|stop|status`, which `make cluster|stop|status` call).
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::config::{Config, NodeSettings};
+use crate::http::{self, ApiState};
+use crate::membership::{GossipConfig, NodeInfo};
+use crate::node::{Node, NodeSpec};
+use crate::tls::{self, NodeCredentials, TlsPaths};
+use crate::transport::Transport;
+use crate::transport::quic::QuicTransport;
+
+/// How long `cluster start` waits for every node's `/health`.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `cluster stop` waits after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The node's identity as gossip carries it, from its config entry.
+pub fn node_info(config: &Config, node: &NodeSettings, generation: u64) -> NodeInfo {
+    NodeInfo {
+        id: node.id.clone(),
+        zone: node.zone.clone(),
+        peer: node.peer,
+        http: node.http,
+        resp: node.resp,
+        vnodes: node.vnodes.unwrap_or(config.cluster.vnodes),
+        generation,
+        leaving: false,
+    }
+}
+
+fn node_dir(config: &Config, id: &str) -> PathBuf {
+    config.data_dir().join(id)
+}
+
+fn pid_path(config: &Config, id: &str) -> PathBuf {
+    node_dir(config, id).join("node.pid")
+}
+
+/// The pid file of a running node; removed when the node exits cleanly.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: PathBuf) -> Result<PidFile, String> {
+        fs::write(&path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// `quorumkv certs`: creates whatever TLS material is missing.
+pub fn certs(config_path: &Path) -> Result<(), String> {
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let paths = TlsPaths::new(&config.data_dir());
+    let ids: Vec<String> = config.nodes.iter().map(|n| n.id.clone()).collect();
+    let created = tls::ensure_material(&paths, &config.cluster.name, &ids)
+        .map_err(|e| format!("{}: {e}", paths.dir.display()))?;
+    if created.is_empty() {
+        println!("TLS material complete in {}", paths.dir.display());
+    }
+    for path in created {
+        println!("created {}", path.display());
+    }
+    Ok(())
+}
+
+/// `quorumkv node`: runs one node in the foreground until SIGTERM or SIGINT, then leaves
+/// the cluster gracefully.
+pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Result<(), String> {
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let settings = config.node(id).ok_or_else(|| {
+        let ids: Vec<&str> = config.nodes.iter().map(|n| n.id.as_str()).collect();
+        format!(
+            "no node {id:?} in {}; its nodes are {ids:?}",
+            config_path.display()
+        )
+    })?;
+    let paths = TlsPaths::new(&config.data_dir());
+    let missing = [paths.ca_cert(), paths.node_cert(id), paths.node_key(id)]
+        .into_iter()
+        .find(|p| !p.exists());
+    if let Some(missing) = missing {
+        return Err(format!(
+            "node {id} has no TLS certificate ({} is missing); create it with `quorumkv certs --config {}`",
+            missing.display(),
+            config_path.display()
+        ));
+    }
+    let creds = NodeCredentials::load(&paths.node_cert(id), &paths.node_key(id))
+        .map_err(|e| e.to_string())?;
+    if creds.node_id() != id {
+        return Err(format!(
+            "{} is a certificate for {:?}, not {id:?}",
+            paths.node_cert(id).display(),
+            creds.node_id()
+        ));
+    }
+    let ca = tls::load_ca_cert(&paths.ca_cert()).map_err(|e| e.to_string())?;
+
+    let dir = node_dir(&config, id);
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let _pid = PidFile::create(pid_path(&config, id))?;
+
+    let transport = QuicTransport::bind(settings.peer, &ca, &creds)
+        .map_err(|e| format!("cannot listen on peer address {}: {e}", settings.peer))?;
+    let listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .map_err(|e| format!("cannot listen on http address {}: {e}", settings.http))?;
+
+    // A new generation per process life: the newest life of a node wins over what others
+    // remember of an older one.
+    let generation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64);
+    let me = node_info(&config, settings, generation);
+    let seeds: Vec<NodeInfo> = config
+        .nodes
+        .iter()
+        .filter(|n| n.id != id)
+        .map(|n| node_info(&config, n, 0))
+        .collect();
+    let node = Node::start(
+        NodeSpec {
+            me,
+            seeds: seeds.clone(),
+            gossip: GossipConfig::default(),
+            rng_seed: generation ^ u64::from(std::process::id()),
+        },
+        Arc::new(transport.clone()) as Arc<dyn Transport>,
+    );
+    transport.serve(node.handler());
+
+    if let Some(join) = join {
+        join_through(&transport, &node, &seeds, join).await?;
+    }
+
+    let api = http::router(ApiState {
+        view: node.subscribe(),
+        faults: transport.faults().clone(),
+        fault_injection: config.cluster.fault_injection,
+    });
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, api)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
+    tracing::info!(node = id, peer = %settings.peer, http = %settings.http, "node started");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    if tokio::time::timeout(Duration::from_secs(3), node.leave())
+        .await
+        .is_err()
+    {
+        tracing::warn!("leave did not finish in 3 s");
+    }
+    let _ = stop_http.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), transport.endpoint().close()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Finds who listens at `addr` (it proves it with its certificate) and announces to it.
+async fn join_through(
+    transport: &QuicTransport,
+    node: &Node,
+    seeds: &[NodeInfo],
+    addr: &str,
+) -> Result<(), String> {
+    let resolved: SocketAddr = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("--join {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--join {addr}: no address"))?;
+    let conn = transport
+        .endpoint()
+        .identify(resolved, Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("--join {addr}: cannot reach a cluster member there: {e}"))?;
+    let id = conn.peer_id().to_owned();
+    let info = seeds
+        .iter()
+        .find(|s| s.id == id)
+        .cloned()
+        .unwrap_or(NodeInfo {
+            id: id.clone(),
+            zone: String::new(),
+            peer: resolved,
+            http: resolved,
+            resp: resolved,
+            vnodes: 0,
+            generation: 0,
+            leaving: false,
+        });
+    tracing::info!(through = %id, %addr, "joining");
+    node.announce(NodeInfo {
+        peer: resolved,
+        ..info
+    })
+    .await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The pid in a node's pid file, if that process is running.
+fn running_pid(config: &Config, id: &str) -> Option<i32> {
+    let text = fs::read_to_string(pid_path(config, id)).ok()?;
+    let pid: i32 = text.trim().parse().ok()?;
+    (pid > 0 && kill(Pid::from_raw(pid), None).is_ok()).then_some(pid)
+}
+
+/// `quorumkv cluster start`: starts every node of the file in the background, waits for
+/// their `/health`, and prints their addresses.
+pub async fn cluster_start(config_path: &Path) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config_abs =
+        fs::canonicalize(config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+    let mut children = std::collections::BTreeMap::new();
+    for n in &config.nodes {
+        if let Some(pid) = running_pid(&config, &n.id) {
+            println!("{} already running (pid {pid})", n.id);
+            continue;
+        }
+        let dir = node_dir(&config, &n.id);
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let log_path = dir.join("node.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let child = std::process::Command::new(&exe)
+            .arg("node")
+            .arg("--config")
+            .arg(&config_abs)
+            .arg("--id")
+            .arg(&n.id)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            // Its own process group: the node outlives `make` and ignores the terminal's ^C.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", n.id))?;
+        children.insert(n.id.clone(), child);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    for n in &config.nodes {
+        let url = format!("http://{}/health", n.http);
+        loop {
+            if client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            let log = node_dir(&config, &n.id).join("node.log");
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not answer {url} within {START_TIMEOUT:?}; see {}",
+                    n.id,
+                    log.display()
+                ));
+            }
+            let exited = children
+                .get_mut(&n.id)
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!(
+                    "{} exited ({status}); its log {} ends with:\n{}",
+                    n.id,
+                    log.display(),
+                    tail(&log, 10)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!("cluster {:?} is up:", config.cluster.name);
+    print_addresses(&config);
+    Ok(())
+}
+
+fn print_addresses(config: &Config) {
+    println!(
+        "  {:<8} {:<10} {:<22} {:<22} {:<22}",
+        "node", "zone", "http", "resp", "peer (quic)"
+    );
+    for n in &config.nodes {
+        println!(
+            "  {:<8} {:<10} {:<22} {:<22} {:<22}",
+            n.id,
+            n.zone,
+            format!("http://{}", n.http),
+            n.resp.to_string(),
+            n.peer.to_string()
+        );
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `quorumkv cluster stop`: SIGTERM to every node of the file, SIGKILL after 10 s.
+pub async fn cluster_stop(config_path: &Path) -> Result<(), String> {
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let mut waiting = Vec::new();
+    for n in &config.nodes {
+        match running_pid(&config, &n.id) {
+            Some(pid) => {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                waiting.push((n.id.clone(), pid));
+            }
+            None => println!("{} is not running", n.id),
+        }
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    for (id, pid) in waiting {
+        while kill(Pid::from_raw(pid), None).is_ok() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if kill(Pid::from_raw(pid), None).is_ok() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = fs::remove_file(pid_path(&config, &id));
+            println!("{id} did not stop in {STOP_TIMEOUT:?}: killed (pid {pid})");
+        } else {
+            println!("{id} stopped (pid {pid})");
+        }
+    }
+    Ok(())
+}
+
+/// `quorumkv cluster status`: which nodes run, and the membership as each sees it.
+pub async fn cluster_status(config_path: &Path) -> Result<(), String> {
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
+    for n in &config.nodes {
+        let process = match running_pid(&config, &n.id) {
+            Some(pid) => format!("running (pid {pid})"),
+            None => "not running".to_string(),
+        };
+        println!("{} {process}, http://{}", n.id, n.http);
+        let url = format!("http://{}/admin/status", n.http);
+        let Ok(resp) = client.get(&url).send().await else {
+            continue;
+        };
+        let Ok(body) = resp.json::<serde_json::Value>().await else {
+            continue;
+        };
+        let members = body["members"].as_array().cloned().unwrap_or_default();
+        for m in members {
+            println!(
+                "    sees {:<8} {:<8} zone {:<10} ring share {:>5.1}%",
+                m["id"].as_str().unwrap_or("?"),
+                m["state"].as_str().unwrap_or("?"),
+                m["zone"].as_str().unwrap_or("?"),
+                m["ring_share"].as_f64().unwrap_or(0.0) * 100.0
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! How messages get from one node to another.
+//!
+//! The node runtime talks to peers through [`Transport`] and hears from them through a
+//! [`Handler`]; two implementations exist: [`quic`] (mutual-TLS QUIC between processes) and
+//! [`memory`] (a simulated network inside one process, with seeded drop, delay, reorder,
+//! partitions and crashes, for tests of the runtime under tokio's paused clock).
+//!
+//! Both apply the operator's injected faults ([`Faults`], set through `/admin/faults`) at the
+//! same place: a message to or from a dropped peer is discarded, a message to a delayed peer
+//! waits first.
+
+pub mod memory;
+pub mod quic;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::rpc::{OneWay, Request, Response};
+
+/// A boxed future, so the traits below stay object safe.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Who to talk to: a node id and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    pub id: String,
+    pub addr: SocketAddr,
+}
+
+/// Why a call failed. The coordinator treats all of them as "no answer from this replica".
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    #[error("{0} is unreachable: {1}")]
+    Unreachable(String, String),
+    #[error("no answer from {0} within {1:?}")]
+    Timeout(String, Duration),
+    #[error("traffic with {0} is dropped by fault injection")]
+    Dropped(String),
+    #[error("{0} answered with a malformed frame: {1}")]
+    Protocol(String, String),
+}
+
+/// The node side of a transport: what to do with what peers send.
+pub trait Handler: Send + Sync + 'static {
+    /// A one-way message from `from`, an id the transport authenticated.
+    fn one_way(&self, from: &str, msg: OneWay);
+    /// A request from `from`; the answer goes back on the same exchange.
+    fn request(&self, from: &str, req: Request) -> BoxFuture<Response>;
+}
+
+/// Sending side of a transport.
+pub trait Transport: Send + Sync + 'static {
+    /// This node's id.
+    fn local_id(&self) -> &str;
+    /// Sends without waiting or confirmation (gossip: SWIM tolerates loss).
+    fn send(&self, to: &Peer, msg: OneWay);
+    /// Sends a request and waits at most `timeout` for its answer.
+    fn call(
+        &self,
+        to: &Peer,
+        req: Request,
+        timeout: Duration,
+    ) -> BoxFuture<Result<Response, TransportError>>;
+    /// The fault table this transport applies.
+    fn faults(&self) -> &FaultTable;
+}
+
+/// Injected faults, as `/admin/faults` sets them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Peers whose traffic (both ways) is discarded.
+    pub drop: BTreeSet<String>,
+    /// Peers whose outgoing traffic waits this long first.
+    pub delay: BTreeMap<String, Duration>,
+}
+
+/// Faults currently in force; shared between the transport and the admin API.
+#[derive(Debug, Default, Clone)]
+pub struct FaultTable {
+    inner: Arc<RwLock<Faults>>,
+}
+
+impl FaultTable {
+    /// Replaces all faults (each `/admin/faults` POST replaces the previous ones).
+    pub fn set(&self, faults: Faults) {
+        match self.inner.write() {
+            Ok(mut f) => *f = faults,
+            Err(poisoned) => *poisoned.into_inner() = faults,
+        }
+    }
+
+    pub fn get(&self) -> Faults {
+        match self.inner.read() {
+            Ok(f) => f.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Whether traffic with `peer` is discarded.
+    pub fn drops(&self, peer: &str) -> bool {
+        match self.inner.read() {
+            Ok(f) => f.drop.contains(peer),
+            Err(poisoned) => poisoned.into_inner().drop.contains(peer),
+        }
+    }
+
+    /// How long traffic to `peer` waits before leaving.
+    pub fn delay(&self, peer: &str) -> Duration {
+        let read = |f: &Faults| f.delay.get(peer).copied().unwrap_or_default();
+        match self.inner.read() {
+            Ok(f) => read(&f),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        }
+    }
+}

@@ -1,0 +1,984 @@
+//! QUIC transport between cluster nodes (quinn 0.11 over rustls 0.23 / *ring*).
+//!
+//! Each node runs **one** [`quinn::Endpoint`] on one UDP socket that both
+//! accepts connections (server role) and dials peers (client role). Both
+//! roles use mutual TLS with the cluster CA (see [`crate::tls`]).
+//!
+//! # Connection protocol
+//!
+//! After the QUIC/TLS handshake the client opens a first bidirectional stream
+//! and sends a *hello* naming the node id it claims to be. The server compares
+//! it with the node id in the client's (already CA-verified) certificate and
+//! either answers with its own node id or closes the connection with
+//! [`CLOSE_IDENTITY_MISMATCH`]. The hello round-trip also gives the client a
+//! positive confirmation that the server accepted its certificate: in TLS 1.3
+//! the client finishes its side of the handshake *before* the server has
+//! checked the client certificate, so a client whose certificate is rejected
+//! still sees `connect()` succeed at the QUIC level and only learns about the
+//! rejection on first use. [`NodeEndpoint::connect`] therefore only returns
+//! once the hello has been acknowledged.
+//!
+//! Every request is then one bidirectional stream: the client writes one
+//! length-prefixed frame and finishes its send side, the server answers with
+//! one length-prefixed frame and finishes. All steps run under deadlines and
+//! all reads are size-bounded.
+//!
+//! One-way messages (gossip) travel the same way on a unidirectional stream, without an
+//! answer.
+//!
+//! Frame format: `u32` big-endian payload length, then the payload (an [`rpc`] envelope).
+//!
+//! [`QuicTransport`] keeps one long-lived connection per peer on top of this, reopened on
+//! failure with exponential backoff, and implements [`Transport`].
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
+use quinn::{
+    ClosedStream, ConnectError, Connection, ConnectionError, Endpoint, IdleTimeout, Incoming,
+    ReadError, ReadToEndError, RecvStream, SendStream, TransportConfig, VarInt, WriteError,
+};
+use rustls::pki_types::CertificateDer;
+use tokio::time::{Instant, timeout_at};
+
+use crate::tls::{self, MAX_NODE_ID_LEN, NodeCredentials, TlsError};
+
+use super::{BoxFuture, FaultTable, Handler, Peer, Transport, TransportError};
+use crate::rpc::{self, OneWay, Request, Response};
+
+/// Maximum number of concurrently open bidirectional streams a peer may open.
+pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 1024;
+/// Idle timeout in milliseconds (QUIC transport parameter unit).
+pub const MAX_IDLE_TIMEOUT_MS: u32 = 10_000;
+/// Idle timeout negotiated with peers (the smaller of both sides wins).
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_millis(MAX_IDLE_TIMEOUT_MS as u64);
+/// Keep-alive interval; must be well below [`MAX_IDLE_TIMEOUT`].
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// Receive buffer for unreliable datagrams (`Some` enables datagram support).
+pub const DATAGRAM_RECEIVE_BUFFER: usize = 1 << 20;
+/// Default deadline for establishing a connection (handshake + hello).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default deadline for serving one request on the server side.
+pub const DEFAULT_SERVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Maximum payload size of a request or response frame.
+pub const MAX_FRAME_PAYLOAD: usize = rpc::MAX_FRAME_BYTES;
+/// Maximum number of concurrently open unidirectional (one-way message) streams.
+pub const MAX_CONCURRENT_UNI_STREAMS: u32 = 1024;
+
+/// Application close code: normal shutdown.
+pub const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
+/// Application close code: peer violated the framing / hello protocol.
+pub const CLOSE_PROTOCOL_ERROR: VarInt = VarInt::from_u32(1);
+/// Application close code: claimed node id differs from the certificate's.
+pub const CLOSE_IDENTITY_MISMATCH: VarInt = VarInt::from_u32(2);
+/// Stream error code used when a request cannot be served.
+const STREAM_ERROR: VarInt = VarInt::from_u32(1);
+
+const LEN_PREFIX: usize = 4;
+const HELLO_VERSION: u8 = 1;
+/// version byte + id length byte + id.
+const MAX_HELLO_PAYLOAD: usize = 2 + MAX_NODE_ID_LEN;
+
+/// Errors of the QUIC layer.
+#[derive(Debug)]
+pub enum QuicError {
+    /// Building TLS configuration or parsing a certificate failed.
+    Tls(TlsError),
+    /// The rustls config is not usable for QUIC (no TLS 1.3 / initial suite).
+    QuicCrypto(NoInitialCipherSuite),
+    /// Binding the UDP socket failed.
+    Bind(io::Error),
+    /// The connection attempt could not even be started (endpoint stopping,
+    /// invalid server name, ...).
+    Connect(ConnectError),
+    /// The QUIC/TLS handshake failed. For certificate problems the message
+    /// contains the rustls reason, e.g.
+    /// `the cryptographic handshake failed: error 48: invalid peer certificate: UnknownIssuer`
+    /// (locally detected) or `... error 48` (alert received from the peer).
+    Handshake(ConnectionError),
+    /// The established connection failed (while opening, accepting, reading
+    /// or writing streams). Connection loss observed through a stream is
+    /// reported here, not as [`QuicError::Read`]/[`QuicError::Write`], so
+    /// the peer's close reason is always visible.
+    Connection(ConnectionError),
+    /// Writing to a stream failed for a stream-level reason (peer stopped it).
+    Write(WriteError),
+    /// Reading from a stream failed for a stream-level reason (peer reset,
+    /// response larger than the caller's bound, ...).
+    Read(ReadToEndError),
+    /// The stream was already closed when finishing it.
+    StreamClosed(ClosedStream),
+    /// A deadline expired; the payload names the step.
+    Timeout(&'static str),
+    /// The connection has no peer certificate (should not happen with mTLS).
+    NoPeerIdentity,
+    /// The peer sent a malformed frame or hello.
+    Protocol(&'static str),
+    /// A frame payload exceeds [`MAX_FRAME_PAYLOAD`].
+    FrameTooLarge(usize),
+    /// The node id claimed in the hello differs from the certificate's.
+    IdentityMismatch {
+        /// Id claimed in the hello message.
+        claimed: String,
+        /// Id carried by the verified certificate.
+        certified: String,
+    },
+    /// The server's hello-ack names a different node than its certificate.
+    UnexpectedPeer {
+        /// Node id we dialled / the certificate names.
+        expected: String,
+        /// Node id in the hello-ack.
+        actual: String,
+    },
+}
+
+impl fmt::Display for QuicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tls(e) => write!(f, "{e}"),
+            Self::QuicCrypto(e) => write!(f, "TLS config unusable for QUIC: {e}"),
+            Self::Bind(e) => write!(f, "cannot bind UDP socket: {e}"),
+            Self::Connect(e) => write!(f, "cannot start connection: {e}"),
+            Self::Handshake(e) => write!(f, "handshake failed: {e}"),
+            Self::Connection(e) => write!(f, "connection failed: {e}"),
+            Self::Write(e) => write!(f, "stream write failed: {e}"),
+            Self::Read(e) => write!(f, "stream read failed: {e}"),
+            Self::StreamClosed(e) => write!(f, "stream already closed: {e}"),
+            Self::Timeout(step) => write!(f, "timed out while {step}"),
+            Self::NoPeerIdentity => write!(f, "peer presented no certificate"),
+            Self::Protocol(what) => write!(f, "protocol violation: {what}"),
+            Self::FrameTooLarge(n) => {
+                write!(f, "frame of {n} bytes exceeds limit of {MAX_FRAME_PAYLOAD}")
+            }
+            Self::IdentityMismatch { claimed, certified } => write!(
+                f,
+                "peer claims node id {claimed:?} but its certificate is for {certified:?}"
+            ),
+            Self::UnexpectedPeer { expected, actual } => {
+                write!(f, "expected node {expected:?}, peer says it is {actual:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for QuicError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Tls(e) => Some(e),
+            Self::QuicCrypto(e) => Some(e),
+            Self::Bind(e) => Some(e),
+            Self::Connect(e) => Some(e),
+            Self::Handshake(e) | Self::Connection(e) => Some(e),
+            Self::Write(e) => Some(e),
+            Self::Read(e) => Some(e),
+            Self::StreamClosed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<TlsError> for QuicError {
+    fn from(e: TlsError) -> Self {
+        Self::Tls(e)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+/// Transport parameters shared by the server and client side.
+pub fn transport_config() -> TransportConfig {
+    let mut transport = TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_BIDI_STREAMS))
+        // One-way messages (gossip) each travel on a unidirectional stream.
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_CONCURRENT_UNI_STREAMS))
+        // IdleTimeout is in milliseconds; a u32 always fits a VarInt.
+        .max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(
+            MAX_IDLE_TIMEOUT_MS,
+        ))))
+        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
+    transport
+}
+
+/// Builds the quinn server and client configs for `node`, trusting only
+/// `ca_cert`.
+pub fn endpoint_configs(
+    ca_cert: &CertificateDer<'static>,
+    node: &NodeCredentials,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), QuicError> {
+    let transport = Arc::new(transport_config());
+
+    let server_tls = Arc::new(tls::server_tls_config(ca_cert, node)?);
+    let server_crypto = QuicServerConfig::try_from(server_tls).map_err(QuicError::QuicCrypto)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+    server.transport_config(transport.clone());
+
+    let client_tls = Arc::new(tls::client_tls_config(ca_cert, node)?);
+    let client_crypto = QuicClientConfig::try_from(client_tls).map_err(QuicError::QuicCrypto)?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+    client.transport_config(transport);
+
+    Ok((server, client))
+}
+
+// ---------------------------------------------------------------------------
+// Peer identity
+// ---------------------------------------------------------------------------
+
+/// Node id of the remote side of an established connection, taken from the
+/// leaf certificate rustls verified during the handshake.
+///
+/// `Connection::peer_identity()` returns `Box<dyn Any>`; with the rustls
+/// crypto backend it holds a `Vec<CertificateDer<'static>>` (leaf first).
+pub fn peer_node_id(conn: &Connection) -> Result<String, QuicError> {
+    let identity = conn.peer_identity().ok_or(QuicError::NoPeerIdentity)?;
+    let chain = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| QuicError::NoPeerIdentity)?;
+    let leaf = chain.first().ok_or(QuicError::NoPeerIdentity)?;
+    Ok(tls::node_id_from_cert(leaf)?)
+}
+
+// ---------------------------------------------------------------------------
+// Framing
+// ---------------------------------------------------------------------------
+
+/// Lifts connection loss out of a stream write error (its `Display` would
+/// otherwise just say "connection lost" and hide the peer's close reason).
+fn write_error(e: WriteError) -> QuicError {
+    match e {
+        WriteError::ConnectionLost(e) => QuicError::Connection(e),
+        other => QuicError::Write(other),
+    }
+}
+
+/// Same as [`write_error`] for reads.
+fn read_error(e: ReadToEndError) -> QuicError {
+    match e {
+        ReadToEndError::Read(ReadError::ConnectionLost(e)) => QuicError::Connection(e),
+        other => QuicError::Read(other),
+    }
+}
+
+fn encode_frame(payload: &[u8]) -> Result<Vec<u8>, QuicError> {
+    if payload.len() > MAX_FRAME_PAYLOAD {
+        return Err(QuicError::FrameTooLarge(payload.len()));
+    }
+    let len = u32::try_from(payload.len()).map_err(|_| QuicError::FrameTooLarge(payload.len()))?;
+    let mut frame = Vec::with_capacity(LEN_PREFIX + payload.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(payload);
+    Ok(frame)
+}
+
+/// Splits a complete stream (`u32` length + payload, nothing after) into its
+/// payload.
+fn decode_frame(buf: &[u8]) -> Result<&[u8], QuicError> {
+    let (prefix, payload) = buf
+        .split_first_chunk::<LEN_PREFIX>()
+        .ok_or(QuicError::Protocol("frame shorter than its length prefix"))?;
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len != payload.len() {
+        return Err(QuicError::Protocol(
+            "frame length prefix does not match stream length",
+        ));
+    }
+    Ok(payload)
+}
+
+/// Writes one frame and finishes the send side, before `deadline`.
+async fn write_frame(
+    send: &mut SendStream,
+    payload: &[u8],
+    deadline: Instant,
+) -> Result<(), QuicError> {
+    let frame = encode_frame(payload)?;
+    timeout_at(deadline, send.write_all(&frame))
+        .await
+        .map_err(|_| QuicError::Timeout("writing frame"))?
+        .map_err(write_error)?;
+    send.finish().map_err(QuicError::StreamClosed)
+}
+
+/// Reads the whole receive side (one frame) before `deadline`, refusing
+/// payloads larger than `max_payload`.
+async fn read_frame(
+    recv: &mut RecvStream,
+    max_payload: usize,
+    deadline: Instant,
+) -> Result<Vec<u8>, QuicError> {
+    let buf = timeout_at(deadline, recv.read_to_end(LEN_PREFIX + max_payload))
+        .await
+        .map_err(|_| QuicError::Timeout("reading frame"))?
+        .map_err(read_error)?;
+    decode_frame(&buf).map(<[u8]>::to_vec)
+}
+
+fn encode_hello(node_id: &str) -> Result<Vec<u8>, QuicError> {
+    tls::validate_node_id(node_id)?;
+    let len = u8::try_from(node_id.len()).map_err(|_| QuicError::Protocol("node id too long"))?;
+    let mut payload = Vec::with_capacity(2 + node_id.len());
+    payload.push(HELLO_VERSION);
+    payload.push(len);
+    payload.extend_from_slice(node_id.as_bytes());
+    Ok(payload)
+}
+
+fn decode_hello(payload: &[u8]) -> Result<String, QuicError> {
+    let [version, len, id @ ..] = payload else {
+        return Err(QuicError::Protocol("hello too short"));
+    };
+    if *version != HELLO_VERSION {
+        return Err(QuicError::Protocol("unsupported hello version"));
+    }
+    if usize::from(*len) != id.len() {
+        return Err(QuicError::Protocol("hello length mismatch"));
+    }
+    let id = std::str::from_utf8(id).map_err(|_| QuicError::Protocol("hello id not UTF-8"))?;
+    tls::validate_node_id(id)
+        .map_err(|_| QuicError::Protocol("hello id is not a valid node id"))?;
+    Ok(id.to_owned())
+}
+
+// ---------------------------------------------------------------------------
+// Endpoint
+// ---------------------------------------------------------------------------
+
+/// A node's QUIC endpoint: one UDP socket, server and client at once.
+/// Cheap to clone (clones share the socket).
+#[derive(Debug, Clone)]
+pub struct NodeEndpoint {
+    endpoint: Endpoint,
+    node_id: String,
+}
+
+impl NodeEndpoint {
+    /// Binds `addr` (e.g. `127.0.0.2:7000`, port 0 for an ephemeral port)
+    /// and configures both roles with `node`'s credentials.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        ca_cert: &CertificateDer<'static>,
+        node: &NodeCredentials,
+    ) -> Result<Self, QuicError> {
+        let (server, client) = endpoint_configs(ca_cert, node)?;
+        let mut endpoint = Endpoint::server(server, addr).map_err(QuicError::Bind)?;
+        endpoint.set_default_client_config(client);
+        Ok(Self {
+            endpoint,
+            node_id: node.node_id().to_owned(),
+        })
+    }
+
+    /// Our own node id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The bound socket address (with the actual port if 0 was requested).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Connects to node `peer_id` at `addr`: QUIC/TLS handshake (the server
+    /// certificate must chain to the cluster CA and be issued for
+    /// `<peer_id>.quorumkv`), then the hello exchange. Everything must
+    /// complete within `timeout`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        peer_id: &str,
+        timeout: Duration,
+    ) -> Result<PeerConnection, QuicError> {
+        self.connect_claiming(addr, peer_id, &self.node_id, timeout)
+            .await
+    }
+
+    /// [`connect`](Self::connect) with an arbitrary claimed id in the hello;
+    /// only for tests of the server-side identity check.
+    pub(crate) async fn connect_claiming(
+        &self,
+        addr: SocketAddr,
+        peer_id: &str,
+        claimed_id: &str,
+        timeout: Duration,
+    ) -> Result<PeerConnection, QuicError> {
+        let server_name = tls::node_dns_name(peer_id)?;
+        self.connect_named(addr, &server_name, claimed_id, timeout)
+            .await
+    }
+
+    /// Connects to whichever node listens at `addr` (any certificate of the
+    /// cluster CA) and tells who it is: how `--join HOST:PORT` finds its seed.
+    pub async fn identify(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<PeerConnection, QuicError> {
+        self.connect_named(addr, tls::ANY_NODE_SERVER_NAME, &self.node_id, timeout)
+            .await
+    }
+
+    async fn connect_named(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+        claimed_id: &str,
+        timeout: Duration,
+    ) -> Result<PeerConnection, QuicError> {
+        let deadline = Instant::now() + timeout;
+        let connecting = self
+            .endpoint
+            .connect(addr, server_name)
+            .map_err(QuicError::Connect)?;
+        let conn = timeout_at(deadline, connecting)
+            .await
+            .map_err(|_| QuicError::Timeout("handshaking"))?
+            .map_err(QuicError::Handshake)?;
+
+        // rustls has already checked the SAN against `server_name`; reading
+        // it back is a cheap consistency check and gives the canonical id.
+        let certified = peer_node_id(&conn)?;
+        if let Err(e) = client_hello(&conn, claimed_id, &certified, deadline).await {
+            conn.close(CLOSE_PROTOCOL_ERROR, b"hello failed");
+            // The server closing the connection during the hello means it
+            // rejected us (TLS alert for our certificate, or identity
+            // mismatch): report it as a failed handshake.
+            return Err(match e {
+                QuicError::Connection(e) => QuicError::Handshake(e),
+                other => other,
+            });
+        }
+        Ok(PeerConnection {
+            conn,
+            peer_id: certified,
+        })
+    }
+
+    /// Waits for the next incoming connection attempt; `None` once the
+    /// endpoint is closed. Pass the result to [`accept_peer`].
+    pub async fn accept(&self) -> Option<Incoming> {
+        self.endpoint.accept().await
+    }
+
+    /// Closes all connections and waits (bounded by the idle timeout) until
+    /// the peers have been notified.
+    pub async fn close(&self) {
+        self.endpoint.close(CLOSE_NORMAL, b"shutdown");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn client_hello(
+    conn: &Connection,
+    claimed_id: &str,
+    certified: &str,
+    deadline: Instant,
+) -> Result<(), QuicError> {
+    let (mut send, mut recv) = timeout_at(deadline, conn.open_bi())
+        .await
+        .map_err(|_| QuicError::Timeout("opening hello stream"))?
+        .map_err(QuicError::Connection)?;
+    write_frame(&mut send, &encode_hello(claimed_id)?, deadline).await?;
+    let ack = decode_hello(&read_frame(&mut recv, MAX_HELLO_PAYLOAD, deadline).await?)?;
+    if ack != certified {
+        return Err(QuicError::UnexpectedPeer {
+            expected: certified.to_owned(),
+            actual: ack,
+        });
+    }
+    Ok(())
+}
+
+/// Completes an incoming connection: QUIC/TLS handshake (client certificate
+/// must chain to the cluster CA), then reads the hello and checks that the
+/// claimed node id equals the certificate's. On mismatch the connection is
+/// closed with [`CLOSE_IDENTITY_MISMATCH`].
+///
+/// On a handshake failure the returned [`QuicError::Handshake`] says why,
+/// e.g. `invalid peer certificate: UnknownIssuer` for a certificate from a
+/// foreign CA; log it together with `incoming.remote_address()`.
+pub async fn accept_peer(
+    incoming: Incoming,
+    our_id: &str,
+    timeout: Duration,
+) -> Result<PeerConnection, QuicError> {
+    let deadline = Instant::now() + timeout;
+    let connecting = incoming.accept().map_err(QuicError::Handshake)?;
+    let conn = timeout_at(deadline, connecting)
+        .await
+        .map_err(|_| QuicError::Timeout("handshaking"))?
+        .map_err(QuicError::Handshake)?;
+
+    match server_hello(&conn, our_id, deadline).await {
+        Ok(peer_id) => Ok(PeerConnection { conn, peer_id }),
+        Err(e) => {
+            let (code, reason): (VarInt, &[u8]) = match e {
+                QuicError::IdentityMismatch { .. } => (
+                    CLOSE_IDENTITY_MISMATCH,
+                    b"claimed node id does not match certificate",
+                ),
+                _ => (CLOSE_PROTOCOL_ERROR, b"hello failed"),
+            };
+            conn.close(code, reason);
+            Err(e)
+        }
+    }
+}
+
+async fn server_hello(
+    conn: &Connection,
+    our_id: &str,
+    deadline: Instant,
+) -> Result<String, QuicError> {
+    let certified = peer_node_id(conn)?;
+    let (mut send, mut recv) = timeout_at(deadline, conn.accept_bi())
+        .await
+        .map_err(|_| QuicError::Timeout("waiting for hello"))?
+        .map_err(QuicError::Connection)?;
+    let claimed = decode_hello(&read_frame(&mut recv, MAX_HELLO_PAYLOAD, deadline).await?)?;
+    if claimed != certified {
+        return Err(QuicError::IdentityMismatch { claimed, certified });
+    }
+    write_frame(&mut send, &encode_hello(our_id)?, deadline).await?;
+    Ok(certified)
+}
+
+// ---------------------------------------------------------------------------
+// Established connections
+// ---------------------------------------------------------------------------
+
+/// An authenticated connection to a peer node.
+#[derive(Debug, Clone)]
+pub struct PeerConnection {
+    conn: Connection,
+    peer_id: String,
+}
+
+impl PeerConnection {
+    /// Node id of the peer, from its CA-verified certificate (and, on the
+    /// server side, confirmed by its hello).
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// The underlying quinn connection (datagrams, stats, close, ...).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Sends one request on a new bidirectional stream and returns the
+    /// response payload. The whole exchange must finish within `timeout`;
+    /// responses larger than `max_response` bytes are rejected.
+    pub async fn request(
+        &self,
+        body: &[u8],
+        timeout: Duration,
+        max_response: usize,
+    ) -> Result<Vec<u8>, QuicError> {
+        let deadline = Instant::now() + timeout;
+        let (mut send, mut recv) = timeout_at(deadline, self.conn.open_bi())
+            .await
+            .map_err(|_| QuicError::Timeout("opening request stream"))?
+            .map_err(QuicError::Connection)?;
+        write_frame(&mut send, body, deadline).await?;
+        read_frame(&mut recv, max_response.min(MAX_FRAME_PAYLOAD), deadline).await
+    }
+
+    /// Serves requests until the connection ends, calling `handler(peer_id,
+    /// request)` for each stream (each in its own task). Returns the reason
+    /// the connection ended.
+    ///
+    /// A request that is malformed, too large or too slow (more than
+    /// `per_request_timeout`) gets its stream reset; the connection stays up.
+    pub async fn serve<F>(self, handler: F, per_request_timeout: Duration) -> ConnectionError
+    where
+        F: Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync + 'static,
+    {
+        let handler = Arc::new(handler);
+        loop {
+            let (mut send, mut recv) = match self.conn.accept_bi().await {
+                Ok(streams) => streams,
+                Err(e) => return e,
+            };
+            let handler = Arc::clone(&handler);
+            let peer_id = self.peer_id.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + per_request_timeout;
+                let result = async {
+                    let request = read_frame(&mut recv, MAX_FRAME_PAYLOAD, deadline).await?;
+                    let response = handler(&peer_id, request);
+                    write_frame(&mut send, &response, deadline).await
+                }
+                .await;
+                if result.is_err() {
+                    // A real server logs `result` here (with peer_id).
+                    let _ = recv.stop(STREAM_ERROR);
+                    let _ = send.reset(STREAM_ERROR);
+                }
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connection pool and the Transport implementation
+// ---------------------------------------------------------------------------
+
+/// Deadline for a connection attempt (handshake and hello).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline for delivering one one-way message.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// First wait after a failed connection attempt; doubles up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between connection attempts to an unreachable peer.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct PeerSlot {
+    conn: Option<Connection>,
+    /// No new attempt before this instant (after failures).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// The last failure was logged; stay quiet until it works again.
+    failure_logged: bool,
+}
+
+struct Inner {
+    endpoint: NodeEndpoint,
+    faults: FaultTable,
+    peers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<PeerSlot>>>>,
+    /// Where incoming traffic goes, on accepted and on dialled connections alike.
+    handler: std::sync::OnceLock<Arc<dyn Handler>>,
+}
+
+/// QUIC between processes: one long-lived, mutually authenticated connection per peer.
+#[derive(Clone)]
+pub struct QuicTransport {
+    inner: Arc<Inner>,
+}
+
+impl QuicTransport {
+    /// Binds the node's peer address. Call [`serve`](Self::serve) to start accepting.
+    pub fn bind(
+        addr: SocketAddr,
+        ca_cert: &CertificateDer<'static>,
+        node: &NodeCredentials,
+    ) -> Result<Self, QuicError> {
+        Ok(QuicTransport {
+            inner: Arc::new(Inner {
+                endpoint: NodeEndpoint::bind(addr, ca_cert, node)?,
+                faults: FaultTable::default(),
+                peers: Default::default(),
+                handler: std::sync::OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The endpoint underneath (for `identify` and shutdown).
+    pub fn endpoint(&self) -> &NodeEndpoint {
+        &self.inner.endpoint
+    }
+
+    /// Accepts peers and hands what they send to `handler`, until the endpoint closes.
+    pub fn serve(&self, handler: Arc<dyn Handler>) -> tokio::task::JoinHandle<()> {
+        let _ = self.inner.handler.set(Arc::clone(&handler));
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = this.inner.endpoint.accept().await {
+                let this = this.clone();
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    let me = this.inner.endpoint.node_id().to_owned();
+                    match accept_peer(incoming, &me, CONNECT_TIMEOUT).await {
+                        Ok(peer) => this.serve_peer(peer, handler, true).await,
+                        Err(e) => tracing::warn!(%remote, "refused a peer connection: {e}"),
+                    }
+                });
+            }
+        })
+    }
+
+    async fn serve_peer(&self, peer: PeerConnection, handler: Arc<dyn Handler>, accepted: bool) {
+        let id = peer.peer_id().to_owned();
+        tracing::debug!(peer = %id, "peer connected");
+        // Use the newest connection for our own traffic too: a peer dials only when it has no
+        // usable connection to us, so the one we hold may be a dead process's (a restart),
+        // which would swallow messages until its idle timeout. After a simultaneous dial both
+        // connections stay up and both are served.
+        if accepted {
+            let slot = self.slot(&id);
+            let mut slot = slot.lock().await;
+            *slot = PeerSlot {
+                conn: Some(peer.connection().clone()),
+                ..PeerSlot::default()
+            };
+        }
+        let conn = peer.connection().clone();
+        let uni = {
+            let (this, handler, id, conn) =
+                (self.clone(), Arc::clone(&handler), id.clone(), conn.clone());
+            async move {
+                loop {
+                    let mut recv = match conn.accept_uni().await {
+                        Ok(r) => r,
+                        Err(e) => return e,
+                    };
+                    let (this, handler, id) = (this.clone(), Arc::clone(&handler), id.clone());
+                    tokio::spawn(async move {
+                        let deadline = Instant::now() + SEND_TIMEOUT;
+                        let frame = match read_frame(&mut recv, MAX_FRAME_PAYLOAD, deadline).await {
+                            Ok(f) => f,
+                            Err(e) => {
+                                tracing::warn!(peer = %id, "bad one-way frame, stream closed: {e}");
+                                let _ = recv.stop(STREAM_ERROR);
+                                return;
+                            }
+                        };
+                        if this.inner.faults.drops(&id) {
+                            return;
+                        }
+                        match rpc::decode::<OneWay>(&frame) {
+                            Ok(msg) => handler.one_way(&id, msg),
+                            Err(e) => tracing::warn!(peer = %id, "malformed message dropped: {e}"),
+                        }
+                    });
+                }
+            }
+        };
+        let bi = {
+            let (this, handler, id, conn) = (self.clone(), handler, id.clone(), conn.clone());
+            async move {
+                loop {
+                    let (mut send, mut recv) = match conn.accept_bi().await {
+                        Ok(s) => s,
+                        Err(e) => return e,
+                    };
+                    let (this, handler, id) = (this.clone(), Arc::clone(&handler), id.clone());
+                    tokio::spawn(async move {
+                        let deadline = Instant::now() + DEFAULT_SERVE_TIMEOUT;
+                        let result = async {
+                            let frame = read_frame(&mut recv, MAX_FRAME_PAYLOAD, deadline).await?;
+                            if this.inner.faults.drops(&id) {
+                                return Err(QuicError::Protocol("dropped by fault injection"));
+                            }
+                            let req = rpc::decode::<Request>(&frame).map_err(|e| {
+                                tracing::warn!(peer = %id, "malformed request, stream closed: {e}");
+                                QuicError::Protocol("malformed request")
+                            })?;
+                            let resp = handler.request(&id, req).await;
+                            let bytes = rpc::encode(&resp)
+                                .map_err(|_| QuicError::Protocol("unencodable response"))?;
+                            tokio::time::sleep(this.inner.faults.delay(&id)).await;
+                            write_frame(&mut send, &bytes, deadline).await
+                        }
+                        .await;
+                        if let Err(e) = result {
+                            tracing::debug!(peer = %id, "request stream failed: {e}");
+                            let _ = recv.stop(STREAM_ERROR);
+                            let _ = send.reset(STREAM_ERROR);
+                        }
+                    });
+                }
+            }
+        };
+        let reason = tokio::select! {
+            e = uni => e,
+            e = bi => e,
+        };
+        tracing::debug!(peer = %id, "peer connection ended: {reason}");
+    }
+
+    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<PeerSlot>> {
+        let mut peers = match self.inner.peers.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(peers.entry(id.to_owned()).or_default())
+    }
+
+    /// The live connection to `peer`, dialling it if needed (unless still backing off).
+    async fn connection(&self, peer: &Peer) -> Result<Connection, TransportError> {
+        let slot = self.slot(&peer.id);
+        let mut slot = slot.lock().await;
+        if let Some(conn) = &slot.conn {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+            slot.conn = None;
+        }
+        if slot.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Err(TransportError::Unreachable(
+                peer.id.clone(),
+                "waiting before the next connection attempt".into(),
+            ));
+        }
+        match self
+            .inner
+            .endpoint
+            .connect(peer.addr, &peer.id, CONNECT_TIMEOUT)
+            .await
+        {
+            Ok(pc) => {
+                if slot.failure_logged {
+                    tracing::info!(peer = %peer.id, "reconnected");
+                }
+                *slot = PeerSlot {
+                    conn: Some(pc.connection().clone()),
+                    ..PeerSlot::default()
+                };
+                let conn = pc.connection().clone();
+                // The peer may use this connection for its own traffic to us: serve it too.
+                if let Some(handler) = self.inner.handler.get() {
+                    let (this, handler) = (self.clone(), Arc::clone(handler));
+                    tokio::spawn(async move { this.serve_peer(pc, handler, false).await });
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                slot.backoff = (slot.backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                slot.retry_at = Some(Instant::now() + slot.backoff);
+                if !slot.failure_logged {
+                    tracing::warn!(peer = %peer.id, addr = %peer.addr, "cannot connect: {e}");
+                    slot.failure_logged = true;
+                }
+                Err(TransportError::Unreachable(peer.id.clone(), e.to_string()))
+            }
+        }
+    }
+
+    async fn send_now(&self, peer: &Peer, bytes: &[u8]) -> Result<(), TransportError> {
+        let conn = self.connection(peer).await?;
+        let deadline = Instant::now() + SEND_TIMEOUT;
+        let unreachable =
+            |e: QuicError| TransportError::Unreachable(peer.id.clone(), e.to_string());
+        let mut send = timeout_at(deadline, conn.open_uni())
+            .await
+            .map_err(|_| TransportError::Timeout(peer.id.clone(), SEND_TIMEOUT))?
+            .map_err(|e| unreachable(QuicError::Connection(e)))?;
+        write_frame(&mut send, bytes, deadline)
+            .await
+            .map_err(unreachable)
+    }
+
+    async fn call_now(
+        &self,
+        peer: &Peer,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        let deadline = Instant::now() + timeout;
+        let timed_out = || TransportError::Timeout(peer.id.clone(), timeout);
+        let conn = timeout_at(deadline, self.connection(peer))
+            .await
+            .map_err(|_| timed_out())??;
+        let unreachable =
+            |e: QuicError| TransportError::Unreachable(peer.id.clone(), e.to_string());
+        let (mut send, mut recv) = timeout_at(deadline, conn.open_bi())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| unreachable(QuicError::Connection(e)))?;
+        write_frame(&mut send, &bytes, deadline)
+            .await
+            .map_err(|e| match e {
+                QuicError::Timeout(_) => timed_out(),
+                other => unreachable(other),
+            })?;
+        let frame = read_frame(&mut recv, MAX_FRAME_PAYLOAD, deadline)
+            .await
+            .map_err(|e| match e {
+                QuicError::Timeout(_) => timed_out(),
+                other => unreachable(other),
+            })?;
+        if self.inner.faults.drops(&peer.id) {
+            return Err(TransportError::Dropped(peer.id.clone()));
+        }
+        rpc::decode::<Response>(&frame)
+            .map_err(|e| TransportError::Protocol(peer.id.clone(), e.to_string()))
+    }
+}
+
+impl Transport for QuicTransport {
+    fn local_id(&self) -> &str {
+        self.inner.endpoint.node_id()
+    }
+
+    fn send(&self, to: &Peer, msg: OneWay) {
+        if self.inner.faults.drops(&to.id) {
+            return;
+        }
+        let bytes = match rpc::encode(&msg) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(peer = %to.id, "cannot encode message: {e}");
+                return;
+            }
+        };
+        let (this, to) = (self.clone(), to.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(this.inner.faults.delay(&to.id)).await;
+            if let Err(e) = this.send_now(&to, &bytes).await {
+                tracing::trace!(peer = %to.id, "message not sent: {e}");
+            }
+        });
+    }
+
+    fn call(
+        &self,
+        to: &Peer,
+        req: Request,
+        timeout: Duration,
+    ) -> BoxFuture<Result<Response, TransportError>> {
+        let (this, to) = (self.clone(), to.clone());
+        Box::pin(async move {
+            if this.inner.faults.drops(&to.id) {
+                return Err(TransportError::Dropped(to.id));
+            }
+            let bytes = rpc::encode(&req)
+                .map_err(|e| TransportError::Protocol(to.id.clone(), e.to_string()))?;
+            let delay = this.inner.faults.delay(&to.id);
+            tokio::time::sleep(delay).await;
+            this.call_now(&to, bytes, timeout.saturating_sub(delay))
+                .await
+        })
+    }
+
+    fn faults(&self) -> &FaultTable {
+        &self.inner.faults
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_roundtrip_and_rejects() {
+        let frame = encode_frame(b"abc").expect("encode");
+        assert_eq!(decode_frame(&frame).expect("decode"), b"abc");
+        assert!(decode_frame(&frame[..2]).is_err());
+        assert!(decode_frame(&frame[..5]).is_err());
+        let mut longer = frame.clone();
+        longer.push(0);
+        assert!(decode_frame(&longer).is_err());
+    }
+
+    #[test]
+    fn hello_roundtrip_and_rejects() {
+        let hello = encode_hello("n1").expect("encode");
+        assert_eq!(decode_hello(&hello).expect("decode"), "n1");
+        assert!(decode_hello(&[HELLO_VERSION]).is_err());
+        assert!(decode_hello(&[HELLO_VERSION, 3, b'n', b'1']).is_err());
+        assert!(decode_hello(&[HELLO_VERSION, 2, b'N', b'1']).is_err());
+        assert!(decode_hello(&[9, 2, b'n', b'1']).is_err());
+    }
+}
