@@ -1,0 +1,521 @@
+//! End-to-end tests with real `quorumkv node` processes over QUIC on 127.0.0.1.
+//!
+//! Every test writes its own cluster file with free ports into a temporary directory, runs
+//! `quorumkv certs`, starts nodes, and kills whatever it started when it ends (even when it
+//! fails). Conditions that depend on timing are polled with generous deadlines.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
+/// Generous: default detection takes about 7 s, a rejoin about 1 s.
+const DEADLINE: Duration = Duration::from_secs(40);
+
+fn free_tcp() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    l.local_addr().expect("addr")
+}
+
+fn free_udp() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    s.local_addr().expect("addr")
+}
+
+struct NodeAddrs {
+    id: String,
+    peer: SocketAddr,
+    http: SocketAddr,
+}
+
+/// A cluster of real processes in a temporary directory; stops them all when dropped.
+struct TestCluster {
+    dir: PathBuf,
+    config: PathBuf,
+    nodes: Vec<NodeAddrs>,
+    procs: BTreeMap<String, Child>,
+    http: reqwest::Client,
+}
+
+impl TestCluster {
+    fn new(name: &str, n: usize, fault_injection: bool) -> TestCluster {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "quorumkv-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let nodes: Vec<NodeAddrs> = (1..=n)
+            .map(|i| NodeAddrs {
+                id: format!("n{i}"),
+                peer: free_udp(),
+                http: free_tcp(),
+            })
+            .collect();
+        let config = dir.join("cluster.toml");
+        std::fs::write(&config, config_text(name, &nodes, fault_injection, "data"))
+            .expect("write config");
+        let cluster = TestCluster {
+            dir,
+            config,
+            nodes,
+            procs: BTreeMap::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("http client"),
+        };
+        cluster.certs(&cluster.config);
+        cluster
+    }
+
+    fn certs(&self, config: &Path) {
+        let out = Command::new(BIN)
+            .args(["certs", "--config"])
+            .arg(config)
+            .output()
+            .expect("run quorumkv certs");
+        assert!(
+            out.status.success(),
+            "quorumkv certs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn node(&self, id: &str) -> &NodeAddrs {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("node in cluster")
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.log"))
+    }
+
+    fn log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+
+    /// Starts node `id` with extra arguments, logging to `<dir>/<id>.log`.
+    fn start_with(&mut self, id: &str, config: &Path, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = Command::new(BIN)
+            .args(["node", "--config"])
+            .arg(config)
+            .args(["--id", id])
+            .args(extra)
+            .env("RUST_LOG", "info,quinn=warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("start node");
+        self.procs.insert(id.to_string(), child);
+    }
+
+    fn start(&mut self, id: &str) {
+        let config = self.config.clone();
+        self.start_with(id, &config, &[]);
+    }
+
+    fn kill9(&mut self, id: &str) {
+        if let Some(mut child) = self.procs.remove(id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then the exit status (within 15 s).
+    fn terminate(&mut self, id: &str) -> std::process::ExitStatus {
+        let mut child = self.procs.remove(id).expect("running node");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "node {id} did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    async fn get(&self, id: &str, path: &str) -> Option<(u16, Value)> {
+        let url = format!("http://{}{path}", self.node(id).http);
+        let resp = self.http.get(url).send().await.ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn status(&self, id: &str) -> Option<Value> {
+        self.get(id, "/admin/status").await.map(|(_, v)| v)
+    }
+
+    /// `viewer`'s opinion of `member`, if `viewer` answers.
+    async fn state(&self, viewer: &str, member: &str) -> Option<String> {
+        let status = self.status(viewer).await?;
+        status["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == member)
+            .and_then(|m| m["state"].as_str().map(str::to_string))
+    }
+
+    /// Polls until every viewer sees every member in the expected state; returns the time.
+    async fn until_states(&self, viewers: &[&str], members: &[&str], want: &str) -> Duration {
+        let start = Instant::now();
+        loop {
+            let mut all = true;
+            let mut seen = String::new();
+            for v in viewers {
+                for m in members {
+                    let s = self.state(v, m).await;
+                    let _ = write!(seen, "{v} sees {m} {s:?}; ");
+                    all &= s.as_deref() == Some(want);
+                }
+            }
+            if all {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "not all {want} after {DEADLINE:?}: {seen}\nlogs:\n{}",
+                self.all_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn post_faults(&self, id: &str, body: &str) -> (u16, Value) {
+        let url = format!("http://{}/admin/faults", self.node(id).http);
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST /admin/faults");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn delete_faults(&self, id: &str) -> u16 {
+        let url = format!("http://{}/admin/faults", self.node(id).http);
+        let resp = self
+            .http
+            .delete(url)
+            .send()
+            .await
+            .expect("DELETE /admin/faults");
+        resp.status().as_u16()
+    }
+
+    fn all_logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {} ---\n{}", n.id, self.log(&n.id)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.procs) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config_text(name: &str, nodes: &[NodeAddrs], fault_injection: bool, data_dir: &str) -> String {
+    let mut s = format!(
+        "[cluster]\nname = \"{name}\"\nfault_injection = {fault_injection}\ndata_dir = \"{data_dir}\"\n"
+    );
+    for (i, n) in nodes.iter().enumerate() {
+        let zone = if i % 2 == 0 { "zone-a" } else { "zone-b" };
+        let _ = write!(
+            s,
+            "\n[[node]]\nid = \"{}\"\nzone = \"{zone}\"\npeer = \"{}\"\nhttp = \"{}\"\nresp = \"{}\"\n",
+            n.id,
+            n.peer,
+            n.http,
+            free_tcp()
+        );
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_detect_a_killed_node_and_its_restart() {
+    let mut c = TestCluster::new("kill", 3, true);
+    for id in ["n1", "n2", "n3"] {
+        c.start(id);
+    }
+    let took = c
+        .until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
+        .await;
+    eprintln!("3 nodes all alive everywhere after {took:?}");
+
+    // The status document has exactly the fields of API.md, and the shares sum to 1.
+    let status = c.status("n1").await.expect("status");
+    assert_eq!(status["node"], "n1");
+    let members = status["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    let mut total = 0.0;
+    for m in members {
+        let keys: Vec<&str> = m
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["http", "id", "peer", "resp", "ring_share", "state", "zone"],
+            "member fields"
+        );
+        total += m["ring_share"].as_f64().expect("share");
+    }
+    assert!((total - 1.0).abs() < 1e-9, "shares sum to {total}");
+    assert_eq!(members[1]["peer"], c.node("n2").peer.to_string());
+
+    c.kill9("n2");
+    let took = c.until_states(&["n1", "n3"], &["n2"], "dead").await;
+    eprintln!("kill -9 of n2 seen as dead by n1 and n3 after {took:?}");
+    // A dead member keeps its share until an operator removes it.
+    let status = c.status("n1").await.expect("status");
+    let share = status["members"][1]["ring_share"].as_f64().expect("share");
+    assert!(share > 0.1, "dead n2 keeps its share, got {share}");
+
+    c.start("n2");
+    let took = c
+        .until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
+        .await;
+    eprintln!("restarted n2 alive everywhere after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_gracefully_and_removes_the_pid_file() {
+    let mut c = TestCluster::new("leave", 3, false);
+    for id in ["n1", "n2", "n3"] {
+        c.start(id);
+    }
+    c.until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
+        .await;
+    let pid_file = c.dir.join("data").join("n3").join("node.pid");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file while running")
+        .trim()
+        .parse()
+        .expect("pid in decimal");
+    assert_eq!(Some(pid), c.procs.get("n3").map(Child::id));
+
+    let status = c.terminate("n3");
+    assert!(status.success(), "clean exit after SIGTERM, got {status}");
+    assert!(!pid_file.exists(), "pid file removed on clean exit");
+    c.until_states(&["n1", "n2"], &["n3"], "left").await;
+    // A member that left owns nothing; the others own everything.
+    let status = c.status("n1").await.expect("status");
+    let shares: Vec<f64> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["ring_share"].as_f64().expect("share"))
+        .collect();
+    assert_eq!(shares[2], 0.0);
+    assert!((shares[0] + shares[1] - 1.0).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_certificate_from_another_ca_is_never_admitted() {
+    let mut c = TestCluster::new("foreign", 3, false);
+    // The same cluster file with another data_dir, hence another CA.
+    let foreign = c.dir.join("foreign.toml");
+    let text = std::fs::read_to_string(&c.config)
+        .expect("config")
+        .replace("data_dir = \"data\"", "data_dir = \"foreign\"");
+    std::fs::write(&foreign, text).expect("write foreign config");
+    c.certs(&foreign);
+
+    c.start("n1");
+    c.start("n2");
+    c.start_with("n3", &foreign, &[]);
+    c.until_states(&["n1", "n2"], &["n1", "n2"], "alive").await;
+    // Give n3 ample time to try, and check it is never seen alive.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        for viewer in ["n1", "n2"] {
+            let s = c.state(viewer, "n3").await;
+            assert_ne!(s.as_deref(), Some("alive"), "{viewer} admitted n3");
+            assert_ne!(s.as_deref(), Some("suspect"), "{viewer} heard from n3");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the logs say why, on both sides (BadSignature here: both CAs have the same name;
+    // UnknownIssuer when the cluster names differ).
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let members_log = c.log("n1") + &c.log("n2");
+        let foreign_log = c.log("n3");
+        let why = "invalid peer certificate";
+        if members_log.contains(why) && foreign_log.contains(why) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate error in the logs:\n{}",
+            c.all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_faults_partition_and_heal() {
+    let mut c = TestCluster::new("faults", 3, true);
+    for id in ["n1", "n2", "n3"] {
+        c.start(id);
+    }
+    c.until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
+        .await;
+
+    // Bad input is refused and changes nothing.
+    let (code, body) = c.post_faults("n1", r#"{"drop": ["n9"]}"#).await;
+    assert_eq!(code, 400);
+    assert_eq!(body["error"], "bad_request");
+    assert!(body["message"].as_str().expect("message").contains("n9"));
+    let (code, body) = c.post_faults("n1", r#"{"drop": ["n1"]}"#).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = c.post_faults("n1", r#"{"delay_ms": {"n2": "slow"}}"#).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = c.post_faults("n1", "not json").await;
+    assert_eq!((code, &body["error"]), (400, &Value::from("bad_request")));
+
+    // {n1, n2} | {n3}
+    for (id, body) in [
+        ("n1", r#"{"drop": ["n3"]}"#),
+        ("n2", r#"{"drop": ["n3"]}"#),
+        ("n3", r#"{"drop": ["n1", "n2"]}"#),
+    ] {
+        let (code, resp) = c.post_faults(id, body).await;
+        assert_eq!(code, 204, "{resp}");
+    }
+    c.until_states(&["n1", "n2"], &["n3"], "dead").await;
+    c.until_states(&["n3"], &["n1", "n2"], "dead").await;
+    c.until_states(&["n1", "n2"], &["n1", "n2"], "alive").await;
+
+    for id in ["n1", "n2", "n3"] {
+        assert_eq!(c.delete_faults(id).await, 204);
+    }
+    let took = c
+        .until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
+        .await;
+    eprintln!("partition healed to one view after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_injection_is_forbidden_unless_enabled() {
+    let mut c = TestCluster::new("nofaults", 2, false);
+    c.start("n1");
+    let start = Instant::now();
+    while c.get("n1", "/health").await.is_none() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "n1 never healthy:\n{}",
+            c.log("n1")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, body) = c.post_faults("n1", r#"{"drop": ["n2"]}"#).await;
+    assert_eq!(code, 403);
+    assert_eq!(body["error"], "forbidden");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("fault_injection")
+    );
+    assert_eq!(c.delete_faults("n1").await, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_through_a_member_it_finds_by_address() {
+    let mut c = TestCluster::new("join", 3, false);
+    // n3's own file lists only itself: it learns n1 and n2 from gossip.
+    let all = std::fs::read_to_string(&c.config).expect("config");
+    let n3_entry = all
+        .split("\n[[node]]\n")
+        .find(|part| part.starts_with("id = \"n3\""))
+        .expect("n3 entry");
+    let solo = c.dir.join("solo.toml");
+    std::fs::write(
+        &solo,
+        format!("[cluster]\nname = \"join\"\ndata_dir = \"data\"\n\n[[node]]\n{n3_entry}"),
+    )
+    .expect("write solo config");
+
+    c.start("n1");
+    c.start("n2");
+    c.until_states(&["n1", "n2"], &["n1", "n2"], "alive").await;
+    let seed = c.node("n1").peer.to_string();
+    c.start_with("n3", &solo, &["--join", &seed]);
+    c.until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
+        .await;
+    // What n3 knows of n2 came by gossip: the addresses of its config entry.
+    let status = c.status("n3").await.expect("status");
+    let n2 = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["id"] == "n2")
+        .cloned()
+        .expect("n2 known to n3");
+    assert_eq!(n2["http"], c.node("n2").http.to_string());
+    assert_eq!(n2["zone"], "zone-b");
+}
+
+#[test]
+fn a_node_without_a_certificate_refuses_to_start_and_names_the_fix() {
+    let dir = std::env::temp_dir().join(format!("quorumkv-nocert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let nodes = vec![NodeAddrs {
+        id: "n1".into(),
+        peer: free_udp(),
+        http: free_tcp(),
+    }];
+    let config = dir.join("cluster.toml");
+    std::fs::write(&config, config_text("nocert", &nodes, false, "data")).expect("config");
+    let out = Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(&config)
+        .args(["--id", "n1"])
+        .output()
+        .expect("run node");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("quorumkv certs --config"),
+        "message names the command: {stderr}"
+    );
+}
