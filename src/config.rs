@@ -204,13 +204,14 @@ impl Config {
         let mut addrs = BTreeSet::new();
         for n in &self.nodes {
             if n.id.is_empty()
+                || n.id.len() > 64
                 || !n
                     .id
                     .chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
             {
                 return Err(format!(
-                    "node id {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                    "node id {:?} must be 1 to 64 ASCII letters, digits, '-', '_' or '.'",
                     n.id
                 ));
             }

@@ -52,7 +52,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// DNS suffix under which node ids are published in certificates:
-/// node `n1` gets the SAN `n1.quorumkv`.
+/// node `n1` gets the SAN `6e31.quorumkv` (see [`node_dns_name`]).
 pub const NODE_DNS_SUFFIX: &str = "quorumkv";
 
 /// ALPN protocol id negotiated on every inter-node connection. A peer that
@@ -106,7 +106,7 @@ pub enum TlsError {
     Verifier(rustls::server::VerifierBuilderError),
     /// A certificate could not be parsed as X.509.
     CertParse(webpki::Error),
-    /// A node id is not a valid lowercase DNS label.
+    /// A node id is not valid (see [`validate_node_id`]).
     InvalidNodeId(String),
     /// A cluster name is empty, too long or contains control characters.
     InvalidClusterName(String),
@@ -464,7 +464,7 @@ impl ClusterCa {
 
     /// Issues a certificate + fresh key for `node_id`.
     ///
-    /// The certificate carries SAN `<node_id>.quorumkv`, CN `<node_id>`,
+    /// The certificate carries the SAN [`node_dns_name`]`(node_id)`, CN `<node_id>`,
     /// key usage digitalSignature and EKU serverAuth + clientAuth (every node
     /// is both a server and a client on the same endpoint).
     pub fn issue_node(&self, node_id: &str) -> Result<NodeCredentials, TlsError> {
@@ -707,11 +707,12 @@ impl TlsPaths {
     pub fn ca_key(&self) -> PathBuf {
         self.dir.join("ca.key")
     }
+    /// `node-<id>.pem`: the prefix keeps a node named `ca` apart from the CA.
     pub fn node_cert(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.pem"))
+        self.dir.join(format!("node-{id}.pem"))
     }
     pub fn node_key(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.key"))
+        self.dir.join(format!("node-{id}.key"))
     }
 }
 
@@ -724,18 +725,33 @@ pub fn ensure_material(
 ) -> Result<Vec<PathBuf>, TlsError> {
     let mut created = Vec::new();
     fs::create_dir_all(&paths.dir).map_err(io_err(&paths.dir))?;
+    let missing: Vec<&String> = node_ids
+        .iter()
+        .filter(|id| !(paths.node_cert(id).exists() && paths.node_key(id).exists()))
+        .collect();
+    if missing.is_empty() && paths.ca_cert().exists() && !paths.ca_key().exists() {
+        return Ok(created);
+    }
     let ca = if paths.ca_cert().exists() && paths.ca_key().exists() {
         ClusterCa::load(cluster_name, &paths.ca_cert(), &paths.ca_key())?
+    } else if paths.ca_cert().exists() {
+        // A CA certificate without its key (a node host): a new CA would orphan every
+        // certificate already issued, so refuse instead.
+        return Err(TlsError::Io {
+            path: paths.ca_key(),
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                "the CA key is missing, so no certificate can be issued here; create node \
+                 certificates where the CA key is and copy them over",
+            ),
+        });
     } else {
         let ca = ClusterCa::generate(cluster_name)?;
         ca.save(&paths.ca_cert(), &paths.ca_key())?;
         created.push(paths.ca_cert());
         ca
     };
-    for id in node_ids {
-        if paths.node_cert(id).exists() && paths.node_key(id).exists() {
-            continue;
-        }
+    for id in missing {
         let creds = ca.issue_node(id)?;
         creds.save(&paths.node_cert(id), &paths.node_key(id))?;
         created.push(paths.node_cert(id));

@@ -390,7 +390,7 @@ impl NodeEndpoint {
 
     /// Connects to node `peer_id` at `addr`: QUIC/TLS handshake (the server
     /// certificate must chain to the cluster CA and be issued for
-    /// `<peer_id>.quorumkv`), then the hello exchange. Everything must
+    /// [`tls::node_dns_name`]`(peer_id)`), then the hello exchange. Everything must
     /// complete within `timeout`.
     pub async fn connect(
         &self,
@@ -701,7 +701,10 @@ impl QuicTransport {
                     let me = this.inner.endpoint.node_id().to_owned();
                     match accept_peer(incoming, &me, CONNECT_TIMEOUT).await {
                         Ok(peer) => this.serve_peer(peer, handler, true).await,
-                        Err(e) => tracing::warn!(%remote, "refused a peer connection: {e}"),
+                        Err(e) => tracing::warn!(
+                            %remote,
+                            "refused a peer connection (peers need a certificate from this cluster's CA): {e}"
+                        ),
                     }
                 });
             }
@@ -945,10 +948,16 @@ impl Transport for QuicTransport {
             }
             let bytes = rpc::encode(&req)
                 .map_err(|e| TransportError::Protocol(to.id.clone(), e.to_string()))?;
+            // The injected delay counts against the caller's deadline, as a slow link would.
+            let deadline = Instant::now() + timeout;
             let delay = this.inner.faults.delay(&to.id);
+            if Instant::now() + delay >= deadline {
+                tokio::time::sleep_until(deadline).await;
+                return Err(TransportError::Timeout(to.id, timeout));
+            }
             tokio::time::sleep(delay).await;
-            this.call_now(&to, bytes, timeout.saturating_sub(delay))
-                .await
+            let left = deadline.saturating_duration_since(Instant::now());
+            this.call_now(&to, bytes, left).await
         })
     }
 
@@ -978,7 +987,91 @@ mod tests {
         assert_eq!(decode_hello(&hello).expect("decode"), "n1");
         assert!(decode_hello(&[HELLO_VERSION]).is_err());
         assert!(decode_hello(&[HELLO_VERSION, 3, b'n', b'1']).is_err());
-        assert!(decode_hello(&[HELLO_VERSION, 2, b'N', b'1']).is_err());
+        // Upper case is a valid node id now; '!' is not.
+        assert_eq!(
+            decode_hello(&[HELLO_VERSION, 2, b'N', b'1']).expect("decode"),
+            "N1"
+        );
+        assert!(decode_hello(&[HELLO_VERSION, 2, b'n', b'!']).is_err());
+        assert!(decode_hello(&[HELLO_VERSION, 0]).is_err());
         assert!(decode_hello(&[9, 2, b'n', b'1']).is_err());
+        let long = "x".repeat(MAX_NODE_ID_LEN);
+        let hello = encode_hello(&long).expect("encode longest id");
+        assert!(hello.len() <= MAX_HELLO_PAYLOAD);
+        assert_eq!(decode_hello(&hello).expect("decode"), long);
+        assert!(encode_hello(&"x".repeat(MAX_NODE_ID_LEN + 1)).is_err());
+    }
+
+    /// A valid certificate for `n1` whose hello claims `n3`: the server refuses and
+    /// closes the connection with [`CLOSE_IDENTITY_MISMATCH`]; the true claim then works.
+    #[tokio::test]
+    async fn claimed_id_mismatch_closes_connection() {
+        const T: Duration = Duration::from_secs(5);
+        let ca = tls::ClusterCa::generate("alpha").expect("ca");
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let ep1 = NodeEndpoint::bind(loopback, ca.cert_der(), &ca.issue_node("n1").expect("n1"))
+            .expect("bind n1");
+        let ep2 = NodeEndpoint::bind(loopback, ca.cert_der(), &ca.issue_node("n2").expect("n2"))
+            .expect("bind n2");
+        let addr2 = ep2.local_addr().expect("addr");
+        let accept_one = |ep: NodeEndpoint| {
+            tokio::spawn(async move {
+                let incoming = tokio::time::timeout(T, ep.accept())
+                    .await
+                    .map_err(|_| QuicError::Timeout("accept"))?
+                    .ok_or(QuicError::Protocol("endpoint closed"))?;
+                accept_peer(incoming, ep.node_id(), T).await
+            })
+        };
+
+        // Claiming another node of the cluster.
+        let server = accept_one(ep2.clone());
+        let client = ep1.connect_claiming(addr2, "n2", "n3", T).await;
+        let server = server.await.expect("join");
+        match server {
+            Err(QuicError::IdentityMismatch { claimed, certified }) => {
+                assert_eq!((claimed.as_str(), certified.as_str()), ("n3", "n1"));
+            }
+            other => panic!("unexpected server result {other:?}"),
+        }
+        match client {
+            Err(QuicError::Handshake(ConnectionError::ApplicationClosed(close))) => {
+                assert_eq!(close.error_code, CLOSE_IDENTITY_MISMATCH);
+            }
+            other => panic!("unexpected client result {other:?}"),
+        }
+
+        // Claiming the server's own id.
+        let server = accept_one(ep2.clone());
+        let client = ep1.connect_claiming(addr2, "n2", "n2", T).await;
+        assert!(
+            matches!(
+                server.await.expect("join"),
+                Err(QuicError::IdentityMismatch { .. })
+            ),
+            "server accepted a false claim"
+        );
+        assert!(client.is_err(), "{client:?}");
+
+        // An invalid claimed id is refused by the client itself (after the handshake), which
+        // then closes the connection.
+        let server = accept_one(ep2.clone());
+        assert!(matches!(
+            ep1.connect_claiming(addr2, "n2", "n 3", T).await,
+            Err(QuicError::Tls(TlsError::InvalidNodeId(_)))
+        ));
+        assert!(server.await.expect("join").is_err());
+
+        // The honest claim is accepted.
+        let server = accept_one(ep2.clone());
+        let client = ep1
+            .connect_claiming(addr2, "n2", "n1", T)
+            .await
+            .expect("honest claim");
+        assert_eq!(client.peer_id(), "n2");
+        assert_eq!(server.await.expect("join").expect("accept").peer_id(), "n1");
+
+        ep1.close().await;
+        ep2.close().await;
     }
 }
