@@ -38,6 +38,11 @@ pub fn node_info(config: &Config, node: &NodeSettings, generation: u64) -> NodeI
     }
 }
 
+/// The cluster file, with errors as the message the command prints.
+fn load(config_path: &Path) -> Result<Config, String> {
+    Config::load(config_path).map_err(|e| e.to_string())
+}
+
 fn node_dir(config: &Config, id: &str) -> PathBuf {
     config.data_dir().join(id)
 }
@@ -65,7 +70,7 @@ impl Drop for PidFile {
 
 /// `quorumkv certs`: creates whatever TLS material is missing.
 pub fn certs(config_path: &Path) -> Result<(), String> {
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = load(config_path)?;
     let paths = TlsPaths::new(&config.data_dir());
     let ids: Vec<String> = config.nodes.iter().map(|n| n.id.clone()).collect();
     let created = tls::ensure_material(&paths, &config.cluster.name, &ids)
@@ -82,7 +87,7 @@ pub fn certs(config_path: &Path) -> Result<(), String> {
 /// `quorumkv node`: runs one node in the foreground until SIGTERM or SIGINT, then leaves
 /// the cluster gracefully.
 pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Result<(), String> {
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = load(config_path)?;
     let settings = config.node(id).ok_or_else(|| {
         let ids: Vec<&str> = config.nodes.iter().map(|n| n.id.as_str()).collect();
         format!(
@@ -249,7 +254,7 @@ fn running_pid(config: &Config, id: &str) -> Option<i32> {
 /// their `/health`, and prints their addresses.
 pub async fn cluster_start(config_path: &Path) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = load(config_path)?;
     let config_abs =
         fs::canonicalize(config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
@@ -353,7 +358,7 @@ fn tail(path: &Path, lines: usize) -> String {
 
 /// `quorumkv cluster stop`: SIGTERM to every node of the file, SIGKILL after 10 s.
 pub async fn cluster_stop(config_path: &Path) -> Result<(), String> {
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = load(config_path)?;
     let mut waiting = Vec::new();
     for n in &config.nodes {
         match running_pid(&config, &n.id) {
@@ -382,7 +387,7 @@ pub async fn cluster_stop(config_path: &Path) -> Result<(), String> {
 
 /// `quorumkv cluster status`: which nodes run, and the membership as each sees it.
 pub async fn cluster_status(config_path: &Path) -> Result<(), String> {
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = load(config_path)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()

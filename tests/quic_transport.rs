@@ -462,6 +462,12 @@ fn report(case: &str, r: &Outcome) {
     eprintln!("[{case}]\n  client: {:?}\n  server: {:?}", r.0, r.1);
 }
 
+/// Both the client and the server side failed, each with an error mentioning `why`.
+fn assert_both_fail_with(r: &Outcome, why: &str) {
+    assert!(r.0.as_ref().is_err_and(|e| e.contains(why)), "{r:?}");
+    assert!(r.1.as_ref().is_err_and(|e| e.contains(why)), "{r:?}");
+}
+
 #[tokio::test]
 async fn same_ca_connection_learns_both_ids() {
     let dir = TempDir::new();
@@ -576,41 +582,20 @@ async fn foreign_ca_is_rejected_on_both_sides() {
     let foreign = endpoint(other.cert_der(), &evil);
     let r = attempt(&foreign, &server, Some("n2")).await;
     report("foreign node (trusts own CA) -> n2", &r);
-    assert!(
-        r.0.as_ref().is_err_and(|e| e.contains("UnknownIssuer")),
-        "{r:?}"
-    );
-    assert!(
-        r.1.as_ref().is_err_and(|e| e.contains("UnknownIssuer")),
-        "{r:?}"
-    );
+    assert_both_fail_with(&r, "UnknownIssuer");
 
     // A foreign certificate, but trusting the cluster CA (an attacker copied ca.pem):
     // the server rejects the client certificate.
     let spoof = endpoint(ca.cert_der(), &evil);
     let r = attempt(&spoof, &server, Some("n2")).await;
     report("foreign cert, trusts cluster CA -> n2", &r);
-    assert!(
-        r.0.as_ref().is_err_and(|e| e.contains("UnknownIssuer")),
-        "{r:?}"
-    );
-    assert!(
-        r.1.as_ref().is_err_and(|e| e.contains("UnknownIssuer")),
-        "{r:?}"
-    );
+    assert_both_fail_with(&r, "UnknownIssuer");
 
     // A legitimate node dials a server with a foreign certificate.
     let rogue_server = endpoint(ca.cert_der(), &evil);
     let r = attempt(&legit, &rogue_server, Some("n9")).await;
     report("n1 -> foreign-cert server", &r);
-    assert!(
-        r.0.as_ref().is_err_and(|e| e.contains("UnknownIssuer")),
-        "{r:?}"
-    );
-    assert!(
-        r.1.as_ref().is_err_and(|e| e.contains("UnknownIssuer")),
-        "{r:?}"
-    );
+    assert_both_fail_with(&r, "UnknownIssuer");
 
     // A foreign CA with the same subject DN (same cluster name, another key): webpki
     // finds the issuer by name and fails the signature instead.
@@ -618,14 +603,7 @@ async fn foreign_ca_is_rejected_on_both_sides() {
     let twin_ep = endpoint(ca.cert_der(), &twin.issue_node("n9").expect("n9"));
     let r = attempt(&twin_ep, &server, Some("n2")).await;
     report("same-DN foreign CA -> n2", &r);
-    assert!(
-        r.0.as_ref().is_err_and(|e| e.contains("BadSignature")),
-        "{r:?}"
-    );
-    assert!(
-        r.1.as_ref().is_err_and(|e| e.contains("BadSignature")),
-        "{r:?}"
-    );
+    assert_both_fail_with(&r, "BadSignature");
 
     // The legitimate node still gets in.
     let r = attempt(&legit, &server, Some("n2")).await;
@@ -644,16 +622,7 @@ async fn wrong_server_name_is_rejected() {
 
     let r = attempt(&ep1, &ep2, Some("n3")).await;
     report("n1 dials n2's address expecting n3", &r);
-    assert!(
-        r.0.as_ref()
-            .is_err_and(|e| e.contains("not valid for name")),
-        "{r:?}"
-    );
-    assert!(
-        r.1.as_ref()
-            .is_err_and(|e| e.contains("not valid for name")),
-        "{r:?}"
-    );
+    assert_both_fail_with(&r, "not valid for name");
 
     // An invalid node id is refused locally, before any packet is sent.
     assert!(matches!(

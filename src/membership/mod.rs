@@ -68,8 +68,6 @@ pub struct Output {
     pub sends: Vec<(NodeInfo, Bytes)>,
     /// Timer events to feed back after a delay.
     pub timers: Vec<(Duration, GossipTimer)>,
-    /// Whether the member list or a state changed (rebuild the ring, refresh status).
-    pub changed: bool,
 }
 
 /// Protocol timing. Defaults follow memberlist's LAN settings.
@@ -262,51 +260,35 @@ impl Membership {
             tracing::debug!("leave: {e}");
         }
         self.known.insert(leaving.id.clone(), leaving);
-        let mut out = self.drain();
         if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
             tracing::debug!("leave: {e}");
         }
-        let more = self.drain();
-        out.sends.extend(more.sends);
-        out.timers.extend(more.timers);
-        out.changed = true;
-        out
+        self.drain()
     }
 
+    /// Collects what foca asked for. Notifications go first: a rejoin they trigger queues
+    /// more sends and timers, which the same drain then picks up.
     fn drain(&mut self) -> Output {
-        let mut out = Output::default();
-        while let Some((to, data)) = self.runtime.to_send() {
-            out.sends.push((to, data));
-        }
-        while let Some((after, timer)) = self.runtime.to_schedule() {
-            out.timers.push((after, timer));
-        }
         while let Some(n) = self.runtime.to_notify() {
             match n {
-                OwnedNotification::MemberUp(m) | OwnedNotification::MemberDown(m) => {
-                    self.learn(m);
-                    out.changed = true;
-                }
-                OwnedNotification::Rename(_, m) | OwnedNotification::Rejoin(m) => {
-                    self.learn(m);
-                    out.changed = true;
-                }
+                OwnedNotification::MemberUp(m)
+                | OwnedNotification::MemberDown(m)
+                | OwnedNotification::Rename(_, m)
+                | OwnedNotification::Rejoin(m) => self.learn(m),
                 OwnedNotification::Defunct => {
                     // Declared dead while alive (a partition that outlasted the suspicion):
                     // come back as a new generation.
-                    let renewed = foca::Identity::renew(self.me());
-                    if let Some(next) = renewed {
+                    if let Some(next) = foca::Identity::renew(self.me()) {
                         if let Err(e) = self.foca.change_identity(next.clone(), &mut self.runtime) {
                             tracing::debug!("rejoin: {e}");
                         }
                         self.learn(next);
-                        out.changed = true;
                     }
                 }
                 _ => {}
             }
         }
-        // change_identity above may have queued more work.
+        let mut out = Output::default();
         while let Some((to, data)) = self.runtime.to_send() {
             out.sends.push((to, data));
         }
@@ -381,19 +363,23 @@ impl Membership {
         MemberView { info, state }
     }
 
-    /// The ring of every member that has not left. A dead member keeps its share until an
-    /// operator removes it: its keys go to fallbacks by hinted handoff meanwhile.
+    /// The ring of every member that has not left (see [`ring_of`]).
     pub fn ring(&self) -> Ring {
-        let members = self
-            .members()
-            .into_iter()
-            .filter(|m| m.state != MemberState::Left)
-            .map(|m| RingMember::new(m.info.id, m.info.zone, m.info.vnodes.max(1)));
-        // Ids are the keys of a map, so they are distinct; vnodes are at least 1.
-        Ring::new(members).unwrap_or_else(|_| Ring::new([]).unwrap_or_else(|_| unreachable!()))
+        ring_of(&self.members())
     }
 
     pub fn config(&self) -> &GossipConfig {
         &self.config
     }
+}
+
+/// The ring of every member in `members` that has not left. A dead member keeps its share
+/// until an operator removes it: its keys go to fallbacks by hinted handoff meanwhile.
+pub fn ring_of(members: &[MemberView]) -> Ring {
+    let members = members
+        .iter()
+        .filter(|m| m.state != MemberState::Left)
+        .map(|m| RingMember::new(m.info.id.clone(), m.info.zone.clone(), m.info.vnodes.max(1)));
+    // Ids come from a map, so they are distinct; vnodes are at least 1.
+    Ring::new(members).unwrap_or_else(|_| Ring::new([]).unwrap_or_else(|_| unreachable!()))
 }

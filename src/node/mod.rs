@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::membership::{
-    GossipConfig, GossipTimer, MemberState, MemberView, Membership, NodeInfo, Output,
+    GossipConfig, GossipTimer, MemberState, MemberView, Membership, NodeInfo, Output, ring_of,
 };
 use crate::ring::Ring;
 use crate::rpc::{OneWay, Request, Response};
@@ -229,7 +229,7 @@ impl Driver {
         if current.members == members {
             return;
         }
-        let ring_changed = ring_inputs(&current.members) != ring_inputs(&members);
+        let ring_changed = ring_inputs(&current.members).ne(ring_inputs(&members));
         for m in &members {
             let before = current.member(&m.info.id).map(|c| c.state);
             if before != Some(m.state) {
@@ -237,7 +237,7 @@ impl Driver {
             }
         }
         let ring = if ring_changed {
-            Arc::new(self.membership.ring())
+            Arc::new(ring_of(&members))
         } else {
             Arc::clone(&current.ring)
         };
@@ -249,19 +249,19 @@ impl Driver {
     }
 }
 
-/// What the ring is built from: members not left, with zone and weight.
-fn ring_inputs(members: &[MemberView]) -> Vec<(&str, &str, u32)> {
+/// What [`ring_of`] builds the ring from: members not left, with zone and weight.
+fn ring_inputs(members: &[MemberView]) -> impl Iterator<Item = (&str, &str, u32)> {
     members
         .iter()
         .filter(|m| m.state != MemberState::Left)
         .map(|m| (m.info.id.as_str(), m.info.zone.as_str(), m.info.vnodes))
-        .collect()
 }
 
 fn snapshot(m: &Membership) -> ClusterView {
+    let members = m.members();
     ClusterView {
         me: m.me().id.clone(),
-        members: m.members(),
-        ring: Arc::new(m.ring()),
+        ring: Arc::new(ring_of(&members)),
+        members,
     }
 }

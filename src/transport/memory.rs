@@ -53,10 +53,9 @@ impl MemoryNetwork {
     }
 
     fn lock(&self) -> MutexGuard<'_, NetState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The transport of node `id` (created on first use).
@@ -190,7 +189,13 @@ impl Transport for MemoryTransport {
         let (net, from, to) = (self.net.clone(), self.id.clone(), to.id.clone());
         let dropped = self.faults.drops(&to);
         let injected = self.faults.delay(&to);
-        let answer_delay = self.net.transport(&to).faults.delay(&from);
+        // The peer's injected delay towards us holds its answer back.
+        let answer_delay = self
+            .net
+            .lock()
+            .nodes
+            .get(&to)
+            .map_or(Duration::ZERO, |slot| slot.faults.delay(&from));
         Box::pin(async move {
             if dropped {
                 return Err(TransportError::Dropped(to));

@@ -85,35 +85,32 @@ pub struct FaultTable {
 }
 
 impl FaultTable {
+    /// Faults are plain data, valid even if a writer panicked: a poisoned lock is used as is.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Faults> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Replaces all faults (each `/admin/faults` POST replaces the previous ones).
     pub fn set(&self, faults: Faults) {
-        match self.inner.write() {
-            Ok(mut f) => *f = faults,
-            Err(poisoned) => *poisoned.into_inner() = faults,
-        }
+        *self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
     }
 
     pub fn get(&self) -> Faults {
-        match self.inner.read() {
-            Ok(f) => f.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.read().clone()
     }
 
     /// Whether traffic with `peer` is discarded.
     pub fn drops(&self, peer: &str) -> bool {
-        match self.inner.read() {
-            Ok(f) => f.drop.contains(peer),
-            Err(poisoned) => poisoned.into_inner().drop.contains(peer),
-        }
+        self.read().drop.contains(peer)
     }
 
     /// How long traffic to `peer` waits before leaving.
     pub fn delay(&self, peer: &str) -> Duration {
-        let read = |f: &Faults| f.delay.get(peer).copied().unwrap_or_default();
-        match self.inner.read() {
-            Ok(f) => read(&f),
-            Err(poisoned) => read(&poisoned.into_inner()),
-        }
+        self.read().delay.get(peer).copied().unwrap_or_default()
     }
 }

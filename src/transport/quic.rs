@@ -552,6 +552,22 @@ async fn server_hello(
     Ok(certified)
 }
 
+/// One request on a new bidirectional stream of `conn`: writes `body`, finishes, and reads
+/// the answer (at most `max_response` bytes), all before `deadline`.
+async fn exchange(
+    conn: &Connection,
+    body: &[u8],
+    deadline: Instant,
+    max_response: usize,
+) -> Result<Vec<u8>, QuicError> {
+    let (mut send, mut recv) = timeout_at(deadline, conn.open_bi())
+        .await
+        .map_err(|_| QuicError::Timeout("opening request stream"))?
+        .map_err(QuicError::Connection)?;
+    write_frame(&mut send, body, deadline).await?;
+    read_frame(&mut recv, max_response.min(MAX_FRAME_PAYLOAD), deadline).await
+}
+
 // ---------------------------------------------------------------------------
 // Established connections
 // ---------------------------------------------------------------------------
@@ -584,13 +600,7 @@ impl PeerConnection {
         timeout: Duration,
         max_response: usize,
     ) -> Result<Vec<u8>, QuicError> {
-        let deadline = Instant::now() + timeout;
-        let (mut send, mut recv) = timeout_at(deadline, self.conn.open_bi())
-            .await
-            .map_err(|_| QuicError::Timeout("opening request stream"))?
-            .map_err(QuicError::Connection)?;
-        write_frame(&mut send, body, deadline).await?;
-        read_frame(&mut recv, max_response.min(MAX_FRAME_PAYLOAD), deadline).await
+        exchange(&self.conn, body, Instant::now() + timeout, max_response).await
     }
 
     /// Serves requests until the connection ends, calling `handler(peer_id,
@@ -802,10 +812,11 @@ impl QuicTransport {
     }
 
     fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<PeerSlot>> {
-        let mut peers = match self.inner.peers.lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut peers = self
+            .inner
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(peers.entry(id.to_owned()).or_default())
     }
 
@@ -884,23 +895,11 @@ impl QuicTransport {
         let conn = timeout_at(deadline, self.connection(peer))
             .await
             .map_err(|_| timed_out())??;
-        let unreachable =
-            |e: QuicError| TransportError::Unreachable(peer.id.clone(), e.to_string());
-        let (mut send, mut recv) = timeout_at(deadline, conn.open_bi())
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| unreachable(QuicError::Connection(e)))?;
-        write_frame(&mut send, &bytes, deadline)
+        let frame = exchange(&conn, &bytes, deadline, MAX_FRAME_PAYLOAD)
             .await
             .map_err(|e| match e {
                 QuicError::Timeout(_) => timed_out(),
-                other => unreachable(other),
-            })?;
-        let frame = read_frame(&mut recv, MAX_FRAME_PAYLOAD, deadline)
-            .await
-            .map_err(|e| match e {
-                QuicError::Timeout(_) => timed_out(),
-                other => unreachable(other),
+                other => TransportError::Unreachable(peer.id.clone(), other.to_string()),
             })?;
         if self.inner.faults.drops(&peer.id) {
             return Err(TransportError::Dropped(peer.id.clone()));
