@@ -1,25 +1,33 @@
 //! quorumkv: a leaderless, Dynamo-style key-value store with CRDTs.
 //!
 //! Layers, lowest first; each module uses only those before it in this list:
+//! - [`clock`]: wall-clock time behind a trait (the machine's, or a test's).
 //! - [`causality`]: dots, causal contexts, hybrid logical clocks.
 //! - [`crdt`]: the replicated values (multi-value register, LWW register, PN-counter, OR-set).
 //! - [`ring`]: consistent hashing, preference lists, ownership shares.
 //! - [`storage`]: the local replica store with TTLs and Merkle trees.
 //! - [`config`]: the cluster file.
+//! - [`ops`]: what clients ask for (operations, consistency settings, errors).
 //! - [`membership`]: SWIM gossip (foca, sans-io) and its discrete-event simulator.
 //! - [`rpc`]: the node-to-node messages and their versioned frames.
 //! - [`tls`]: the cluster CA, node certificates and mutual-TLS configs.
 //! - [`transport`]: QUIC between processes, or an in-memory network, behind one trait.
 //! - [`node`]: the runtime that drives membership over a transport.
+//! - [`metrics`]: the node's Prometheus metrics.
+//! - [`coordinator`]: quorum reads and writes, forwarding, read repair; the replica side.
 //! - [`http`]: the HTTP API.
 //! - [`process`]: running a node as a process (pid file, signals) and a local cluster.
 
 pub mod causality;
+pub mod clock;
 pub mod config;
+pub mod coordinator;
 pub mod crdt;
 pub mod http;
 pub mod membership;
+pub mod metrics;
 pub mod node;
+pub mod ops;
 pub mod process;
 pub mod ring;
 pub mod rpc;

@@ -11,10 +11,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::clock::SystemClock;
 use crate::config::{Config, NodeSettings};
+use crate::coordinator::replica::PeerHandler;
+use crate::coordinator::{Coordinator, CoordinatorSpec, Defaults};
 use crate::http::{self, ApiState};
 use crate::membership::{GossipConfig, NodeInfo};
+use crate::metrics::Metrics;
 use crate::node::{Node, NodeSpec};
+use crate::storage::{MemStore, StoreOptions};
 use crate::tls::{self, NodeCredentials, TlsPaths};
 use crate::transport::Transport;
 use crate::transport::quic::QuicTransport;
@@ -148,7 +153,25 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         },
         Arc::new(transport.clone()) as Arc<dyn Transport>,
     );
-    transport.serve(node.handler());
+    let store = MemStore::new(StoreOptions {
+        node: id.to_string(),
+        boot: generation,
+        ..StoreOptions::default()
+    });
+    let coordinator = Coordinator::new(CoordinatorSpec {
+        me: id.to_string(),
+        view: node.subscribe(),
+        transport: Arc::new(transport.clone()) as Arc<dyn Transport>,
+        store: Arc::new(store),
+        clock: Arc::new(SystemClock),
+        defaults: Defaults::from(&config.cluster),
+        metrics: Metrics::new(),
+    });
+    let maintenance = coordinator.spawn_maintenance();
+    transport.serve(Arc::new(PeerHandler {
+        gossip: node.handler(),
+        coordinator: coordinator.clone(),
+    }));
 
     if let Some(join) = join {
         join_through(&transport, &node, &seeds, join).await?;
@@ -158,6 +181,7 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         view: node.subscribe(),
         faults: transport.faults().clone(),
         fault_injection: config.cluster.fault_injection,
+        coordinator,
     });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -178,6 +202,7 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         tracing::warn!("leave did not finish in 3 s");
     }
     let _ = stop_http.send(());
+    maintenance.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), transport.endpoint().close()).await;
     tracing::info!("stopped");

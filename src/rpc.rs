@@ -8,6 +8,9 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::ops::{OpError, Plan, Write, Written};
+use crate::storage::{Key, Value};
+
 /// Version of the messages below; bump on any incompatible change.
 pub const PROTOCOL_VERSION: u16 = 1;
 
@@ -26,6 +29,18 @@ pub enum OneWay {
 pub enum Request {
     /// Liveness and identity check; answered with [`Response::Pong`].
     Ping,
+    /// A replica's state of one key; answered with [`Response::State`].
+    Read { key: Key },
+    /// Merge a delta or a whole state into a replica (a write, or a repair); answered with
+    /// [`Response::Merged`], carrying the merged state when `reply_state` asks for it.
+    Merge {
+        key: Key,
+        value: Value,
+        reply_state: bool,
+    },
+    /// Coordinate a client's write on behalf of a node that is not a replica of the key
+    /// (writes that issue dots need a replica's store); answered with [`Response::Written`].
+    Coordinate { key: Key, write: Write, plan: Plan },
 }
 
 /// Answers to [`Request`]s.
@@ -33,6 +48,12 @@ pub enum Request {
 pub enum Response {
     /// Answer to [`Request::Ping`], with the answering node's id.
     Pong { node: String },
+    /// The replica's state of the key, `None` if it has never seen it.
+    State(Option<Value>),
+    /// The merge was applied; the merged state if it was asked for.
+    Merged(Option<Value>),
+    /// The outcome of a coordinated write.
+    Written(Result<Written, OpError>),
     /// The request could not be served; says why.
     Error(String),
 }

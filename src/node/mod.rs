@@ -98,6 +98,9 @@ impl Handler for NodeHandler {
         Box::pin(async move {
             match req {
                 Request::Ping => Response::Pong { node: me },
+                other => {
+                    Response::Error(format!("the membership runtime does not serve {other:?}"))
+                }
             }
         })
     }

@@ -1,4 +1,5 @@
-//! The client-facing HTTP API (axum): health, cluster status and fault injection.
+//! The client-facing HTTP API (axum): the data endpoints ([`data`]), health, metrics, cluster
+//! status and fault injection.
 //!
 //! Every error is JSON `{"error": code, "message": ...}` as API.md specifies, including the
 //! ones axum would otherwise answer in plain text (bad JSON, unknown routes).
@@ -12,11 +13,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
+pub mod data;
+
+use crate::coordinator::Coordinator;
 use crate::node::ClusterView;
 use crate::transport::{FaultTable, Faults};
 
@@ -27,6 +31,7 @@ pub struct ApiState {
     pub faults: FaultTable,
     /// `fault_injection` from the config; `/admin/faults` answers 403 without it.
     pub fault_injection: bool,
+    pub coordinator: Coordinator,
 }
 
 /// An API error: status, code and a message that says what to fix.
@@ -35,21 +40,33 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// More fields for the JSON body (`needed` and `acks` of a 503).
+    pub extra: Option<serde_json::Value>,
 }
 
 impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad_request",
+            status,
+            code,
             message: message.into(),
+            extra: None,
         }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": self.code, "message": self.message});
+        let mut body = json!({"error": self.code, "message": self.message});
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.extra, body.as_object_mut())
+        {
+            obj.extend(extra);
+        }
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -57,13 +74,35 @@ impl IntoResponse for ApiError {
 /// The router of one node.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/health", get(health))
+        .route(
+            "/kv/{key}",
+            get(data::kv_get).put(data::kv_put).delete(data::kv_delete),
+        )
+        .route(
+            "/lww/{key}",
+            get(data::lww_get)
+                .put(data::lww_put)
+                .delete(data::lww_delete),
+        )
+        .route(
+            "/counter/{key}",
+            get(data::counter_get).post(data::counter_post),
+        )
+        .route("/set/{key}", get(data::set_get).post(data::set_post))
+        .route("/kv/", any(data::empty_key))
+        .route("/lww/", any(data::empty_key))
+        .route("/counter/", any(data::empty_key))
+        .route("/set/", any(data::empty_key))
+        .route_layer(axum::middleware::from_fn(data::check_context))
         .route("/admin/status", get(status))
+        .route("/health", get(health))
+        .route("/metrics", get(data::metrics))
         .route(
             "/admin/faults",
             get(get_faults).post(set_faults).delete(clear_faults),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -71,12 +110,23 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "bad_request",
+        format!(
+            "{method} is not allowed on {}; see API.md for each route's methods",
+            uri.path()
+        ),
+    )
+}
+
 async fn not_found() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "not_found",
-        message: "no such endpoint; see API.md for the routes".into(),
-    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see API.md for the routes",
+    )
 }
 
 #[derive(Serialize)]
@@ -131,13 +181,12 @@ fn forbidden_unless_enabled(state: &ApiState) -> Result<(), ApiError> {
     if state.fault_injection {
         Ok(())
     } else {
-        Err(ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "forbidden",
-            message: "fault injection is off on this node; set fault_injection = true in \
-                      [cluster] and restart it"
-                .into(),
-        })
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "fault injection is off on this node; set fault_injection = true in [cluster] \
+             and restart it",
+        ))
     }
 }
 

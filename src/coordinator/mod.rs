@@ -1,0 +1,744 @@
+//! The coordinator: quorum reads and writes for any key, from any node.
+//!
+//! For a key and N, the preference list comes from the ring; the operation goes to all N
+//! replicas at once (this node's own replica without a network hop), and the client gets its
+//! answer as soon as W acks (or R answers) are in. Late read answers are still collected in
+//! the background, merged with the rest, and every replica found older than the merge is
+//! repaired (read repair).
+//!
+//! Writes that issue dots (`/kv` puts, counter deltas, set updates) are made by a replica of the
+//! key, whose store knows the highest dot it has handed out for the key: a node outside the
+//! preference list forwards them to the first live replica. Everything else (reads, `/lww`,
+//! `/kv` deletes) any node coordinates itself. Replicas only ever merge what they receive, so a
+//! retried or duplicated message changes nothing.
+//!
+//! Time comes from a [`Clock`] and the network from a [`Transport`], so the same code runs in
+//! a process over QUIC and in a simulated cluster on tokio's paused clock.
+
+pub mod gather;
+pub mod replica;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::causality::HybridClock;
+use crate::clock::Clock;
+use crate::config::Quorum;
+use crate::crdt::{Crdt, LwwRegister, MvRegister, OrSet, PnCounter, Version};
+use crate::membership::MemberState;
+use crate::metrics::Metrics;
+use crate::node::ClusterView;
+use crate::ops::{Consistency, OpError, Plan, ReadResult, Write, Written, check_key};
+use crate::rpc::{Request, Response};
+use crate::storage::{Key, Kind, Store, StoreError, Value};
+use crate::transport::{BoxFuture, Peer, Transport, TransportError};
+
+use gather::{Gathered, InFlight, gather};
+
+/// How far ahead of this node's clock another node's LWW timestamp may be before the clock
+/// stops following it (it still orders after it, by the logical part).
+const MAX_CLOCK_DRIFT_MS: u64 = 60_000;
+
+/// The cluster's defaults for what a request leaves out.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    pub n: u32,
+    pub w: Quorum,
+    pub r: Quorum,
+    pub timeout_ms: u64,
+    pub max_value_bytes: usize,
+}
+
+impl From<&crate::config::ClusterSettings> for Defaults {
+    fn from(c: &crate::config::ClusterSettings) -> Self {
+        Defaults {
+            n: c.replicas,
+            w: c.write_quorum,
+            r: c.read_quorum,
+            timeout_ms: c.request_timeout_ms,
+            max_value_bytes: c.max_value_bytes,
+        }
+    }
+}
+
+/// What a coordinator is built from.
+pub struct CoordinatorSpec {
+    pub me: String,
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    pub transport: Arc<dyn Transport>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub defaults: Defaults,
+    pub metrics: Metrics,
+}
+
+/// Coordinates client operations on one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: String,
+    view: watch::Receiver<Arc<ClusterView>>,
+    transport: Arc<dyn Transport>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    hlc: Mutex<HybridClock>,
+    defaults: Defaults,
+    metrics: Metrics,
+}
+
+/// One replica of a key, as the coordinator will reach it.
+#[derive(Debug, Clone)]
+struct Target {
+    id: String,
+    peer: Option<Peer>,
+    state: MemberState,
+}
+
+impl Coordinator {
+    pub fn new(spec: CoordinatorSpec) -> Self {
+        Coordinator {
+            inner: Arc::new(Inner {
+                hlc: Mutex::new(HybridClock::new(spec.me.clone(), MAX_CLOCK_DRIFT_MS)),
+                me: spec.me,
+                view: spec.view,
+                transport: spec.transport,
+                store: spec.store,
+                clock: spec.clock,
+                defaults: spec.defaults,
+                metrics: spec.metrics,
+            }),
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.inner.me
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn defaults(&self) -> Defaults {
+        self.inner.defaults
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn view(&self) -> Arc<ClusterView> {
+        Arc::clone(&self.inner.view.borrow())
+    }
+
+    /// Checks a request's N/W/R and deadline against the cluster, before anything is done.
+    /// Defaults are clamped to the cluster's size; explicit values are not.
+    pub fn plan(&self, c: &Consistency) -> Result<Plan, OpError> {
+        let d = self.inner.defaults;
+        let members = self.view().ring.len() as u32;
+        if members == 0 {
+            return Err(OpError::Unavailable {
+                needed: 1,
+                acks: 0,
+                message: "this node knows no ring members yet; retry in a moment".into(),
+            });
+        }
+        let n = match c.n {
+            Some(n) if n > members => {
+                return Err(OpError::bad(format!(
+                    "n={n} but the cluster has {members} members; use n from 1 to {members}"
+                )));
+            }
+            Some(n) => n,
+            None => d.n.min(members),
+        };
+        let quorum = |name: &str, given: Option<Quorum>, default: Quorum| match given {
+            Some(q) => {
+                let k = q.resolve(n);
+                if k > n {
+                    Err(OpError::bad(format!(
+                        "{name}={k} is more than n={n}; use {name} from 1 to {n}, or one, quorum or all"
+                    )))
+                } else {
+                    Ok(k)
+                }
+            }
+            None => Ok(default.resolve(n).min(n)),
+        };
+        Ok(Plan {
+            n,
+            w: quorum("w", c.w, d.w)?,
+            r: quorum("r", c.r, d.r)?,
+            timeout_ms: c.timeout_ms.unwrap_or(d.timeout_ms),
+            sloppy: c.sloppy.unwrap_or(true),
+        })
+    }
+
+    /// Reads a key at R: the merge of at least R replicas' states. Stale replicas are repaired
+    /// in the background.
+    pub async fn read(
+        &self,
+        kind: Kind,
+        name: &str,
+        c: &Consistency,
+    ) -> Result<ReadResult, OpError> {
+        check_key(name)?;
+        let plan = self.plan(c)?;
+        let key = Key::new(kind, name);
+        let deadline = deadline(plan.timeout_ms);
+        let value = self.quorum_read(&key, plan, deadline).await?;
+        Ok(ReadResult {
+            value: value.merged,
+            answers: value.answers,
+            now_ms: self.now_ms(),
+        })
+    }
+
+    /// Applies a write at W.
+    pub async fn write(
+        &self,
+        name: &str,
+        write: Write,
+        c: &Consistency,
+    ) -> Result<Written, OpError> {
+        check_key(name)?;
+        self.check_write(&write)?;
+        let plan = self.plan(c)?;
+        let key = Key::new(write.kind(), name);
+        self.execute(key, write, plan, true).await
+    }
+
+    /// Refuses writes that are wrong in themselves, whatever the cluster's state.
+    fn check_write(&self, write: &Write) -> Result<(), OpError> {
+        let max = self.inner.defaults.max_value_bytes;
+        let check_ttl = |ttl: &Option<u64>| match ttl {
+            Some(0) => Err(OpError::bad(
+                "ttl=0 would expire at once; use a ttl of 1 second or more",
+            )),
+            Some(t) if t.checked_mul(1000).is_none_or(|ms| ms > u64::MAX / 2) => Err(OpError::bad(
+                format!("ttl={t} is too large; use at most 100 years"),
+            )),
+            _ => Ok(()),
+        };
+        match write {
+            Write::KvPut { value, ttl_s, .. } | Write::LwwPut { value, ttl_s } => {
+                if value.len() > max {
+                    return Err(OpError::TooLarge(format!(
+                        "the value is {} bytes; this cluster stores values of at most {max} bytes",
+                        value.len()
+                    )));
+                }
+                check_ttl(ttl_s)
+            }
+            Write::SetUpdate { add, remove } => {
+                if add.is_empty() && remove.is_empty() {
+                    return Err(OpError::bad(
+                        "nothing to do: give members to \"add\" or \"remove\"",
+                    ));
+                }
+                if let Some(both) = add.iter().find(|m| remove.contains(m)) {
+                    return Err(OpError::bad(format!(
+                        "{both:?} is both added and removed; send it in one of the two lists"
+                    )));
+                }
+                let bytes: usize = add.iter().chain(remove).map(String::len).sum();
+                if bytes > max {
+                    return Err(OpError::TooLarge(format!(
+                        "the members add up to {bytes} bytes; a request may carry at most {max}"
+                    )));
+                }
+                Ok(())
+            }
+            Write::KvDelete { .. } | Write::LwwDelete | Write::CounterAdd { .. } => Ok(()),
+        }
+    }
+
+    /// The replicas of `key` for `n`, in preference order.
+    fn targets(&self, view: &ClusterView, key: &Key, n: u32) -> Vec<Target> {
+        view.ring
+            .preference_list(key.position(), n as usize)
+            .replicas
+            .into_iter()
+            .map(|m| {
+                let member = view.member(&m.id);
+                Target {
+                    id: m.id.clone(),
+                    peer: member.map(|v| Peer {
+                        id: v.info.id.clone(),
+                        addr: v.info.peer,
+                    }),
+                    state: member.map_or(MemberState::Dead, |v| v.state),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs a checked write. `may_forward` is false for a write another node forwarded here,
+    /// so that two nodes whose rings disagree never bounce it between them.
+    async fn execute(
+        &self,
+        key: Key,
+        write: Write,
+        plan: Plan,
+        may_forward: bool,
+    ) -> Result<Written, OpError> {
+        let deadline = deadline(plan.timeout_ms);
+        let view = self.view();
+        let targets = self.targets(&view, &key, plan.n);
+        let local = targets.iter().any(|t| t.id == self.inner.me);
+        if write.issues_dots() && !local && may_forward {
+            return self.forward(key, write, plan, &targets, deadline).await;
+        }
+        let now = self.now_ms();
+        let mut written = Written {
+            acks: 0,
+            context: None,
+            counter: None,
+            added: 0,
+            removed: 0,
+        };
+        let expiry = |ttl: Option<u64>| ttl.map(|t| now.saturating_add(t.saturating_mul(1000)));
+        let store = &self.inner.store;
+        // The delta to send, and whether this node's replica already holds it.
+        let (delta, applied_locally) = match write {
+            Write::KvPut {
+                value,
+                context,
+                ttl_s,
+            } => {
+                let seen = context.unwrap_or_default();
+                let version = Version::new(value, expiry(ttl_s));
+                let applied = store
+                    .update(&key, now, &mut |cur, actor| {
+                        let delta = match cur {
+                            Some(Value::Kv(reg)) => reg.write(actor, &seen, version.clone()),
+                            _ => MvRegister::new().write(actor, &seen, version.clone()),
+                        };
+                        delta
+                            .map(Value::Kv)
+                            .map_err(|e| StoreError::Rejected(e.to_string()))
+                    })
+                    .map_err(store_error)?;
+                if let Value::Kv(reg) = &applied.delta {
+                    written.context = Some(reg.context().clone());
+                }
+                (applied.delta, true)
+            }
+            Write::CounterAdd { delta } => {
+                let applied = store
+                    .update(&key, now, &mut |cur, actor| {
+                        let delta = match cur {
+                            Some(Value::Counter(c)) => c.add(actor, delta),
+                            _ => PnCounter::new().add(actor, delta),
+                        };
+                        delta.map(Value::Counter).map_err(|e| {
+                            StoreError::Rejected(format!("{e}; the counter is left as it was"))
+                        })
+                    })
+                    .map_err(store_error)?;
+                if let Value::Counter(c) = &applied.merged {
+                    written.counter = Some(c.value());
+                }
+                (applied.delta, true)
+            }
+            Write::SetUpdate { add, remove } => {
+                if !remove.is_empty() && local {
+                    // A remove removes what it observed: observe at R first, so that adds
+                    // acknowledged elsewhere are seen, not only what this replica holds.
+                    self.quorum_read(&key, plan, deadline).await?;
+                }
+                let (mut added, mut removed) = (0, 0);
+                let applied = store
+                    .update(&key, now, &mut |cur, actor| {
+                        let empty = OrSet::new();
+                        let set = match cur {
+                            Some(Value::Set(s)) => s,
+                            _ => &empty,
+                        };
+                        added = add.iter().filter(|m| !set.contains(m)).count() as u32;
+                        removed = remove.iter().filter(|m| set.contains(m)).count() as u32;
+                        set.update(
+                            actor,
+                            add.iter().map(String::as_str),
+                            remove.iter().map(String::as_str),
+                        )
+                        .map(Value::Set)
+                        .map_err(|e| StoreError::Rejected(e.to_string()))
+                    })
+                    .map_err(store_error)?;
+                written.added = added;
+                written.removed = removed;
+                (applied.delta, true)
+            }
+            Write::KvDelete { context } => {
+                let seen = match context {
+                    Some(ctx) => ctx,
+                    None => {
+                        let read = self.quorum_read(&key, plan, deadline).await?;
+                        match read.merged {
+                            Some(Value::Kv(reg)) => reg.context().clone(),
+                            // Nothing seen, nothing to delete.
+                            _ => {
+                                written.acks = read.answers;
+                                return Ok(written);
+                            }
+                        }
+                    }
+                };
+                written.context = Some(seen.clone());
+                (Value::Kv(MvRegister::delete(&seen, now)), false)
+            }
+            Write::LwwPut { value, ttl_s } => {
+                let ts = self.timestamp(now);
+                (
+                    Value::Lww(LwwRegister::set(ts, value, expiry(ttl_s))),
+                    false,
+                )
+            }
+            Write::LwwDelete => (Value::Lww(LwwRegister::delete(self.timestamp(now))), false),
+        };
+        let want_state = key.kind == Kind::Counter;
+        let mut ready = Vec::new();
+        if local {
+            let merged = if applied_locally {
+                Ok(None)
+            } else {
+                store
+                    .merge(&key, &delta, now)
+                    .map(|_| None)
+                    .map_err(|e| e.to_string())
+            };
+            ready.push((self.inner.me.clone(), merged));
+        }
+        let calls = targets
+            .iter()
+            .filter(|t| t.id != self.inner.me)
+            .map(|t| {
+                let req = Request::Merge {
+                    key: key.clone(),
+                    value: delta.clone(),
+                    reply_state: want_state,
+                };
+                let call = self.call(t, req, deadline, "merge");
+                let call: BoxFuture<Result<Option<Value>, String>> = Box::pin(async move {
+                    match call.await? {
+                        Response::Merged(state) => Ok(state),
+                        other => Err(format!("unexpected answer {other:?}")),
+                    }
+                });
+                (t.id.clone(), call)
+            })
+            .collect();
+        let g = gather(ready, calls, plan.w as usize, deadline).await;
+        written.acks = g.ok.len() as u32;
+        if written.acks < plan.w {
+            return Err(unavailable(plan.w, written.acks, &g.failed, "write"));
+        }
+        if want_state {
+            // The value as merged from the replicas that acknowledged the write.
+            let mut merged = match store.get(&key, now) {
+                Some(Value::Counter(c)) if local => c,
+                _ => PnCounter::new(),
+            };
+            for (_, state) in &g.ok {
+                if let Some(Value::Counter(c)) = state {
+                    merged.merge(c);
+                }
+            }
+            written.counter = Some(merged.value());
+        }
+        Ok(written)
+    }
+
+    /// Hands a dot-issuing write to the first live replica. Retries with the next one only
+    /// when the write certainly did not arrive; after a silent timeout it may have been
+    /// applied, and a retry elsewhere would apply it twice.
+    async fn forward(
+        &self,
+        key: Key,
+        write: Write,
+        plan: Plan,
+        targets: &[Target],
+        deadline: Instant,
+    ) -> Result<Written, OpError> {
+        let mut tried = Vec::new();
+        for t in targets.iter().filter(|t| is_reachable(t.state)) {
+            let Some(peer) = &t.peer else { continue };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            // The replica's own deadline ends a little before ours, so its answer gets back.
+            let inner_ms = (remaining.as_millis() as u64 * 9 / 10).max(1);
+            let req = Request::Coordinate {
+                key: key.clone(),
+                write: write.clone(),
+                plan: Plan {
+                    timeout_ms: inner_ms,
+                    ..plan
+                },
+            };
+            let result = self.inner.transport.call(peer, req, remaining).await;
+            self.inner.metrics.rpc("forward", result.is_ok());
+            match result {
+                Ok(Response::Written(outcome)) => return outcome,
+                Ok(other) => tried.push(format!("{}: unexpected answer {other:?}", t.id)),
+                Err(e @ (TransportError::Unreachable(..) | TransportError::Dropped(_))) => {
+                    tried.push(e.to_string());
+                }
+                Err(e) => {
+                    return Err(OpError::Unavailable {
+                        needed: plan.w,
+                        acks: 0,
+                        message: format!(
+                            "this node is not a replica of the key and forwarded the write to {}, \
+                             which did not answer in time ({e}); the write may or may not have \
+                             been applied",
+                            t.id
+                        ),
+                    });
+                }
+            }
+        }
+        Err(OpError::Unavailable {
+            needed: plan.w,
+            acks: 0,
+            message: format!(
+                "no replica of the key could take the write; tried: {}",
+                if tried.is_empty() {
+                    "none alive".to_string()
+                } else {
+                    tried.join("; ")
+                }
+            ),
+        })
+    }
+
+    /// A last-write-wins timestamp after everything this node has issued or seen.
+    fn timestamp(&self, now: u64) -> crate::causality::Timestamp {
+        self.inner
+            .hlc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .now(now)
+    }
+
+    /// Lets later local timestamps order after `value`'s, if it is an LWW register.
+    fn observe(&self, value: &Value) {
+        if let Value::Lww(reg) = value {
+            let now = self.now_ms();
+            let mut hlc = self
+                .inner
+                .hlc
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = hlc.observe(&reg.ts, now) {
+                tracing::warn!(node = %reg.ts.node, "not following a remote clock: {e}");
+            }
+        }
+    }
+
+    /// Sends `req` to one replica (this node's own without the network) until `deadline`.
+    fn call(
+        &self,
+        target: &Target,
+        req: Request,
+        deadline: Instant,
+        rpc: &'static str,
+    ) -> BoxFuture<Result<Response, String>> {
+        if target.id == self.inner.me {
+            let this = self.clone();
+            return Box::pin(async move { Ok(this.serve_replica(req)) });
+        }
+        let (peer, state) = (target.peer.clone(), target.state);
+        let transport = Arc::clone(&self.inner.transport);
+        let metrics = self.inner.metrics.clone();
+        let id = target.id.clone();
+        Box::pin(async move {
+            let peer = match peer {
+                Some(peer) if is_reachable(state) => peer,
+                _ => return Err(format!("{id} is {}", state.as_str())),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = transport.call(&peer, req, remaining).await;
+            let result = match result {
+                Ok(Response::Error(e)) => Err(format!("{id}: {e}")),
+                Ok(r) => Ok(r),
+                Err(e) => Err(e.to_string()),
+            };
+            metrics.rpc(rpc, result.is_ok());
+            result
+        })
+    }
+
+    /// Reads `key` from its replicas until R answered, merges the answers, and leaves the
+    /// rest of the replies to a background read repair. Also brings this node's own replica up
+    /// to the merge at once, so that a write right after sees what the read saw.
+    async fn quorum_read(
+        &self,
+        key: &Key,
+        plan: Plan,
+        deadline: Instant,
+    ) -> Result<Merged, OpError> {
+        let view = self.view();
+        let targets = self.targets(&view, key, plan.n);
+        let now = self.now_ms();
+        let mut ready = Vec::new();
+        let mut calls = Vec::new();
+        for t in &targets {
+            if t.id == self.inner.me {
+                ready.push((t.id.clone(), Ok(self.inner.store.get(key, now))));
+            } else {
+                let call = self.call(t, Request::Read { key: key.clone() }, deadline, "read");
+                let call: BoxFuture<Result<Option<Value>, String>> = Box::pin(async move {
+                    match call.await? {
+                        Response::State(state) => Ok(state),
+                        other => Err(format!("unexpected answer {other:?}")),
+                    }
+                });
+                calls.push((t.id.clone(), call));
+            }
+        }
+        let Gathered { ok, failed, rest } = gather(ready, calls, plan.r as usize, deadline).await;
+        let answers = ok.len() as u32;
+        let merged = merge_all(ok.iter().map(|(_, v)| v));
+        if let Some(value) = &merged {
+            self.observe(value);
+            if targets.iter().any(|t| t.id == self.inner.me)
+                && ok
+                    .iter()
+                    .any(|(id, v)| *id == self.inner.me && v.as_ref() != Some(value))
+                && self.inner.store.merge(key, value, now).is_ok()
+            {
+                self.inner.metrics.read_repairs.inc();
+            }
+        }
+        // Repairs go out once every answer is in (or the deadline passed).
+        let this = self.clone();
+        let (repair_key, answered) = (key.clone(), ok.clone());
+        tokio::spawn(async move {
+            this.read_repair(repair_key, targets, answered, rest, deadline)
+                .await;
+        });
+        if answers < plan.r {
+            return Err(unavailable(plan.r, answers, &failed, "read"));
+        }
+        Ok(Merged { merged, answers })
+    }
+
+    /// Waits for the late answers of a read, merges everything, and sends the merge to every
+    /// replica whose answer was older.
+    async fn read_repair(
+        &self,
+        key: Key,
+        targets: Vec<Target>,
+        mut answered: Vec<(String, Option<Value>)>,
+        mut rest: InFlight<Option<Value>>,
+        deadline: Instant,
+    ) {
+        while let Some((id, result)) = rest.next(deadline).await {
+            if let Ok(state) = result {
+                answered.push((id, state));
+            }
+        }
+        let Some(merged) = merge_all(answered.iter().map(|(_, v)| v)) else {
+            return;
+        };
+        // The local replica was repaired by the read itself.
+        let stale: Vec<&Target> = answered
+            .iter()
+            .filter(|(id, state)| *id != self.inner.me && state.as_ref() != Some(&merged))
+            .filter_map(|(id, _)| targets.iter().find(|t| t.id == *id))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        // Repairs get their own deadline: the read's may have passed waiting for the slowest.
+        let repair_deadline =
+            Instant::now() + Duration::from_millis(self.inner.defaults.timeout_ms);
+        let calls: Vec<_> = stale
+            .into_iter()
+            .map(|t| {
+                let req = Request::Merge {
+                    key: key.clone(),
+                    value: merged.clone(),
+                    reply_state: false,
+                };
+                (t.id.clone(), self.call(t, req, repair_deadline, "repair"))
+            })
+            .collect();
+        for (id, call) in calls {
+            match call.await {
+                Ok(_) => {
+                    self.inner.metrics.read_repairs.inc();
+                    tracing::debug!(replica = %id, key = ?key, "read repair");
+                }
+                Err(e) => tracing::debug!(replica = %id, "read repair failed: {e}"),
+            }
+        }
+    }
+}
+
+/// The merged answer of a quorum read.
+struct Merged {
+    merged: Option<Value>,
+    answers: u32,
+}
+
+fn deadline(timeout_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(timeout_ms)
+}
+
+/// Whether calling a member can succeed: dead and departed members are not called at all.
+fn is_reachable(state: MemberState) -> bool {
+    matches!(state, MemberState::Alive | MemberState::Suspect)
+}
+
+/// The join of replica states; `None` when no replica has the key.
+fn merge_all<'a>(states: impl Iterator<Item = &'a Option<Value>>) -> Option<Value> {
+    let mut acc: Option<Value> = None;
+    for state in states.flatten() {
+        match &mut acc {
+            None => acc = Some(state.clone()),
+            Some(a) => {
+                if let Err(e) = a.merge(state) {
+                    tracing::warn!("replica answered a value of another kind: {e}");
+                }
+            }
+        }
+    }
+    acc
+}
+
+fn store_error(e: StoreError) -> OpError {
+    OpError::BadRequest(e.to_string())
+}
+
+fn unavailable(needed: u32, acks: u32, failed: &[(String, String)], what: &str) -> OpError {
+    let why = if failed.is_empty() {
+        "the others did not answer in time".to_string()
+    } else {
+        failed
+            .iter()
+            .map(|(id, e)| format!("{id}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    OpError::Unavailable {
+        needed,
+        acks,
+        message: format!(
+            "the {what} needed {needed} replica answers and got {acks} ({why}); retry, or lower {}",
+            if what == "read" { "r" } else { "w" }
+        ),
+    }
+}

@@ -1,0 +1,87 @@
+//! The replica side: what a node does with the data requests of other nodes' coordinators,
+//! and the store's housekeeping.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Coordinator;
+use crate::rpc::{OneWay, Request, Response};
+use crate::transport::{BoxFuture, Handler};
+
+/// How often expired values turn into tombstones and old tombstones are forgotten.
+const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Coordinator {
+    /// Answers a replica request (a read or a merge) from this node's store.
+    pub fn serve_replica(&self, req: Request) -> Response {
+        let now = self.now_ms();
+        match req {
+            Request::Read { key } => Response::State(self.store().get(&key, now)),
+            Request::Merge {
+                key,
+                value,
+                reply_state,
+            } => {
+                self.observe(&value);
+                match self.store().merge(&key, &value, now) {
+                    Ok(merged) => Response::Merged(reply_state.then_some(merged)),
+                    Err(e) => Response::Error(e.to_string()),
+                }
+            }
+            other => Response::Error(format!("not a replica request: {other:?}")),
+        }
+    }
+
+    /// Answers any data request from a peer.
+    pub async fn serve(&self, req: Request) -> Response {
+        match req {
+            Request::Coordinate { key, write, plan } => {
+                Response::Written(self.execute(key, write, plan, false).await)
+            }
+            other => self.serve_replica(other),
+        }
+    }
+
+    /// Runs the store's TTL expiry and tombstone reaping until the task is aborted.
+    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let stats = this.store().purge(this.now_ms());
+                if stats.expired + stats.reaped > 0 {
+                    tracing::debug!(
+                        expired = stats.expired,
+                        reaped = stats.reaped,
+                        "store purge"
+                    );
+                }
+            }
+        })
+    }
+}
+
+/// Everything a node serves to its peers: gossip goes to the membership runtime, data requests
+/// to the coordinator.
+pub struct PeerHandler {
+    pub gossip: Arc<dyn Handler>,
+    pub coordinator: Coordinator,
+}
+
+impl Handler for PeerHandler {
+    fn one_way(&self, from: &str, msg: OneWay) {
+        self.gossip.one_way(from, msg);
+    }
+
+    fn request(&self, from: &str, req: Request) -> BoxFuture<Response> {
+        match req {
+            Request::Ping => self.gossip.request(from, req),
+            other => {
+                let coordinator = self.coordinator.clone();
+                Box::pin(async move { coordinator.serve(other).await })
+            }
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The data endpoints of API.md: `/kv`, `/lww`, `/counter`, `/set`, and `/metrics`.
+//!
+//! Handlers only parse, validate, call the coordinator and format; every rule about replicas
+//! lives in the coordinator. Every request is counted in the metrics by operation and outcome.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, ApiState};
+use crate::causality::CausalContext;
+use crate::coordinator::Coordinator;
+use crate::membership::MemberState;
+use crate::ops::{Consistency, OpError, Write};
+use crate::storage::{Kind, Value};
+
+/// The header that carries a `/kv` causal context.
+pub const CONTEXT_HEADER: &str = "x-context";
+
+/// A request's outcome as the metrics label it.
+fn outcome(result: &Result<Response, ApiError>) -> &'static str {
+    match result {
+        Ok(r) if r.status() == StatusCode::NOT_FOUND => "not_found",
+        Ok(_) => "ok",
+        Err(e) => match e.code {
+            "quorum_unavailable" => "unavailable",
+            code => code,
+        },
+    }
+}
+
+/// Runs a handler body and records its outcome and latency under `op`.
+async fn measured(
+    state: &ApiState,
+    op: &str,
+    body: impl Future<Output = Result<Response, ApiError>>,
+) -> Response {
+    let start = Instant::now();
+    let result = body.await;
+    state
+        .coordinator
+        .metrics()
+        .request(op, outcome(&result), start.elapsed().as_secs_f64());
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        let (status, extra) = match &e {
+            OpError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
+            OpError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
+            OpError::Unavailable { needed, acks, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(json!({"needed": needed, "acks": acks})),
+            ),
+        };
+        let message = match &e {
+            OpError::Unavailable { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        ApiError {
+            status,
+            code: e.code(),
+            message,
+            extra,
+        }
+    }
+}
+
+/// The key from the path: one percent-decoded UTF-8 segment.
+fn key(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(key) = path.map_err(|e| {
+        ApiError::bad_request(format!(
+            "the key must be one percent-encoded UTF-8 path segment (send / as %2F): {e}"
+        ))
+    })?;
+    crate::ops::check_key(&key)?;
+    Ok(key)
+}
+
+/// The query string: the consistency parameters, plus the ones an endpoint names in `extra`
+/// (returned in that order, `None` when absent). Anything else is refused, so that a typo
+/// never silently falls back to a default.
+fn params<const K: usize>(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    extra: [&str; K],
+) -> Result<(Consistency, [Option<String>; K]), ApiError> {
+    let Query(pairs) =
+        query.map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+    let mut consistency = Consistency::default();
+    let mut found: [Option<String>; K] = std::array::from_fn(|_| None);
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, value) in pairs {
+        if !seen.insert(name.clone()) {
+            return Err(ApiError::bad_request(format!(
+                "parameter {name:?} is given twice; give it once"
+            )));
+        }
+        if let Some(i) = extra.iter().position(|e| *e == name) {
+            found[i] = Some(value);
+        } else if ["n", "w", "r", "timeout_ms", "sloppy"].contains(&name.as_str()) {
+            consistency.set(&name, &value)?;
+        } else {
+            let mut known = vec!["n", "w", "r", "timeout_ms", "sloppy"];
+            known.extend(extra);
+            return Err(ApiError::bad_request(format!(
+                "unknown parameter {name:?}; this endpoint takes {}",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok((consistency, found))
+}
+
+/// `ttl` in whole seconds, at least 1.
+fn ttl(raw: Option<String>) -> Result<Option<u64>, ApiError> {
+    raw.map(|t| match t.parse::<u64>() {
+        Ok(s) if s >= 1 => Ok(s),
+        _ => Err(ApiError::bad_request(format!(
+            "ttl={t:?} is not allowed; use whole seconds, 1 or more"
+        ))),
+    })
+    .transpose()
+}
+
+/// The `X-Context` header, if any.
+fn context(headers: &HeaderMap) -> Result<Option<CausalContext>, ApiError> {
+    let Some(raw) = headers.get(CONTEXT_HEADER) else {
+        return Ok(None);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| ApiError::bad_request("X-Context must be the ASCII token a read returned"))?
+        .trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    CausalContext::from_token(raw)
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(format!("X-Context: {e}")))
+}
+
+/// Reads the body, refusing more than the cluster's largest value with 413 before reading it
+/// all.
+async fn body(
+    coordinator: &Coordinator,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let max = coordinator.defaults().max_value_bytes;
+    let too_large = |len: String| {
+        ApiError::from(OpError::TooLarge(format!(
+            "the body is {len} bytes; this cluster stores values of at most {max} bytes"
+        )))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|&len| len > max as u64) {
+        return Err(too_large(len.to_string()));
+    }
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if over {
+            too_large(format!("more than {max}"))
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+fn with_context(mut response: Response, ctx: Option<&CausalContext>) -> Response {
+    if let Some(ctx) = ctx
+        && let Ok(v) = HeaderValue::from_str(&ctx.to_token())
+    {
+        response.headers_mut().insert(CONTEXT_HEADER, v);
+    }
+    response
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("{what} not found"),
+    )
+}
+
+// ---- /kv ----
+
+pub async fn kv_get(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    measured(&state, "kv_get", async {
+        let key = key(path)?;
+        let (c, []) = params(query, [])?;
+        let read = state.coordinator.read(Kind::Kv, &key, &c).await?;
+        let Some(Value::Kv(reg)) = read.value else {
+            return Err(not_found("key"));
+        };
+        let live: Vec<_> = reg
+            .live(read.now_ms)
+            .map(|(_, v)| v.value.clone())
+            .collect();
+        let response = match live.as_slice() {
+            [] => not_found("key (deleted)").into_response(),
+            [one] => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                one.clone(),
+            )
+                .into_response(),
+            many => {
+                let siblings: Vec<String> = many.iter().map(|v| STANDARD.encode(v)).collect();
+                (
+                    StatusCode::MULTIPLE_CHOICES,
+                    axum::Json(json!({ "siblings": siblings })),
+                )
+                    .into_response()
+            }
+        };
+        Ok(with_context(response, Some(reg.context())))
+    })
+    .await
+}
+
+pub async fn kv_put(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    raw: Body,
+) -> Response {
+    measured(&state, "kv_put", async {
+        let key = key(path)?;
+        let (c, [t]) = params(query, ["ttl"])?;
+        let write = Write::KvPut {
+            context: context(&headers)?,
+            ttl_s: ttl(t)?,
+            value: body(&state.coordinator, &headers, raw).await?,
+        };
+        let done = state.coordinator.write(&key, write, &c).await?;
+        Ok(with_context(
+            StatusCode::NO_CONTENT.into_response(),
+            done.context.as_ref(),
+        ))
+    })
+    .await
+}
+
+pub async fn kv_delete(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    measured(&state, "kv_delete", async {
+        let key = key(path)?;
+        let (c, []) = params(query, [])?;
+        let write = Write::KvDelete {
+            context: context(&headers)?,
+        };
+        state.coordinator.write(&key, write, &c).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+// ---- /lww ----
+
+pub async fn lww_get(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    measured(&state, "lww_get", async {
+        let key = key(path)?;
+        let (c, []) = params(query, [])?;
+        let read = state.coordinator.read(Kind::Lww, &key, &c).await?;
+        match read.value {
+            Some(Value::Lww(reg)) => match reg.get(read.now_ms) {
+                Some(v) => Ok((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/octet-stream")],
+                    v.clone(),
+                )
+                    .into_response()),
+                None => Err(not_found("key (deleted or expired)")),
+            },
+            _ => Err(not_found("key")),
+        }
+    })
+    .await
+}
+
+pub async fn lww_put(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    raw: Body,
+) -> Response {
+    measured(&state, "lww_put", async {
+        let key = key(path)?;
+        let (c, [t]) = params(query, ["ttl"])?;
+        let write = Write::LwwPut {
+            ttl_s: ttl(t)?,
+            value: body(&state.coordinator, &headers, raw).await?,
+        };
+        state.coordinator.write(&key, write, &c).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+pub async fn lww_delete(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    measured(&state, "lww_delete", async {
+        let key = key(path)?;
+        let (c, []) = params(query, [])?;
+        state.coordinator.write(&key, Write::LwwDelete, &c).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+// ---- /counter ----
+
+pub async fn counter_get(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    measured(&state, "counter_get", async {
+        let key = key(path)?;
+        let (c, []) = params(query, [])?;
+        let read = state.coordinator.read(Kind::Counter, &key, &c).await?;
+        let value = match read.value {
+            Some(Value::Counter(counter)) => counter.value(),
+            _ => 0,
+        };
+        Ok(axum::Json(json!({ "value": value })).into_response())
+    })
+    .await
+}
+
+pub async fn counter_post(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    measured(&state, "counter_add", async {
+        let key = key(path)?;
+        let (c, [delta]) = params(query, ["delta"])?;
+        let delta = match delta {
+            None => {
+                return Err(ApiError::bad_request(
+                    "delta is missing; send ?delta=N with N a signed 64-bit integer",
+                ));
+            }
+            Some(d) => d.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "delta={d:?} is not a signed 64-bit integer; send ?delta=N, for example 5 or -3"
+                ))
+            })?,
+        };
+        state
+            .coordinator
+            .write(&key, Write::CounterAdd { delta }, &c)
+            .await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+// ---- /set ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBody {
+    add: Option<Vec<String>>,
+    remove: Option<Vec<String>>,
+}
+
+pub async fn set_get(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    measured(&state, "set_get", async {
+        let key = key(path)?;
+        let (c, []) = params(query, [])?;
+        let read = state.coordinator.read(Kind::Set, &key, &c).await?;
+        let members: Vec<&str> = match &read.value {
+            Some(Value::Set(set)) => set.members().collect(),
+            _ => Vec::new(),
+        };
+        Ok(axum::Json(json!({ "members": members })).into_response())
+    })
+    .await
+}
+
+pub async fn set_post(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    raw: Body,
+) -> Response {
+    measured(&state, "set_update", async {
+        let key = key(path)?;
+        let (c, []) = params(query, [])?;
+        let bytes = body(&state.coordinator, &headers, raw).await?;
+        let parsed: SetBody = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request(format!(
+                "body must be JSON like {{\"add\": [\"a\"], \"remove\": [\"b\"]}} with string \
+                 members: {e}"
+            ))
+        })?;
+        if parsed.add.is_none() && parsed.remove.is_none() {
+            return Err(ApiError::bad_request(
+                "give \"add\", \"remove\" or both, each a list of string members",
+            ));
+        }
+        let write = Write::SetUpdate {
+            add: parsed.add.unwrap_or_default(),
+            remove: parsed.remove.unwrap_or_default(),
+        };
+        state.coordinator.write(&key, write, &c).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+/// A data route without a key (`/kv/`): keys are 1 to 1024 bytes.
+pub async fn empty_key() -> ApiError {
+    ApiError::bad_request("the key is empty; put 1 to 1024 bytes after the key space, as /kv/KEY")
+}
+
+// ---- /metrics ----
+
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    let m = state.coordinator.metrics();
+    let view = std::sync::Arc::clone(&state.view.borrow());
+    for s in [
+        MemberState::Alive,
+        MemberState::Suspect,
+        MemberState::Dead,
+        MemberState::Left,
+    ] {
+        m.members
+            .with_label_values(&[s.as_str()])
+            .set(view.count(s) as i64);
+    }
+    m.keys.set(state.coordinator.store().len() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
+}
+
+/// Refuses a malformed `X-Context` on any data request (API.md), before the handler runs, so
+/// that even the endpoints that take no context never ignore a broken one silently.
+pub async fn check_context(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match context(req.headers()) {
+        Ok(_) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,144 @@
+//! The node's Prometheus metrics: what `/metrics` serves.
+//!
+//! One registry per node (not the process-global one) so that a test running several nodes in
+//! one process sees each node's own figures.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric a node exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests by operation (`kv_get`, `lww_put`, ...) and outcome (`ok`,
+    /// `not_found`, `bad_request`, `too_large`, `unavailable`).
+    pub requests: IntCounterVec,
+    /// Client request latency, same labels.
+    pub request_seconds: HistogramVec,
+    /// Node-to-node calls made by the coordinator, by kind (`read`, `merge`, `forward`,
+    /// `repair`) and outcome (`ok`, `error`).
+    pub replica_rpcs: IntCounterVec,
+    /// Replicas brought up to date by a read (one per stale replica).
+    pub read_repairs: IntCounter,
+    /// Hinted handoff: hints stored for an unreachable owner, and delivered to it.
+    pub hints_stored: IntCounter,
+    pub hints_delivered: IntCounter,
+    /// Keys repaired by Merkle-tree anti-entropy.
+    pub anti_entropy_repairs: IntCounter,
+    /// Members as this node sees them, by state; set at scrape time.
+    pub members: IntGaugeVec,
+    /// Keys (tombstones included) in this node's store; set at scrape time.
+    pub keys: IntGauge,
+}
+
+/// Latency buckets from 100 µs to 10 s: loopback quorum calls take well under a millisecond,
+/// geo-distributed ones tens to hundreds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some("quorumkv".into()), None).unwrap_or_else(|_| Registry::new());
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Client requests by operation and outcome"),
+            &["op", "outcome"],
+        );
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Client request latency by operation and outcome",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op", "outcome"],
+        );
+        let replica_rpcs = IntCounterVec::new(
+            Opts::new(
+                "replica_rpcs_total",
+                "Calls from coordinators to replicas by kind and outcome",
+            ),
+            &["rpc", "outcome"],
+        );
+        let counter = |name: &str, help: &str| IntCounter::new(name, help);
+        let members = IntGaugeVec::new(
+            Opts::new(
+                "members",
+                "Cluster members by state, as this node sees them",
+            ),
+            &["state"],
+        );
+        let keys = IntGauge::new("keys", "Keys in this node's store, tombstones included");
+        // Names and label sets are fixed literals, so construction cannot fail at run time;
+        // the expect documents that invariant.
+        let m = Metrics {
+            requests: requests.expect("valid metric"),
+            request_seconds: request_seconds.expect("valid metric"),
+            replica_rpcs: replica_rpcs.expect("valid metric"),
+            read_repairs: counter("read_repairs_total", "Stale replicas repaired by reads")
+                .expect("valid metric"),
+            hints_stored: counter("hints_stored_total", "Hints stored for unreachable owners")
+                .expect("valid metric"),
+            hints_delivered: counter("hints_delivered_total", "Hints delivered to their owners")
+                .expect("valid metric"),
+            anti_entropy_repairs: counter(
+                "anti_entropy_repairs_total",
+                "Keys repaired by Merkle-tree anti-entropy",
+            )
+            .expect("valid metric"),
+            members: members.expect("valid metric"),
+            keys: keys.expect("valid metric"),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.requests.clone()),
+            Box::new(m.request_seconds.clone()),
+            Box::new(m.replica_rpcs.clone()),
+            Box::new(m.read_repairs.clone()),
+            Box::new(m.hints_stored.clone()),
+            Box::new(m.hints_delivered.clone()),
+            Box::new(m.anti_entropy_repairs.clone()),
+            Box::new(m.members.clone()),
+            Box::new(m.keys.clone()),
+        ];
+        for c in collectors {
+            // Distinct names, registered once: cannot collide.
+            let _ = m.registry.register(c);
+        }
+        m
+    }
+
+    /// Counts one replica call.
+    pub fn rpc(&self, rpc: &str, ok: bool) {
+        self.replica_rpcs
+            .with_label_values(&[rpc, if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// Counts one client request and its latency.
+    pub fn request(&self, op: &str, outcome: &str, seconds: f64) {
+        self.requests.with_label_values(&[op, outcome]).inc();
+        self.request_seconds
+            .with_label_values(&[op, outcome])
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            tracing::warn!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
