@@ -1,0 +1,689 @@
+//! The coordinator over the in-memory network, on tokio's paused clock: a cluster of real
+//! node runtimes and coordinators in one process, a concurrent client workload of all four
+//! kinds, and seeded partitions, crashes and restarts. After healing, reads at R must show
+//! every write acknowledged at W (W + R > N), counters must add up, sets must hold their
+//! acknowledged adds, and acknowledged deletes must not come back.
+//!
+//! A crash here stops the node's runtime and cuts it off the network but keeps its store, as
+//! a durable engine would (a real process's in-memory store is lost on restart; see README).
+//!
+//! A failing seed is printed; `QKV_SIM_SEED=<seed> cargo test --test coordinator_sim` replays
+//! it, and `QKV_SIM_SEEDS=<count>` runs that many seeds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quorumkv::clock::TokioClock;
+use quorumkv::config::Quorum;
+use quorumkv::coordinator::replica::PeerHandler;
+use quorumkv::coordinator::{Coordinator, CoordinatorSpec, Defaults};
+use quorumkv::crdt::MvRegister;
+use quorumkv::membership::{GossipConfig, MemberState, NodeInfo};
+use quorumkv::metrics::Metrics;
+use quorumkv::node::{Node, NodeSpec};
+use quorumkv::ops::{Consistency, Write};
+use quorumkv::storage::{Kind, MemStore, Store, StoreOptions, Value};
+use quorumkv::transport::Transport;
+use quorumkv::transport::memory::MemoryNetwork;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::task::JoinHandle;
+
+/// 2026-01-01 in Unix milliseconds: where the simulated clocks start.
+const EPOCH_MS: u64 = 1_767_225_600_000;
+
+fn info(i: usize, generation: u64) -> NodeInfo {
+    NodeInfo {
+        id: format!("n{i}"),
+        zone: "z".into(),
+        peer: format!("10.0.0.{i}:7000").parse().expect("addr"),
+        http: format!("10.0.0.{i}:8000").parse().expect("addr"),
+        resp: format!("10.0.0.{i}:6000").parse().expect("addr"),
+        vnodes: 32,
+        generation,
+        leaving: false,
+    }
+}
+
+struct SimNode {
+    node: Node,
+    coordinator: Coordinator,
+    maintenance: JoinHandle<()>,
+}
+
+struct Cluster {
+    net: MemoryNetwork,
+    nodes: Vec<Option<SimNode>>,
+    /// Stores outlive crashes (a durable engine's data survives a restart).
+    stores: Vec<Arc<MemStore>>,
+    generations: Vec<u64>,
+    seed: u64,
+}
+
+impl Cluster {
+    fn start(size: usize, seed: u64) -> Cluster {
+        let mut c = Cluster {
+            net: MemoryNetwork::new(seed),
+            nodes: (0..size).map(|_| None).collect(),
+            stores: (0..size)
+                .map(|i| {
+                    Arc::new(MemStore::new(StoreOptions {
+                        node: format!("n{i}"),
+                        boot: seed,
+                        ..StoreOptions::default()
+                    }))
+                })
+                .collect(),
+            generations: vec![0; size],
+            seed,
+        };
+        for i in 0..size {
+            c.boot(i);
+        }
+        c
+    }
+
+    fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn boot(&mut self, i: usize) {
+        self.generations[i] += 1;
+        let generation = self.generations[i];
+        let id = format!("n{i}");
+        let seeds = (0..self.size())
+            .filter(|&j| j != i)
+            .map(|j| info(j, 0))
+            .collect();
+        let transport: Arc<dyn Transport> = Arc::new(self.net.transport(&id));
+        let node = Node::start(
+            NodeSpec {
+                me: info(i, generation),
+                seeds,
+                gossip: GossipConfig::default(),
+                rng_seed: self.seed ^ ((i as u64) << 32) ^ generation,
+            },
+            Arc::clone(&transport),
+        );
+        // Clocks disagree by up to ±50 ms; LWW must still be deterministic.
+        let skew = (self.seed.wrapping_mul(31).wrapping_add(i as u64 * 17) % 101) as i64 - 50;
+        let coordinator = Coordinator::new(CoordinatorSpec {
+            me: id.clone(),
+            view: node.subscribe(),
+            transport,
+            store: Arc::clone(&self.stores[i]) as Arc<dyn Store>,
+            clock: Arc::new(TokioClock::new(EPOCH_MS, skew)),
+            defaults: Defaults {
+                n: 3,
+                w: Quorum::Quorum,
+                r: Quorum::Quorum,
+                timeout_ms: 1000,
+                max_value_bytes: 1 << 20,
+            },
+            metrics: Metrics::new(),
+        });
+        let maintenance = coordinator.spawn_maintenance();
+        self.net.attach(
+            &id,
+            Arc::new(PeerHandler {
+                gossip: node.handler(),
+                coordinator: coordinator.clone(),
+            }),
+        );
+        self.nodes[i] = Some(SimNode {
+            node,
+            coordinator,
+            maintenance,
+        });
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.net.crash(&format!("n{i}"));
+        if let Some(n) = self.nodes[i].take() {
+            n.maintenance.abort();
+            n.node.abort();
+        }
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.size())
+            .filter(|&i| self.nodes[i].is_some())
+            .collect()
+    }
+
+    fn coordinator(&self, i: usize) -> Option<Coordinator> {
+        self.nodes[i].as_ref().map(|n| n.coordinator.clone())
+    }
+
+    fn all_alive(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            n.as_ref().is_some_and(|n| {
+                let view = n.node.view();
+                view.members.len() == self.size()
+                    && view.members.iter().all(|m| m.state == MemberState::Alive)
+            })
+        })
+    }
+
+    /// Each node's view, for failure messages.
+    fn describe(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match n {
+                None => format!("n{i}: down"),
+                Some(n) => {
+                    let view = n.node.view();
+                    let states: Vec<String> = view
+                        .members
+                        .iter()
+                        .map(|m| format!("{}={}/g{}", m.info.id, m.state.as_str(), m.info.generation))
+                        .collect();
+                    format!("n{i} (g{}) sees {}", self.generations[i], states.join(" "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn until_all_alive(&self, limit: Duration) {
+        let start = tokio::time::Instant::now();
+        while !self.all_alive() {
+            assert!(
+                start.elapsed() < limit,
+                "cluster not all alive within {limit:?} (seed {}): {}",
+                self.seed,
+                self.describe()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// What clients were told, and what they tried: the oracle for the invariants.
+#[derive(Default)]
+struct History {
+    /// `/kv` values acknowledged at W.
+    kv_acked: BTreeMap<String, BTreeSet<Bytes>>,
+    /// `/kv` values a read saw before a write with its context was sent (acknowledged or
+    /// not): that write may have superseded them, so they may be gone.
+    kv_covered: BTreeMap<String, BTreeSet<Bytes>>,
+    /// `/kv` values removed by an acknowledged delete: they must never be read again.
+    kv_deleted: BTreeMap<String, BTreeSet<Bytes>>,
+    counter_acked: BTreeMap<String, i128>,
+    counter_attempted: BTreeMap<String, i128>,
+    /// Set adds acknowledged, and members some remove was sent for (acknowledged or not).
+    set_added: BTreeMap<String, BTreeSet<String>>,
+    set_remove_sent: BTreeMap<String, BTreeSet<String>>,
+    acked: usize,
+    failed: usize,
+}
+
+fn settings(w: u32, r: u32) -> Consistency {
+    Consistency {
+        n: Some(3),
+        w: Some(Quorum::Count(w)),
+        r: Some(Quorum::Count(r)),
+        timeout_ms: Some(500),
+        sloppy: None,
+    }
+}
+
+fn live_versions(value: &Option<Value>, now: u64) -> (BTreeSet<Bytes>, Option<MvRegister>) {
+    match value {
+        Some(Value::Kv(reg)) => (
+            reg.live(now).map(|(_, v)| v.value.clone()).collect(),
+            Some(reg.clone()),
+        ),
+        _ => (BTreeSet::new(), None),
+    }
+}
+
+/// One client operation on a random key, through coordinator `c`, recorded in `h`.
+async fn client_op(
+    c: Coordinator,
+    rng_seed: u64,
+    op_id: u64,
+    wr: (u32, u32),
+    h: Arc<Mutex<History>>,
+) {
+    let mut rng = StdRng::seed_from_u64(rng_seed);
+    let (w, r) = wr;
+    let cs = settings(w, r);
+    let key = format!("k{}", rng.random_range(0..6u32));
+    let record = |ok: bool| {
+        let mut h = h.lock().expect("history");
+        if ok {
+            h.acked += 1;
+        } else {
+            h.failed += 1;
+        }
+    };
+    match rng.random_range(0..7u32) {
+        // A put without context: a new sibling.
+        0 | 1 => {
+            let value = Bytes::from(format!("v{op_id}"));
+            let write = Write::KvPut {
+                value: value.clone(),
+                context: None,
+                ttl_s: None,
+            };
+            let ok = c.write(&key, write, &cs).await.is_ok();
+            if ok {
+                h.lock()
+                    .expect("history")
+                    .kv_acked
+                    .entry(key)
+                    .or_default()
+                    .insert(value);
+            }
+            record(ok);
+        }
+        // Read, then overwrite or delete what was read.
+        2 => {
+            let Ok(read) = c.read(Kind::Kv, &key, &cs).await else {
+                record(false);
+                return;
+            };
+            let (seen, reg) = live_versions(&read.value, read.now_ms);
+            let Some(reg) = reg else { return };
+            let context = Some(reg.context().clone());
+            {
+                // Whatever happens to the write, the values it saw may now be superseded.
+                let mut h = h.lock().expect("history");
+                h.kv_covered
+                    .entry(key.clone())
+                    .or_default()
+                    .extend(seen.iter().cloned());
+            }
+            let delete = rng.random_bool(0.3);
+            let value = Bytes::from(format!("v{op_id}"));
+            let write = if delete {
+                Write::KvDelete { context }
+            } else {
+                Write::KvPut {
+                    value: value.clone(),
+                    context,
+                    ttl_s: None,
+                }
+            };
+            let ok = c.write(&key, write, &cs).await.is_ok();
+            if ok {
+                let mut h = h.lock().expect("history");
+                if delete {
+                    h.kv_deleted.entry(key).or_default().extend(seen);
+                } else {
+                    h.kv_acked.entry(key).or_default().insert(value);
+                }
+            }
+            record(ok);
+        }
+        3 | 4 => {
+            let delta = rng.random_range(1..=10i64);
+            *h.lock()
+                .expect("history")
+                .counter_attempted
+                .entry(key.clone())
+                .or_default() += i128::from(delta);
+            let ok = c
+                .write(&key, Write::CounterAdd { delta }, &cs)
+                .await
+                .is_ok();
+            if ok {
+                *h.lock()
+                    .expect("history")
+                    .counter_acked
+                    .entry(key)
+                    .or_default() += i128::from(delta);
+            }
+            record(ok);
+        }
+        5 => {
+            let member = format!("m{op_id}");
+            let write = Write::SetUpdate {
+                add: vec![member.clone()],
+                remove: vec![],
+            };
+            let ok = c.write(&key, write, &cs).await.is_ok();
+            if ok {
+                h.lock()
+                    .expect("history")
+                    .set_added
+                    .entry(key)
+                    .or_default()
+                    .insert(member);
+            }
+            record(ok);
+        }
+        _ => {
+            // Remove a member an earlier add put in (acknowledged or not).
+            let target = {
+                let mut h = h.lock().expect("history");
+                let added: Vec<String> = h
+                    .set_added
+                    .get(&key)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                if added.is_empty() {
+                    return;
+                }
+                let m = added[rng.random_range(0..added.len())].clone();
+                h.set_remove_sent
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(m.clone());
+                m
+            };
+            let write = Write::SetUpdate {
+                add: vec![],
+                remove: vec![target],
+            };
+            let ok = c.write(&key, write, &cs).await.is_ok();
+            record(ok);
+        }
+    }
+}
+
+/// Runs one seeded schedule and checks the invariants; returns a description of every
+/// violation.
+async fn run_schedule(seed: u64, wr: (u32, u32), rounds: usize) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c = Cluster::start(5, seed);
+    c.net.set_delay_ms(1, 10);
+    c.until_all_alive(Duration::from_secs(60)).await;
+    let history = Arc::new(Mutex::new(History::default()));
+    let mut op_id = 0u64;
+    for _round in 0..rounds {
+        // A fault (or a repair of one) per round.
+        match rng.random_range(0..6u32) {
+            0 | 1 => {
+                let mut ids: Vec<String> = (0..c.size()).map(|i| format!("n{i}")).collect();
+                let cut = rng.random_range(1..c.size());
+                // A seeded shuffle: pick `cut` nodes for the first side.
+                for i in (1..ids.len()).rev() {
+                    ids.swap(i, rng.random_range(0..=i));
+                }
+                let (a, b) = ids.split_at(cut);
+                let a: Vec<&str> = a.iter().map(String::as_str).collect();
+                let b: Vec<&str> = b.iter().map(String::as_str).collect();
+                c.net.partition(&[&a, &b]);
+            }
+            2 => c.net.heal(),
+            3 => {
+                let live = c.live();
+                if live.len() > 3 {
+                    c.crash(live[rng.random_range(0..live.len())]);
+                }
+            }
+            4 => {
+                if let Some(i) = (0..c.size()).find(|&i| c.nodes[i].is_none()) {
+                    c.boot(i);
+                }
+            }
+            _ => {}
+        }
+        // A burst of concurrent clients, each on a live node.
+        let live = c.live();
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            op_id += 1;
+            let i = live[rng.random_range(0..live.len())];
+            let Some(coordinator) = c.coordinator(i) else {
+                continue;
+            };
+            let op_seed: u64 = rng.random();
+            tasks.push(tokio::spawn(client_op(
+                coordinator,
+                op_seed,
+                op_id,
+                wr,
+                Arc::clone(&history),
+            )));
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..20))).await;
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..2000))).await;
+    }
+    // Heal everything and let membership settle.
+    c.net.heal();
+    for i in 0..c.size() {
+        if c.nodes[i].is_none() {
+            c.boot(i);
+        }
+    }
+    c.until_all_alive(Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let h = history.lock().expect("history");
+    let mut violations = Vec::new();
+    assert!(h.acked > 0, "seed {seed}: no operation was acknowledged");
+    let cs = settings(wr.0, wr.1);
+    for key in (0..6).map(|k| format!("k{k}")) {
+        for i in 0..c.size() {
+            let Some(coord) = c.coordinator(i) else {
+                continue;
+            };
+            let read = |kind| {
+                let coord = coord.clone();
+                let key = key.clone();
+                let cs = cs.clone();
+                async move { coord.read(kind, &key, &cs).await }
+            };
+            match read(Kind::Kv).await {
+                Ok(r) => {
+                    let (live, _) = live_versions(&r.value, r.now_ms);
+                    let covered = h.kv_covered.get(&key);
+                    for v in h.kv_acked.get(&key).into_iter().flatten() {
+                        if !live.contains(v) && !covered.is_some_and(|c| c.contains(v)) {
+                            violations.push(format!(
+                                "n{i} /kv/{key}: acknowledged {v:?} missing (read {live:?})"
+                            ));
+                        }
+                    }
+                    for v in h.kv_deleted.get(&key).into_iter().flatten() {
+                        if live.contains(v) {
+                            violations.push(format!("n{i} /kv/{key}: deleted {v:?} came back"));
+                        }
+                    }
+                }
+                Err(e) => violations.push(format!("n{i} /kv/{key}: read failed after heal: {e}")),
+            }
+            match read(Kind::Counter).await {
+                Ok(r) => {
+                    let value = match r.value {
+                        Some(Value::Counter(ctr)) => ctr.value(),
+                        _ => 0,
+                    };
+                    let acked = h.counter_acked.get(&key).copied().unwrap_or(0);
+                    let tried = h.counter_attempted.get(&key).copied().unwrap_or(0);
+                    if value < acked || value > tried {
+                        violations.push(format!(
+                            "n{i} /counter/{key}: {value} outside [acknowledged {acked}, attempted {tried}]"
+                        ));
+                    }
+                }
+                Err(e) => violations.push(format!("n{i} /counter/{key}: read failed: {e}")),
+            }
+            match read(Kind::Set).await {
+                Ok(r) => {
+                    let members: BTreeSet<String> = match &r.value {
+                        Some(Value::Set(s)) => s.members().map(str::to_string).collect(),
+                        _ => BTreeSet::new(),
+                    };
+                    let removed = h.set_remove_sent.get(&key);
+                    for m in h.set_added.get(&key).into_iter().flatten() {
+                        if !members.contains(m) && !removed.is_some_and(|r| r.contains(m)) {
+                            violations
+                                .push(format!("n{i} /set/{key}: acknowledged add {m} missing"));
+                        }
+                    }
+                }
+                Err(e) => violations.push(format!("n{i} /set/{key}: read failed: {e}")),
+            }
+        }
+    }
+    eprintln!(
+        "seed {seed} w={} r={}: {} acknowledged, {} failed, {} violations",
+        wr.0,
+        wr.1,
+        h.acked,
+        h.failed,
+        violations.len()
+    );
+    violations
+}
+
+fn seeds(default: &[u64]) -> Vec<u64> {
+    if let Some(s) = std::env::var("QKV_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![s];
+    }
+    if let Some(n) = std::env::var("QKV_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        return (1..=n).collect();
+    }
+    default.to_vec()
+}
+
+async fn check(seeds: Vec<u64>, wr: (u32, u32), rounds: usize) {
+    for seed in seeds {
+        let violations = run_schedule(seed, wr, rounds).await;
+        assert!(
+            violations.is_empty(),
+            "seed {seed} (w={}, r={}) broke the invariants; replay with QKV_SIM_SEED={seed}:\n{}",
+            wr.0,
+            wr.1,
+            violations.join("\n")
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn quorum_invariants_hold_under_partitions_and_crashes_w2_r2() {
+    check(seeds(&[1, 2, 3]), (2, 2), 25).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn quorum_invariants_hold_under_partitions_and_crashes_w3_r1() {
+    check(seeds(&[4, 5]), (3, 1), 25).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn quorum_invariants_hold_under_partitions_and_crashes_w1_r3() {
+    check(seeds(&[6, 7]), (1, 3), 25).await;
+}
+
+/// Without faults nothing is ambiguous: counters equal the acknowledged sum exactly, and
+/// every replica that answered agrees after read repair.
+#[tokio::test(start_paused = true)]
+async fn without_faults_counters_are_exact_and_reads_repair_replicas() {
+    let seed = seeds(&[11])[0];
+    let c = Cluster::start(4, seed);
+    c.until_all_alive(Duration::from_secs(60)).await;
+    let cs = settings(2, 2);
+    let mut tasks = Vec::new();
+    for i in 0..40i64 {
+        let coord = c.coordinator((i % 4) as usize).expect("live");
+        let cs = cs.clone();
+        tasks.push(tokio::spawn(async move {
+            coord
+                .write("hits", Write::CounterAdd { delta: i - 10 }, &cs)
+                .await
+        }));
+    }
+    for t in tasks {
+        assert!(
+            t.await.expect("task").is_ok(),
+            "seed {seed}: a write failed without faults"
+        );
+    }
+    let expected: i128 = (0..40).map(|i| i128::from(i - 10)).sum();
+    for i in 0..4 {
+        let r = c
+            .coordinator(i)
+            .expect("live")
+            .read(Kind::Counter, "hits", &settings(2, 3))
+            .await
+            .expect("read");
+        match r.value {
+            Some(Value::Counter(ctr)) => assert_eq!(ctr.value(), expected, "seed {seed} n{i}"),
+            other => panic!("seed {seed}: n{i} read {other:?}"),
+        }
+    }
+
+    // A replica that missed writes (cut off while they happened) is repaired by a read at
+    // R=all, without any other write.
+    c.net.partition(&[&["n0", "n1", "n2"], &["n3"]]);
+    for k in 0..20 {
+        let w = Write::LwwPut {
+            value: Bytes::from(format!("x{k}")),
+            ttl_s: None,
+        };
+        // Two of the three replicas are always on n0's side.
+        let res = c
+            .coordinator(0)
+            .expect("live")
+            .write(&format!("l{k}"), w, &settings(2, 2))
+            .await;
+        assert!(res.is_ok(), "seed {seed}: {res:?}");
+    }
+    c.net.heal();
+    c.until_all_alive(Duration::from_secs(60)).await;
+    let stale_before = (0..20)
+        .filter(|k| {
+            c.stores[3]
+                .get(
+                    &quorumkv::storage::Key::new(Kind::Lww, format!("l{k}")),
+                    u64::MAX / 2,
+                )
+                .is_none()
+        })
+        .count();
+    let mut n3_replicas = 0;
+    for k in 0..20 {
+        let r = c
+            .coordinator(1)
+            .expect("live")
+            .read(Kind::Lww, &format!("l{k}"), &settings(2, 3))
+            .await;
+        assert!(r.is_ok(), "seed {seed}: read at r=all {r:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for k in 0..20 {
+        let key = quorumkv::storage::Key::new(Kind::Lww, format!("l{k}"));
+        let on_n3 = c.nodes[3]
+            .as_ref()
+            .expect("live")
+            .node
+            .view()
+            .ring
+            .preference_list(key.position(), 3)
+            .replicas
+            .iter()
+            .any(|m| m.id == "n3");
+        if on_n3 {
+            n3_replicas += 1;
+            assert!(
+                c.stores[3].get(&key, u64::MAX / 2).is_some(),
+                "seed {seed}: n3 not repaired for {key:?}"
+            );
+        }
+    }
+    assert!(
+        n3_replicas > 0 && stale_before >= n3_replicas,
+        "seed {seed}: n3 held {n3_replicas} keys, {stale_before} missing before"
+    );
+    let repairs = c.coordinator(1).expect("live").metrics().read_repairs.get();
+    assert!(
+        repairs >= n3_replicas as u64,
+        "seed {seed}: {repairs} read repairs counted"
+    );
+}
