@@ -179,7 +179,9 @@ impl Cluster {
                     let states: Vec<String> = view
                         .members
                         .iter()
-                        .map(|m| format!("{}={}/g{}", m.info.id, m.state.as_str(), m.info.generation))
+                        .map(|m| {
+                            format!("{}={}/g{}", m.info.id, m.state.as_str(), m.info.generation)
+                        })
                         .collect();
                     format!("n{i} (g{}) sees {}", self.generations[i], states.join(" "))
                 }
