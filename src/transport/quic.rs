@@ -666,8 +666,10 @@ struct Inner {
     endpoint: NodeEndpoint,
     faults: FaultTable,
     peers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<PeerSlot>>>>,
-    /// Where incoming traffic goes, on accepted and on dialled connections alike.
-    handler: std::sync::OnceLock<Arc<dyn Handler>>,
+    /// Where incoming traffic goes, on accepted and on dialled connections alike. `None`
+    /// until [`QuicTransport::serve`]: connections dialled before that (a node announces
+    /// itself before it serves) wait for it, so the peer's traffic on them is not lost.
+    handler: tokio::sync::watch::Sender<Option<Arc<dyn Handler>>>,
 }
 
 /// QUIC between processes: one long-lived, mutually authenticated connection per peer.
@@ -688,7 +690,7 @@ impl QuicTransport {
                 endpoint: NodeEndpoint::bind(addr, ca_cert, node)?,
                 faults: FaultTable::default(),
                 peers: Default::default(),
-                handler: std::sync::OnceLock::new(),
+                handler: tokio::sync::watch::Sender::new(None),
             }),
         })
     }
@@ -700,7 +702,7 @@ impl QuicTransport {
 
     /// Accepts peers and hands what they send to `handler`, until the endpoint closes.
     pub fn serve(&self, handler: Arc<dyn Handler>) -> tokio::task::JoinHandle<()> {
-        let _ = self.inner.handler.set(Arc::clone(&handler));
+        self.inner.handler.send_replace(Some(Arc::clone(&handler)));
         let this = self.clone();
         tokio::spawn(async move {
             while let Some(incoming) = this.inner.endpoint.accept().await {
@@ -851,11 +853,19 @@ impl QuicTransport {
                     ..PeerSlot::default()
                 };
                 let conn = pc.connection().clone();
-                // The peer may use this connection for its own traffic to us: serve it too.
-                if let Some(handler) = self.inner.handler.get() {
-                    let (this, handler) = (self.clone(), Arc::clone(handler));
-                    tokio::spawn(async move { this.serve_peer(pc, handler, false).await });
-                }
+                // The peer may use this connection for its own traffic to us (it replaces its
+                // own with the one it accepted): serve it too, as soon as there is a handler.
+                let mut handler = self.inner.handler.subscribe();
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let ready = tokio::select! {
+                        ready = handler.wait_for(Option::is_some) => ready.ok().and_then(|h| h.clone()),
+                        _ = pc.connection().closed() => None,
+                    };
+                    if let Some(handler) = ready {
+                        this.serve_peer(pc, handler, false).await;
+                    }
+                });
                 Ok(conn)
             }
             Err(e) => {
