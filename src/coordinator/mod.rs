@@ -557,7 +557,12 @@ impl Coordinator {
     ) -> BoxFuture<Result<Response, String>> {
         if target.id == self.inner.me {
             let this = self.clone();
-            return Box::pin(async move { Ok(this.serve_replica(req)) });
+            return Box::pin(async move {
+                match this.serve_replica(req) {
+                    Response::Error(e) => Err(format!("{}: {e}", this.inner.me)),
+                    r => Ok(r),
+                }
+            });
         }
         let (peer, state) = (target.peer.clone(), target.state);
         let transport = Arc::clone(&self.inner.transport);
@@ -608,18 +613,23 @@ impl Coordinator {
                 calls.push((t.id.clone(), call));
             }
         }
-        let Gathered { ok, failed, rest } = gather(ready, calls, plan.r as usize, deadline).await;
+        let Gathered {
+            mut ok,
+            failed,
+            rest,
+        } = gather(ready, calls, plan.r as usize, deadline).await;
         let answers = ok.len() as u32;
         let merged = merge_all(ok.iter().map(|(_, v)| v));
         if let Some(value) = &merged {
             self.observe(value);
-            if targets.iter().any(|t| t.id == self.inner.me)
-                && ok
-                    .iter()
-                    .any(|(id, v)| *id == self.inner.me && v.as_ref() != Some(value))
+            let me = &self.inner.me;
+            if let Some((_, mine)) = ok.iter_mut().find(|(id, _)| id == me)
+                && mine.as_ref() != Some(value)
                 && self.inner.store.merge(key, value, now).is_ok()
             {
                 self.inner.metrics.read_repairs.inc();
+                // What the background repair compares against: this replica now holds it.
+                *mine = Some(value.clone());
             }
         }
         // Repairs go out once every answer is in (or the deadline passed).
@@ -653,10 +663,11 @@ impl Coordinator {
         let Some(merged) = merge_all(answered.iter().map(|(_, v)| v)) else {
             return;
         };
-        // The local replica was repaired by the read itself.
+        // Late answers may show that this node's own replica is stale too; it is repaired
+        // in place (`call` does not use the network for it).
         let stale: Vec<&Target> = answered
             .iter()
-            .filter(|(id, state)| *id != self.inner.me && state.as_ref() != Some(&merged))
+            .filter(|(_, state)| state.as_ref() != Some(&merged))
             .filter_map(|(id, _)| targets.iter().find(|t| t.id == *id))
             .collect();
         if stale.is_empty() {
