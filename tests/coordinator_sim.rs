@@ -460,7 +460,8 @@ async fn run_schedule(seed: u64, wr: (u32, u32), rounds: usize) -> Vec<String> {
     c.until_all_alive(Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let h = history.lock().expect("history");
+    // Every client task has ended: the history is complete.
+    let h = std::mem::take(&mut *history.lock().expect("history"));
     let mut violations = Vec::new();
     assert!(h.acked > 0, "seed {seed}: no operation was acknowledged");
     let cs = settings(wr.0, wr.1);
