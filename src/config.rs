@@ -49,6 +49,18 @@ impl Quorum {
     }
 }
 
+/// The form [`Quorum::parse`] reads back: what clients send as `w` and `r`.
+impl std::fmt::Display for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Quorum::One => f.write_str("one"),
+            Quorum::Quorum => f.write_str("quorum"),
+            Quorum::All => f.write_str("all"),
+            Quorum::Count(k) => write!(f, "{k}"),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Quorum {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]

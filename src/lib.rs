@@ -17,8 +17,14 @@
 //! - [`coordinator`]: quorum reads and writes, forwarding, read repair; the replica side.
 //! - [`http`]: the HTTP API.
 //! - [`process`]: running a node as a process (pid file, signals) and a local cluster.
+//! - [`client`]: a Rust client of the HTTP API.
+//! - [`cli`]: the data commands of the `quorumkv` binary (`get`, `put`, `incr`, ...).
+//! - [`bench`]: `quorumkv bench`, a load generator with latency percentiles.
 
+pub mod bench;
 pub mod causality;
+pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod coordinator;
@@ -34,3 +40,5 @@ pub mod rpc;
 pub mod storage;
 pub mod tls;
 pub mod transport;
+
+pub use client::Client;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use quorumkv::bench::BenchArgs;
+use quorumkv::cli::DataCommand;
 use quorumkv::config::Config;
 use quorumkv::process;
 use quorumkv::storage::{Key, Kind};
@@ -59,6 +61,10 @@ enum Command {
         #[arg(long = "key")]
         keys: Vec<String>,
     },
+    /// Drives a running cluster with concurrent requests; prints throughput and latency.
+    Bench(BenchArgs),
+    #[command(flatten)]
+    Data(DataCommand),
 }
 
 #[derive(Subcommand)]
@@ -74,6 +80,18 @@ enum ClusterAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Data(command) => return run_data(command),
+        Command::Bench(args) => runtime().and_then(|rt| {
+            let json = args.json;
+            let report = rt.block_on(quorumkv::bench::run(args))?;
+            if json {
+                let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+                println!("{text}");
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }),
         Command::Ring { config, n, keys } => show_ring(&config, n, &keys),
         Command::Certs { config } => process::certs(&config),
         Command::Node { config, id, join } => {
@@ -98,6 +116,21 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs a data command (`get`, `put`, ...) and exits with its code: 0 ok, 1 not found, 2 error.
+fn run_data(command: DataCommand) -> ExitCode {
+    let outcome = match runtime() {
+        Ok(rt) => rt.block_on(quorumkv::cli::run(command)),
+        Err(e) => {
+            eprintln!("quorumkv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&outcome.stdout);
+    let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
+    ExitCode::from(outcome.code)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

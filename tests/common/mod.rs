@@ -1,0 +1,328 @@
+//! What the real-process tests share: a cluster of `quorumkv node` processes on loopback in a
+//! temporary directory, with free ports, that kills whatever it started when dropped.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
+/// Generous: default detection takes about 7 s, a rejoin about 1 s.
+pub const DEADLINE: Duration = Duration::from_secs(40);
+
+pub fn free_tcp() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    l.local_addr().expect("addr")
+}
+
+pub fn free_udp() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    s.local_addr().expect("addr")
+}
+
+pub struct NodeAddrs {
+    pub id: String,
+    pub peer: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// A cluster of real processes in a temporary directory; stops them all when dropped.
+pub struct TestCluster {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub nodes: Vec<NodeAddrs>,
+    pub procs: BTreeMap<String, Child>,
+    pub http: reqwest::Client,
+}
+
+impl TestCluster {
+    pub fn new(name: &str, n: usize, fault_injection: bool) -> TestCluster {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "quorumkv-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let nodes: Vec<NodeAddrs> = (1..=n)
+            .map(|i| NodeAddrs {
+                id: format!("n{i}"),
+                peer: free_udp(),
+                http: free_tcp(),
+            })
+            .collect();
+        let config = dir.join("cluster.toml");
+        std::fs::write(&config, config_text(name, &nodes, fault_injection, "data"))
+            .expect("write config");
+        let cluster = TestCluster {
+            dir,
+            config,
+            nodes,
+            procs: BTreeMap::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("http client"),
+        };
+        cluster.certs(&cluster.config);
+        cluster
+    }
+
+    pub fn certs(&self, config: &Path) {
+        let out = Command::new(BIN)
+            .args(["certs", "--config"])
+            .arg(config)
+            .output()
+            .expect("run quorumkv certs");
+        assert!(
+            out.status.success(),
+            "quorumkv certs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn node(&self, id: &str) -> &NodeAddrs {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("node in cluster")
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.log"))
+    }
+
+    pub fn log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+
+    /// Starts node `id` with extra arguments, logging to `<dir>/<id>.log`.
+    pub fn start_with(&mut self, id: &str, config: &Path, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = Command::new(BIN)
+            .args(["node", "--config"])
+            .arg(config)
+            .args(["--id", id])
+            .args(extra)
+            .env("RUST_LOG", "info,quinn=warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("start node");
+        self.procs.insert(id.to_string(), child);
+    }
+
+    pub fn start(&mut self, id: &str) {
+        let config = self.config.clone();
+        self.start_with(id, &config, &[]);
+    }
+
+    pub fn kill9(&mut self, id: &str) {
+        if let Some(mut child) = self.procs.remove(id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then the exit status (within 15 s).
+    pub fn terminate(&mut self, id: &str) -> std::process::ExitStatus {
+        let mut child = self.procs.remove(id).expect("running node");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "node {id} did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub async fn get(&self, id: &str, path: &str) -> Option<(u16, Value)> {
+        let url = format!("http://{}{path}", self.node(id).http);
+        let resp = self.http.get(url).send().await.ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn status(&self, id: &str) -> Option<Value> {
+        self.get(id, "/admin/status").await.map(|(_, v)| v)
+    }
+
+    /// `viewer`'s opinion of `member`, if `viewer` answers.
+    pub async fn state(&self, viewer: &str, member: &str) -> Option<String> {
+        let status = self.status(viewer).await?;
+        status["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == member)
+            .and_then(|m| m["state"].as_str().map(str::to_string))
+    }
+
+    /// Polls until every viewer sees every member in the expected state; returns the time.
+    pub async fn until_states(&self, viewers: &[&str], members: &[&str], want: &str) -> Duration {
+        let start = Instant::now();
+        loop {
+            let mut all = true;
+            let mut seen = String::new();
+            for v in viewers {
+                for m in members {
+                    let s = self.state(v, m).await;
+                    let _ = write!(seen, "{v} sees {m} {s:?}; ");
+                    all &= s.as_deref() == Some(want);
+                }
+            }
+            if all {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "not all {want} after {DEADLINE:?}: {seen}\nlogs:\n{}",
+                self.all_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn post_faults(&self, id: &str, body: &str) -> (u16, Value) {
+        let url = format!("http://{}/admin/faults", self.node(id).http);
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST /admin/faults");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete_faults(&self, id: &str) -> u16 {
+        let url = format!("http://{}/admin/faults", self.node(id).http);
+        let resp = self
+            .http
+            .delete(url)
+            .send()
+            .await
+            .expect("DELETE /admin/faults");
+        resp.status().as_u16()
+    }
+
+    /// `http://HOST:PORT` of node `id`.
+    pub fn base(&self, id: &str) -> String {
+        format!("http://{}", self.node(id).http)
+    }
+
+    /// A `quorumkv::Client` of node `id`.
+    pub fn client(&self, id: &str) -> quorumkv::Client {
+        quorumkv::Client::new(&self.base(id), Duration::from_secs(30)).expect("client")
+    }
+
+    /// Starts the nodes and waits until each sees all of them alive.
+    pub async fn start_all(&mut self, ids: &[&str]) {
+        for id in ids {
+            self.start(id);
+        }
+        self.until_states(ids, ids, "alive").await;
+    }
+
+    /// Sets `/admin/faults` so that `left` and `right` cannot reach each other.
+    pub async fn partition(&self, left: &[&str], right: &[&str]) {
+        let faults = |other: &[&str]| serde_json::json!({ "drop": other }).to_string();
+        for id in left {
+            let (code, body) = self.post_faults(id, &faults(right)).await;
+            assert_eq!(code, 204, "{body}");
+        }
+        for id in right {
+            let (code, body) = self.post_faults(id, &faults(left)).await;
+            assert_eq!(code, 204, "{body}");
+        }
+    }
+
+    /// Clears the faults of every node.
+    pub async fn heal(&self) {
+        for n in &self.nodes {
+            assert_eq!(self.delete_faults(&n.id).await, 204);
+        }
+    }
+
+    /// The sum of a Prometheus metric's samples on node `id` (all label sets).
+    pub async fn metric(&self, id: &str, name: &str) -> f64 {
+        let url = format!("{}/metrics", self.base(id));
+        let text = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn all_logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {} ---\n{}", n.id, self.log(&n.id)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.procs) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn config_text(
+    name: &str,
+    nodes: &[NodeAddrs],
+    fault_injection: bool,
+    data_dir: &str,
+) -> String {
+    let mut s = format!(
+        "[cluster]\nname = \"{name}\"\nfault_injection = {fault_injection}\ndata_dir = \"{data_dir}\"\n"
+    );
+    for (i, n) in nodes.iter().enumerate() {
+        let zone = if i % 2 == 0 { "zone-a" } else { "zone-b" };
+        let _ = write!(
+            s,
+            "\n[[node]]\nid = \"{}\"\nzone = \"{zone}\"\npeer = \"{}\"\nhttp = \"{}\"\nresp = \"{}\"\n",
+            n.id,
+            n.peer,
+            n.http,
+            free_tcp()
+        );
+    }
+    s
+}
