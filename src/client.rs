@@ -476,3 +476,54 @@ impl Answer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_become_one_percent_encoded_segment() {
+        let c = Client::new("127.0.0.1:8101", Duration::from_secs(1)).expect("client");
+        assert_eq!(
+            c.url(&["kv", "a/b c?d#é"]).as_str(),
+            "http://127.0.0.1:8101/kv/a%2Fb%20c%3Fd%23%C3%A9"
+        );
+        let c = Client::new("http://node:1/prefix/", Duration::from_secs(1)).expect("client");
+        assert_eq!(c.url(&["set", "s"]).as_str(), "http://node:1/prefix/set/s");
+    }
+
+    #[test]
+    fn consistency_becomes_query_pairs() {
+        let c = Consistency {
+            n: Some(3),
+            w: Some(crate::config::Quorum::All),
+            r: Some(crate::config::Quorum::Count(2)),
+            timeout_ms: Some(500),
+            sloppy: Some(false),
+        };
+        let q: Vec<String> = query(&c).iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(q, ["n=3", "w=all", "r=2", "timeout_ms=500", "sloppy=false"]);
+        assert!(query(&Consistency::default()).is_empty());
+    }
+
+    #[test]
+    fn bad_addresses_and_unsendable_keys_are_refused_before_any_request() {
+        assert!(matches!(
+            Client::new("ftp://x", Duration::from_secs(1)),
+            Err(ClientError::Invalid(_))
+        ));
+        assert!(matches!(
+            Client::new("http://[::1", Duration::from_secs(1)),
+            Err(ClientError::Invalid(_))
+        ));
+        let c = Client::new("127.0.0.1:1", Duration::from_secs(1)).expect("client");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let e = rt
+            .block_on(c.lww_get("..", &Consistency::default()))
+            .expect_err("refused");
+        assert!(matches!(e, ClientError::Invalid(_)), "{e}");
+    }
+}

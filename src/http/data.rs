@@ -148,14 +148,22 @@ fn context(headers: &HeaderMap) -> Result<Option<CausalContext>, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("X-Context: {e}")))
 }
 
-/// Reads the body, refusing more than the cluster's largest value with 413 before reading it
-/// all.
+/// How much of an oversized body is read (and thrown away) past the limit before the 413,
+/// so that clients that send the whole body before reading the answer (most do, without
+/// `Expect: 100-continue`) see the 413 rather than a broken pipe. Beyond this the connection
+/// is closed instead.
+const DRAIN_BEYOND_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// Reads the body, refusing more than the cluster's largest value with 413 without ever
+/// buffering more than that.
 async fn body(
     coordinator: &Coordinator,
     headers: &HeaderMap,
-    body: Body,
+    mut body: Body,
 ) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let max = coordinator.defaults().max_value_bytes;
+    let drain_to = max as u64 + DRAIN_BEYOND_LIMIT;
     let too_large = |len: String| {
         ApiError::from(OpError::TooLarge(format!(
             "the body is {len} bytes; this cluster stores values of at most {max} bytes"
@@ -166,18 +174,39 @@ async fn body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&len| len > max as u64) {
+        if len <= drain_to {
+            discard(&mut body, len).await;
+        }
         return Err(too_large(len.to_string()));
     }
-    axum::body::to_bytes(body, max).await.map_err(|e| {
-        let over = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        if over {
-            too_large(format!("more than {max}"))
-        } else {
-            ApiError::bad_request(format!("cannot read the request body: {e}"))
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() + data.len() > max {
+            discard(&mut body, drain_to).await;
+            return Err(too_large(format!("more than {max}")));
         }
-    })
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and drops up to `limit` more bytes of `body`.
+async fn discard(body: &mut Body, limit: u64) {
+    use http_body_util::BodyExt;
+    let mut seen = 0u64;
+    while seen < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            _ => return,
+        }
+    }
 }
 
 fn with_context(mut response: Response, ctx: Option<&CausalContext>) -> Response {
