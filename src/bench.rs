@@ -323,8 +323,12 @@ impl std::fmt::Display for Report {
         let q = |v: &Option<String>| v.clone().unwrap_or_else(|| "default".into());
         writeln!(
             f,
-            "/{:?} on {} node(s), concurrency {}, {} keys, {}-byte values, n={} w={} r={}",
-            self.space,
+            "/{} on {} node(s), concurrency {}, {} keys, {}-byte values, n={} w={} r={}",
+            match self.space {
+                BenchSpace::Lww => "lww",
+                BenchSpace::Kv => "kv",
+                BenchSpace::Counter => "counter",
+            },
             self.nodes.len(),
             self.concurrency,
             self.keys,

@@ -335,8 +335,8 @@ fn print_kv(read: KvRead, json: bool, o: &mut Outcome) {
         [] => not_found(o, false),
         [one] => print_value(o, one),
         many => {
-            o.note(&format!(
-                "{} siblings (resolve by writing with the context):",
+            o.out(format!(
+                "{} siblings (resolve by writing with the context):\n",
                 many.len()
             ));
             for (i, v) in many.iter().enumerate() {
@@ -486,9 +486,8 @@ mod tests {
         print_kv(read, false, &mut o);
         assert_eq!(
             String::from_utf8_lossy(&o.stdout),
-            "1) \"blue\"\n2) base64:/wA=\n"
+            "2 siblings (resolve by writing with the context):\n1) \"blue\"\n2) base64:/wA=\n"
         );
-        assert!(o.stderr.contains("2 siblings"));
         assert!(o.stderr.contains("context: CTX"));
         assert_eq!(o.code, 0);
     }

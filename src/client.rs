@@ -405,16 +405,20 @@ pub fn query(c: &Consistency) -> Vec<(&'static str, String)> {
     q
 }
 
-/// A reqwest error with its causes, which carry the useful part ("connection refused").
+/// A reqwest error's causes, which carry the useful part ("connection refused"); its own
+/// message only repeats the URL.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
+    let mut causes = Vec::new();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        causes.push(s.to_string());
         source = s.source();
     }
-    text
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    }
 }
 
 fn header(resp: &Answer, name: &str) -> Option<String> {

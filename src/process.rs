@@ -182,6 +182,10 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         faults: transport.faults().clone(),
         fault_injection: config.cluster.fault_injection,
         coordinator,
+        readiness: http::Readiness {
+            expected: seeds.iter().map(|s| s.id.clone()).collect(),
+            started: std::time::Instant::now(),
+        },
     });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {

@@ -266,3 +266,48 @@ fn a_node_without_a_certificate_refuses_to_start_and_names_the_fix() {
         "message names the command: {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_waits_until_the_node_knows_its_cluster() {
+    let mut c = TestCluster::new("ready", 3, false);
+    c.start("n1");
+    // n1 answers, but is not ready: it has not heard of n2 and n3.
+    let start = Instant::now();
+    let (code, body) = loop {
+        if let Some(answer) = c.get("n1", "/health").await {
+            break answer;
+        }
+        assert!(start.elapsed() < DEADLINE, "n1 never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"], "unavailable");
+    let message = body["message"].as_str().expect("message");
+    assert!(
+        message.contains("n2") && message.contains("n3"),
+        "{message}"
+    );
+
+    c.start("n2");
+    c.start("n3");
+    for id in ["n1", "n2", "n3"] {
+        let start = Instant::now();
+        while c.get(id, "/health").await.map(|(code, _)| code) != Some(200) {
+            assert!(start.elapsed() < DEADLINE, "{id} never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Ready everywhere means a request over the whole cluster works at once, from any node.
+    for id in ["n1", "n2", "n3"] {
+        let client = c.client(id);
+        let all = quorumkv::ops::Consistency {
+            n: Some(3),
+            w: Some(quorumkv::config::Quorum::All),
+            ..Default::default()
+        };
+        client
+            .lww_put("ready", id.to_string(), None, &all)
+            .await
+            .unwrap_or_else(|e| panic!("n=3 w=all right after {id} was ready: {e}"));
+    }
+}

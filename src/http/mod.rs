@@ -32,6 +32,22 @@ pub struct ApiState {
     /// `fault_injection` from the config; `/admin/faults` answers 403 without it.
     pub fault_injection: bool,
     pub coordinator: Coordinator,
+    /// When this node may call itself ready (see [`health`]).
+    pub readiness: Readiness,
+}
+
+/// How long a starting node waits to hear of the members of its cluster file before it
+/// answers `/health` anyway (some of them may be down for good).
+pub const JOIN_GRACE: Duration = Duration::from_secs(10);
+
+/// What `/health` waits for: the node has heard of every other node of its cluster file (in
+/// any state, so a member the others know to be dead counts), or [`JOIN_GRACE`] has passed.
+/// Until then those nodes count as dead and requests that need them fail, so a client (or
+/// `make cluster`) that waits for `/health` never sees that start-up window.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    pub expected: Vec<String>,
+    pub started: std::time::Instant,
 }
 
 /// An API error: status, code and a message that says what to fix.
@@ -106,8 +122,30 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> &'static str {
-    "ok\n"
+async fn health(State(state): State<ApiState>) -> Response {
+    let view = Arc::clone(&state.view.borrow());
+    let unheard: Vec<&str> = state
+        .readiness
+        .expected
+        .iter()
+        // Members of the cluster file start out as placeholders of generation 0, dead until
+        // gossip tells of a real process life (alive, or dead/left as others saw it).
+        .filter(|id| view.member(id).is_none_or(|m| m.info.generation == 0))
+        .map(String::as_str)
+        .collect();
+    if unheard.is_empty() || state.readiness.started.elapsed() >= JOIN_GRACE {
+        return "ok\n".into_response();
+    }
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!(
+            "joining the cluster: not yet heard of {}; ready when they are known or {} s after start",
+            unheard.join(", "),
+            JOIN_GRACE.as_secs()
+        ),
+    )
+    .into_response()
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {

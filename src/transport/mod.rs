@@ -113,4 +113,13 @@ impl FaultTable {
     pub fn delay(&self, peer: &str) -> Duration {
         self.read().delay.get(peer).copied().unwrap_or_default()
     }
+
+    /// Waits out the delay to `peer`. Without one it returns at once: even a zero-length
+    /// tokio sleep waits for the timer's next tick (up to 1 ms), which every message would pay.
+    pub async fn wait_delay(&self, peer: &str) {
+        let delay = self.delay(peer);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
 }

@@ -793,7 +793,7 @@ impl QuicTransport {
                             let resp = handler.request(&id, req).await;
                             let bytes = rpc::encode(&resp)
                                 .map_err(|_| QuicError::Protocol("unencodable response"))?;
-                            tokio::time::sleep(this.inner.faults.delay(&id)).await;
+                            this.inner.faults.wait_delay(&id).await;
                             write_frame(&mut send, &bytes, deadline).await
                         }
                         .await;
@@ -937,7 +937,7 @@ impl Transport for QuicTransport {
         };
         let (this, to) = (self.clone(), to.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(this.inner.faults.delay(&to.id)).await;
+            this.inner.faults.wait_delay(&to.id).await;
             if let Err(e) = this.send_now(&to, &bytes).await {
                 tracing::trace!(peer = %to.id, "message not sent: {e}");
             }
@@ -960,11 +960,13 @@ impl Transport for QuicTransport {
             // The injected delay counts against the caller's deadline, as a slow link would.
             let deadline = Instant::now() + timeout;
             let delay = this.inner.faults.delay(&to.id);
-            if Instant::now() + delay >= deadline {
-                tokio::time::sleep_until(deadline).await;
-                return Err(TransportError::Timeout(to.id, timeout));
+            if !delay.is_zero() {
+                if Instant::now() + delay >= deadline {
+                    tokio::time::sleep_until(deadline).await;
+                    return Err(TransportError::Timeout(to.id, timeout));
+                }
+                tokio::time::sleep(delay).await;
             }
-            tokio::time::sleep(delay).await;
             let left = deadline.saturating_duration_since(Instant::now());
             this.call_now(&to, bytes, left).await
         })
