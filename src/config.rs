@@ -90,6 +90,11 @@ pub struct ClusterSettings {
     pub max_value_bytes: usize,
     pub fault_injection: bool,
     pub data_dir: PathBuf,
+    /// Hinted handoff: most keys and bytes of hints one node holds for one other node, and
+    /// the age after which a hint is dropped (keep it below `tombstone_grace_s`).
+    pub hint_max_keys: usize,
+    pub hint_max_bytes: usize,
+    pub hint_max_age_s: u64,
 }
 
 impl Default for ClusterSettings {
@@ -104,6 +109,9 @@ impl Default for ClusterSettings {
             max_value_bytes: 1024 * 1024,
             fault_injection: false,
             data_dir: PathBuf::from("data"),
+            hint_max_keys: 100_000,
+            hint_max_bytes: 64 * 1024 * 1024,
+            hint_max_age_s: 1800,
         }
     }
 }
@@ -205,6 +213,12 @@ impl Config {
                     c.replicas
                 ));
             }
+        }
+        if c.hint_max_keys == 0 || c.hint_max_bytes == 0 || c.hint_max_age_s == 0 {
+            return Err(
+                "[cluster] hint_max_keys, hint_max_bytes and hint_max_age_s must be at least 1"
+                    .into(),
+            );
         }
         if c.vnodes == 0 {
             return Err("[cluster] vnodes must be at least 1".into());

@@ -25,6 +25,11 @@ pub struct Metrics {
     /// Hinted handoff: hints stored for an unreachable owner, and delivered to it.
     pub hints_stored: IntCounter,
     pub hints_delivered: IntCounter,
+    /// Hints given up by `reason`: `overflow` (past the per-owner bounds, oldest first) or
+    /// `expired` (older than the maximum age).
+    pub hints_dropped: IntCounterVec,
+    /// Hints held for other nodes right now; set at scrape time.
+    pub hints_pending: IntGauge,
     /// Keys repaired by Merkle-tree anti-entropy.
     pub anti_entropy_repairs: IntCounter,
     /// Members as this node sees them, by state; set at scrape time.
@@ -72,6 +77,11 @@ impl Metrics {
             &["state"],
         );
         let keys = IntGauge::new("keys", "Keys in this node's store, tombstones included");
+        let hints_dropped = IntCounterVec::new(
+            Opts::new("hints_dropped_total", "Hints given up, by reason"),
+            &["reason"],
+        );
+        let hints_pending = IntGauge::new("hints_pending", "Hints held for other nodes");
         // Names and label sets are fixed literals, so construction cannot fail at run time;
         // the expect documents that invariant.
         let m = Metrics {
@@ -84,6 +94,8 @@ impl Metrics {
                 .expect("valid metric"),
             hints_delivered: counter("hints_delivered_total", "Hints delivered to their owners")
                 .expect("valid metric"),
+            hints_dropped: hints_dropped.expect("valid metric"),
+            hints_pending: hints_pending.expect("valid metric"),
             anti_entropy_repairs: counter(
                 "anti_entropy_repairs_total",
                 "Keys repaired by Merkle-tree anti-entropy",
@@ -100,6 +112,8 @@ impl Metrics {
             Box::new(m.read_repairs.clone()),
             Box::new(m.hints_stored.clone()),
             Box::new(m.hints_delivered.clone()),
+            Box::new(m.hints_dropped.clone()),
+            Box::new(m.hints_pending.clone()),
             Box::new(m.anti_entropy_repairs.clone()),
             Box::new(m.members.clone()),
             Box::new(m.keys.clone()),

@@ -41,6 +41,18 @@ pub enum Request {
     /// Coordinate a client's write on behalf of a node that is not a replica of the key
     /// (writes that issue dots need a replica's store); answered with [`Response::Written`].
     Coordinate { key: Key, write: Write, plan: Plan },
+    /// Hold a write for `owner`, a replica that could not take it, and deliver it when the
+    /// owner is reachable again (hinted handoff); answered with [`Response::Merged`].
+    Hint {
+        owner: String,
+        key: Key,
+        value: Value,
+    },
+    /// Merge many keys at once (hint delivery, anti-entropy, ownership transfers); answered
+    /// with [`Response::MergedBatch`].
+    MergeBatch { items: Vec<(Key, Value)> },
+    /// The states of many keys at once; answered with [`Response::States`], in order.
+    ReadBatch { keys: Vec<Key> },
 }
 
 /// Answers to [`Request`]s.
@@ -54,6 +66,11 @@ pub enum Response {
     Merged(Option<Value>),
     /// The outcome of a coordinated write.
     Written(Result<Written, OpError>),
+    /// The outcome of a [`Request::MergeBatch`]: the items that could not be merged (by
+    /// index) and why; empty when all were.
+    MergedBatch { failed: Vec<(u32, String)> },
+    /// Answer to [`Request::ReadBatch`]: one state per key asked, in order.
+    States(Vec<Option<Value>>),
     /// The request could not be served; says why.
     Error(String),
 }

@@ -16,6 +16,8 @@
 //! a process over QUIC and in a simulated cluster on tokio's paused clock.
 
 pub mod gather;
+pub mod handoff;
+pub mod hints;
 pub mod replica;
 
 use std::sync::{Arc, Mutex};
@@ -37,12 +39,13 @@ use crate::storage::{Key, Kind, Store, StoreError, Value};
 use crate::transport::{BoxFuture, Peer, Transport, TransportError};
 
 use gather::{Gathered, InFlight, gather};
+use hints::{HintLimits, HintStore};
 
 /// How far ahead of this node's clock another node's LWW timestamp may be before the clock
 /// stops following it (it still orders after it, by the logical part).
 const MAX_CLOCK_DRIFT_MS: u64 = 60_000;
 
-/// The cluster's defaults for what a request leaves out.
+/// The cluster's defaults for what a request leaves out, and the coordinator's bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Defaults {
     pub n: u32,
@@ -50,6 +53,14 @@ pub struct Defaults {
     pub r: Quorum,
     pub timeout_ms: u64,
     pub max_value_bytes: usize,
+    /// Bounds on the hints this node holds for others.
+    pub hints: HintLimits,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults::from(&crate::config::ClusterSettings::default())
+    }
 }
 
 impl From<&crate::config::ClusterSettings> for Defaults {
@@ -60,6 +71,11 @@ impl From<&crate::config::ClusterSettings> for Defaults {
             r: c.read_quorum,
             timeout_ms: c.request_timeout_ms,
             max_value_bytes: c.max_value_bytes,
+            hints: HintLimits {
+                max_keys_per_owner: c.hint_max_keys,
+                max_bytes_per_owner: c.hint_max_bytes,
+                max_age_ms: c.hint_max_age_s.saturating_mul(1000),
+            },
         }
     }
 }
@@ -90,6 +106,8 @@ struct Inner {
     hlc: Mutex<HybridClock>,
     defaults: Defaults,
     metrics: Metrics,
+    /// Writes held for replicas that could not take them (hinted handoff).
+    hints: HintStore,
 }
 
 /// One replica of a key, as the coordinator will reach it.
@@ -105,6 +123,7 @@ impl Coordinator {
         Coordinator {
             inner: Arc::new(Inner {
                 hlc: Mutex::new(HybridClock::new(spec.me.clone(), MAX_CLOCK_DRIFT_MS)),
+                hints: HintStore::new(spec.defaults.hints),
                 me: spec.me,
                 view: spec.view,
                 transport: spec.transport,
@@ -264,22 +283,31 @@ impl Coordinator {
 
     /// The replicas of `key` for `n`, in preference order.
     fn targets(&self, view: &ClusterView, key: &Key, n: u32) -> Vec<Target> {
-        view.ring
-            .preference_list(key.position(), n as usize)
-            .replicas
-            .into_iter()
-            .map(|m| {
-                let member = view.member(&m.id);
-                Target {
-                    id: m.id.clone(),
-                    peer: member.map(|v| Peer {
-                        id: v.info.id.clone(),
-                        addr: v.info.peer,
-                    }),
-                    state: member.map_or(MemberState::Dead, |v| v.state),
-                }
-            })
-            .collect()
+        self.placement(view, key, n).0
+    }
+
+    /// The replicas of `key` for `n`, in preference order, and the live members after them
+    /// in the ring's order: the fallbacks that take hints for unreachable replicas.
+    fn placement(&self, view: &ClusterView, key: &Key, n: u32) -> (Vec<Target>, Vec<Target>) {
+        let target = |m: &crate::ring::RingMember| {
+            let member = view.member(&m.id);
+            Target {
+                id: m.id.clone(),
+                peer: member.map(|v| Peer {
+                    id: v.info.id.clone(),
+                    addr: v.info.peer,
+                }),
+                state: member.map_or(MemberState::Dead, |v| v.state),
+            }
+        };
+        let list = view.ring.preference_list(key.position(), n as usize);
+        let replicas = list.replicas.into_iter().map(target).collect();
+        let fallbacks = list
+            .fallbacks
+            .map(target)
+            .filter(|t| t.state == MemberState::Alive)
+            .collect();
+        (replicas, fallbacks)
     }
 
     /// Runs a checked write. `may_forward` is false for a write another node forwarded here,
@@ -293,7 +321,7 @@ impl Coordinator {
     ) -> Result<Written, OpError> {
         let deadline = deadline(plan.timeout_ms);
         let view = self.view();
-        let targets = self.targets(&view, &key, plan.n);
+        let (targets, fallbacks) = self.placement(&view, &key, plan.n);
         let local = targets.iter().any(|t| t.id == self.inner.me);
         if write.issues_dots() && !local && may_forward {
             return self.forward(key, write, plan, &targets, deadline).await;
@@ -419,25 +447,9 @@ impl Coordinator {
             };
             ready.push((self.inner.me.clone(), merged));
         }
-        let calls = targets
-            .iter()
-            .filter(|t| t.id != self.inner.me)
-            .map(|t| {
-                let req = Request::Merge {
-                    key: key.clone(),
-                    value: delta.clone(),
-                    reply_state: want_state,
-                };
-                let call = self.call(t, req, deadline, "merge");
-                let call: BoxFuture<Result<Option<Value>, String>> = Box::pin(async move {
-                    match call.await? {
-                        Response::Merged(state) => Ok(state),
-                        other => Err(format!("unexpected answer {other:?}")),
-                    }
-                });
-                (t.id.clone(), call)
-            })
-            .collect();
+        let calls = self.replicate(
+            &key, &delta, &targets, fallbacks, plan, deadline, want_state,
+        );
         let g = gather(ready, calls, plan.w as usize, deadline).await;
         written.acks = g.ok.len() as u32;
         if written.acks < plan.w {

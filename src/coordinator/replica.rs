@@ -28,6 +28,31 @@ impl Coordinator {
                     Err(e) => Response::Error(e.to_string()),
                 }
             }
+            Request::Hint { owner, key, value } => {
+                if owner == self.me() {
+                    // A hint for this very node is just a write to it.
+                    return self.serve_replica(Request::Merge {
+                        key,
+                        value,
+                        reply_state: false,
+                    });
+                }
+                self.keep_hint(&owner, key, &value);
+                Response::Merged(None)
+            }
+            Request::MergeBatch { items } => {
+                let mut failed = Vec::new();
+                for (i, (key, value)) in items.iter().enumerate() {
+                    self.observe(value);
+                    if let Err(e) = self.store().merge(key, value, now) {
+                        failed.push((i as u32, e.to_string()));
+                    }
+                }
+                Response::MergedBatch { failed }
+            }
+            Request::ReadBatch { keys } => {
+                Response::States(keys.iter().map(|k| self.store().get(k, now)).collect())
+            }
             other => Response::Error(format!("not a replica request: {other:?}")),
         }
     }
@@ -42,21 +67,30 @@ impl Coordinator {
         }
     }
 
-    /// Runs the store's TTL expiry and tombstone reaping until the task is aborted.
+    /// Runs the node's housekeeping until the task is aborted: the store's TTL expiry and
+    /// tombstone reaping, and hint delivery.
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PURGE_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut purge = tokio::time::interval(PURGE_INTERVAL);
+            purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut hints = tokio::time::interval(super::handoff::HINT_DELIVERY_INTERVAL);
+            hints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                let stats = this.store().purge(this.now_ms());
-                if stats.expired + stats.reaped > 0 {
-                    tracing::debug!(
-                        expired = stats.expired,
-                        reaped = stats.reaped,
-                        "store purge"
-                    );
+                tokio::select! {
+                    _ = purge.tick() => {
+                        let stats = this.store().purge(this.now_ms());
+                        if stats.expired + stats.reaped > 0 {
+                            tracing::debug!(
+                                expired = stats.expired,
+                                reaped = stats.reaped,
+                                "store purge"
+                            );
+                        }
+                    }
+                    _ = hints.tick() => {
+                        this.deliver_hints().await;
+                    }
                 }
             }
         })

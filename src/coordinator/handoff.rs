@@ -1,0 +1,279 @@
+//! Hinted handoff: how a write reaches replicas that cannot take it, and how it gets to them
+//! later.
+//!
+//! A write goes to every replica of its preference list. When one is known to be down
+//! (membership says dead, or suspect while a live fallback exists) or its call fails, the
+//! write goes instead to the next live member after the preference list in ring order (the
+//! *fallback*) as a hint naming the replica it was meant for (its *owner*). With `sloppy=true`
+//! (the default) the fallback's acknowledgement counts toward W, as in Dynamo's sloppy quorum;
+//! with `sloppy=false` no fallback is used. Either way, a write that no fallback took is kept
+//! as a hint on the coordinator itself, without counting, so the owner still gets it.
+//!
+//! Every node delivers the hints it holds once their owner is alive again, in batches, and
+//! forgets each one only when the owner acknowledged it. Hints for an owner that has left the
+//! cluster (or was removed) go to the key's current replicas instead.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Coordinator, Target, is_reachable};
+use crate::membership::MemberState;
+use crate::ops::Plan;
+use crate::rpc::{Request, Response};
+use crate::storage::{Key, Value};
+use crate::transport::{BoxFuture, Peer};
+
+/// How often a node looks for hints it can deliver.
+pub const HINT_DELIVERY_INTERVAL: Duration = Duration::from_millis(500);
+/// Most hints (keys) in one delivery batch.
+const BATCH_KEYS: usize = 512;
+/// Stop adding hints to a batch past this many bytes.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Fallbacks not yet used by this write, in ring order.
+type Pool = Arc<Mutex<VecDeque<Target>>>;
+
+/// One replica's write, named by the replica: its merged state when asked for, `None` for a
+/// hint on a fallback.
+type ReplicaCall = (String, BoxFuture<Result<Option<Value>, String>>);
+
+fn take(pool: &Pool) -> Option<Target> {
+    pool.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop_front()
+}
+
+fn has_any(pool: &Pool) -> bool {
+    !pool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .is_empty()
+}
+
+impl Coordinator {
+    /// One call per replica in `targets` other than this node, each covered by a hint when
+    /// the replica cannot take the write. A hint on a fallback answers `Ok(None)`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn replicate(
+        &self,
+        key: &Key,
+        delta: &Value,
+        targets: &[Target],
+        fallbacks: Vec<Target>,
+        plan: Plan,
+        deadline: Instant,
+        reply_state: bool,
+    ) -> Vec<ReplicaCall> {
+        let pool: Pool = Arc::new(Mutex::new(if plan.sloppy {
+            fallbacks.into()
+        } else {
+            VecDeque::new()
+        }));
+        targets
+            .iter()
+            .filter(|t| t.id != self.me())
+            .map(|target| {
+                let id = target.id.clone();
+                let (this, t, pool) = (self.clone(), target.clone(), Arc::clone(&pool));
+                let (key, delta) = (key.clone(), delta.clone());
+                let call: BoxFuture<Result<Option<Value>, String>> = Box::pin(async move {
+                    // A suspect is skipped when a live fallback can stand in for it.
+                    let direct = is_reachable(t.state)
+                        && !(t.state == MemberState::Suspect && has_any(&pool));
+                    let error = if direct {
+                        let req = Request::Merge {
+                            key: key.clone(),
+                            value: delta.clone(),
+                            reply_state,
+                        };
+                        match this.call(&t, req, deadline, "merge").await {
+                            Ok(Response::Merged(state)) => return Ok(state),
+                            Ok(other) => format!("{}: unexpected answer {other:?}", t.id),
+                            Err(e) => e,
+                        }
+                    } else {
+                        format!("{} is {}", t.id, t.state.as_str())
+                    };
+                    while Instant::now() < deadline {
+                        let Some(fallback) = take(&pool) else { break };
+                        match this.hint_on(&fallback, &t.id, &key, &delta, deadline).await {
+                            Ok(()) => return Ok(None),
+                            Err(e) => tracing::debug!(fallback = %fallback.id, "hint refused: {e}"),
+                        }
+                    }
+                    // Nobody stood in: keep the write here for the owner, uncounted.
+                    this.keep_hint(&t.id, key, &delta);
+                    Err(error)
+                });
+                (id, call)
+            })
+            .collect()
+    }
+
+    /// Stores a hint for `owner` on `fallback` (in place when that is this node).
+    async fn hint_on(
+        &self,
+        fallback: &Target,
+        owner: &str,
+        key: &Key,
+        value: &Value,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        if fallback.id == self.me() {
+            self.keep_hint(owner, key.clone(), value);
+            return Ok(());
+        }
+        let req = Request::Hint {
+            owner: owner.to_string(),
+            key: key.clone(),
+            value: value.clone(),
+        };
+        match self.call(fallback, req, deadline, "hint").await? {
+            Response::Merged(_) => Ok(()),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Keeps a write for `owner` in this node's hint store.
+    pub(super) fn keep_hint(&self, owner: &str, key: Key, value: &Value) {
+        let added = self.inner.hints.add(owner, key, value, self.now_ms());
+        let m = &self.inner.metrics;
+        m.hints_stored.inc();
+        if added.dropped > 0 {
+            m.hints_dropped
+                .with_label_values(&["overflow"])
+                .inc_by(added.dropped as u64);
+            tracing::warn!(
+                owner,
+                dropped = added.dropped,
+                "hint store full for this owner: oldest hints dropped (anti-entropy will repair)"
+            );
+        }
+    }
+
+    /// Hints held and their bytes.
+    pub fn pending_hints(&self) -> (usize, usize) {
+        self.inner.hints.pending()
+    }
+
+    /// Delivers what can be delivered now: every hint whose owner is alive goes to it, and
+    /// hints for owners that left go to the key's current replicas. Returns how many hints
+    /// were delivered.
+    pub async fn deliver_hints(&self) -> usize {
+        let mut delivered = 0;
+        for owner in self.inner.hints.owners() {
+            let view = self.view();
+            let member = view.member(&owner);
+            let state = member.map(|m| m.state);
+            let gone = matches!(state, None | Some(MemberState::Left))
+                || view.ring.member(&owner).is_none();
+            if state != Some(MemberState::Alive) && !gone {
+                continue;
+            }
+            loop {
+                let now = self.now_ms();
+                let (batch, expired) = self.inner.hints.batch(&owner, BATCH_KEYS, BATCH_BYTES, now);
+                if expired > 0 {
+                    self.inner
+                        .metrics
+                        .hints_dropped
+                        .with_label_values(&["expired"])
+                        .inc_by(expired as u64);
+                    tracing::warn!(owner, expired, "hints older than the maximum age dropped");
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                let acked: Vec<bool> = if gone {
+                    self.deliver_to_replicas(&batch).await
+                } else {
+                    let Some(peer) = member.map(|m| Peer {
+                        id: m.info.id.clone(),
+                        addr: m.info.peer,
+                    }) else {
+                        break;
+                    };
+                    self.deliver_to(&peer, &batch).await
+                };
+                let mut progress = false;
+                for (hint, ok) in batch.iter().zip(&acked) {
+                    if *ok && self.inner.hints.delivered(&owner, &hint.key, hint.version) {
+                        delivered += 1;
+                        progress = true;
+                    }
+                }
+                if !acked.iter().all(|ok| *ok) || !progress {
+                    break;
+                }
+            }
+        }
+        self.inner.metrics.hints_delivered.inc_by(delivered as u64);
+        if delivered > 0 {
+            tracing::info!(delivered, "hints delivered");
+        }
+        delivered
+    }
+
+    /// Sends a batch of hints to their owner; which ones it acknowledged.
+    async fn deliver_to(&self, peer: &Peer, batch: &[super::hints::Hint]) -> Vec<bool> {
+        let items = batch
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect();
+        let timeout = Duration::from_millis(self.inner.defaults.timeout_ms);
+        let result = self
+            .inner
+            .transport
+            .call(peer, Request::MergeBatch { items }, timeout)
+            .await;
+        self.inner.metrics.rpc("hint_delivery", result.is_ok());
+        match result {
+            Ok(Response::MergedBatch { failed }) => {
+                let mut acked = vec![true; batch.len()];
+                for (i, why) in failed {
+                    tracing::warn!(owner = %peer.id, "hint not merged: {why}");
+                    if let Some(a) = acked.get_mut(i as usize) {
+                        *a = false;
+                    }
+                }
+                acked
+            }
+            Ok(other) => {
+                tracing::debug!(owner = %peer.id, "unexpected answer to hints: {other:?}");
+                vec![false; batch.len()]
+            }
+            Err(e) => {
+                tracing::debug!(owner = %peer.id, "hint delivery failed: {e}");
+                vec![false; batch.len()]
+            }
+        }
+    }
+
+    /// For an owner that is gone: merges each hint into the key's current replicas (the
+    /// cluster's default N); a hint counts as delivered once one replica has it.
+    async fn deliver_to_replicas(&self, batch: &[super::hints::Hint]) -> Vec<bool> {
+        let view = self.view();
+        let n = self.inner.defaults.n.min(view.ring.len() as u32);
+        let deadline = Instant::now() + Duration::from_millis(self.inner.defaults.timeout_ms);
+        let mut acked = Vec::with_capacity(batch.len());
+        for hint in batch {
+            let mut any = false;
+            for t in self.targets(&view, &hint.key, n) {
+                let req = Request::Merge {
+                    key: hint.key.clone(),
+                    value: hint.value.clone(),
+                    reply_state: false,
+                };
+                any |= matches!(
+                    self.call(&t, req, deadline, "hint_delivery").await,
+                    Ok(Response::Merged(_))
+                );
+            }
+            acked.push(any);
+        }
+        acked
+    }
+}
