@@ -121,6 +121,7 @@ impl Cluster {
                 r: Quorum::Quorum,
                 timeout_ms: 1000,
                 max_value_bytes: 1 << 20,
+                ..Defaults::default()
             },
             metrics: Metrics::new(),
         });
@@ -229,7 +230,9 @@ fn settings(w: u32, r: u32) -> Consistency {
         w: Some(Quorum::Count(w)),
         r: Some(Quorum::Count(r)),
         timeout_ms: Some(500),
-        sloppy: None,
+        // Strict quorums: W + R > N promises a read sees every acknowledged write only when
+        // hinted writes on fallbacks do not count (a hint can be lost with its holder).
+        sloppy: Some(false),
     }
 }
 
