@@ -95,6 +95,9 @@ pub struct ClusterSettings {
     pub hint_max_keys: usize,
     pub hint_max_bytes: usize,
     pub hint_max_age_s: u64,
+    /// Anti-entropy: time between rounds (0: off) and most keys repaired per second.
+    pub anti_entropy_interval_ms: u64,
+    pub anti_entropy_keys_per_sec: u64,
 }
 
 impl Default for ClusterSettings {
@@ -112,6 +115,8 @@ impl Default for ClusterSettings {
             hint_max_keys: 100_000,
             hint_max_bytes: 64 * 1024 * 1024,
             hint_max_age_s: 1800,
+            anti_entropy_interval_ms: 10_000,
+            anti_entropy_keys_per_sec: 2_000,
         }
     }
 }
@@ -219,6 +224,9 @@ impl Config {
                 "[cluster] hint_max_keys, hint_max_bytes and hint_max_age_s must be at least 1"
                     .into(),
             );
+        }
+        if c.anti_entropy_keys_per_sec == 0 {
+            return Err("[cluster] anti_entropy_keys_per_sec must be at least 1".into());
         }
         if c.vnodes == 0 {
             return Err("[cluster] vnodes must be at least 1".into());

@@ -30,8 +30,11 @@ pub struct Metrics {
     pub hints_dropped: IntCounterVec,
     /// Hints held for other nodes right now; set at scrape time.
     pub hints_pending: IntGauge,
-    /// Keys repaired by Merkle-tree anti-entropy.
+    /// Keys repaired by Merkle-tree anti-entropy, its rounds, and the payload bytes it sent
+    /// and received.
     pub anti_entropy_repairs: IntCounter,
+    pub anti_entropy_rounds: IntCounter,
+    pub anti_entropy_bytes: IntCounter,
     /// Members as this node sees them, by state; set at scrape time.
     pub members: IntGaugeVec,
     /// Keys (tombstones included) in this node's store; set at scrape time.
@@ -101,6 +104,13 @@ impl Metrics {
                 "Keys repaired by Merkle-tree anti-entropy",
             )
             .expect("valid metric"),
+            anti_entropy_rounds: counter("anti_entropy_rounds_total", "Anti-entropy rounds run")
+                .expect("valid metric"),
+            anti_entropy_bytes: counter(
+                "anti_entropy_bytes_total",
+                "Anti-entropy request and answer payload bytes",
+            )
+            .expect("valid metric"),
             members: members.expect("valid metric"),
             keys: keys.expect("valid metric"),
             registry,
@@ -115,6 +125,8 @@ impl Metrics {
             Box::new(m.hints_dropped.clone()),
             Box::new(m.hints_pending.clone()),
             Box::new(m.anti_entropy_repairs.clone()),
+            Box::new(m.anti_entropy_rounds.clone()),
+            Box::new(m.anti_entropy_bytes.clone()),
             Box::new(m.members.clone()),
             Box::new(m.keys.clone()),
         ];

@@ -66,7 +66,7 @@ fn first_u64(bytes: &[u8; 32]) -> u64 {
 
 /// An arc of the ring: the positions in `(after, upto]`, wrapping past `u64::MAX`; when
 /// `after == upto` it is the whole ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Arc {
     pub after: u64,
     pub upto: u64,
@@ -239,6 +239,35 @@ impl Ring {
             .collect()
     }
 
+    /// For each other member, the arcs of the ring where both it and `me` are among the first
+    /// `n` replicas: what the two must hold alike, and so compare in anti-entropy. Adjacent
+    /// arcs are joined; a member that shares the whole ring gets [`Arc::FULL`].
+    pub fn shared_arcs(&self, me: &str, n: usize) -> BTreeMap<String, Vec<Arc>> {
+        let mut shared: BTreeMap<String, Vec<Arc>> = BTreeMap::new();
+        if self.index_of(me).is_none() {
+            return shared;
+        }
+        let count = self.positions.len();
+        // Every position in a vnode's arc has the same preference list.
+        let mut per_vnode: Vec<Vec<&str>> = Vec::with_capacity(count);
+        for i in 0..count {
+            let list = self.preference_list(self.positions[i], n);
+            let ids: Vec<&str> = list.replicas.iter().map(|m| m.id.as_str()).collect();
+            per_vnode.push(if ids.contains(&me) { ids } else { Vec::new() });
+        }
+        for other in self.members.iter().filter(|m| m.id != me) {
+            let with: Vec<bool> = per_vnode
+                .iter()
+                .map(|ids| ids.contains(&other.id.as_str()))
+                .collect();
+            let arcs = join_arcs(&self.positions, &with);
+            if !arcs.is_empty() {
+                shared.insert(other.id.clone(), arcs);
+            }
+        }
+        shared
+    }
+
     /// The arcs for which `id` is the primary owner, in ring order.
     pub fn primary_arcs(&self, id: &str) -> Vec<Arc> {
         let Some(idx) = self.index_of(id) else {
@@ -340,6 +369,36 @@ impl<'a> Iterator for Walk<'a> {
         }
         None
     }
+}
+
+/// The arcs `(positions[i-1], positions[i]]` for which `pick[i]` holds, with neighbours
+/// joined (also across the wrap); all of them is the full ring.
+fn join_arcs(positions: &[u64], pick: &[bool]) -> Vec<Arc> {
+    let n = positions.len();
+    if n == 0 || !pick.iter().any(|p| *p) {
+        return Vec::new();
+    }
+    if pick.iter().all(|p| *p) {
+        return vec![Arc::FULL];
+    }
+    // Start right after an unpicked vnode so no run is cut by the wrap.
+    let start = (0..n).find(|&i| !pick[i]).map_or(0, |i| (i + 1) % n);
+    let mut arcs = Vec::new();
+    let mut run: Option<Arc> = None;
+    for k in 0..n {
+        let i = (start + k) % n;
+        let arc = Arc {
+            after: positions[(i + n - 1) % n],
+            upto: positions[i],
+        };
+        match (pick[i], run.as_mut()) {
+            (true, Some(r)) => r.upto = arc.upto,
+            (true, None) => run = Some(arc),
+            (false, _) => arcs.extend(run.take()),
+        }
+    }
+    arcs.extend(run);
+    arcs
 }
 
 #[cfg(test)]

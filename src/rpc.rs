@@ -9,7 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ops::{OpError, Plan, Write, Written};
+use crate::ring::Arc;
+use crate::storage::merkle::{Answer, Hash, Query};
 use crate::storage::{Key, Value};
+
+/// Most arcs one [`Request::ArcHashes`] may name.
+pub const MAX_ARCS: usize = 1 << 16;
 
 /// Version of the messages below; bump on any incompatible change.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -53,6 +58,11 @@ pub enum Request {
     MergeBatch { items: Vec<(Key, Value)> },
     /// The states of many keys at once; answered with [`Response::States`], in order.
     ReadBatch { keys: Vec<Key> },
+    /// The replica's Merkle hash of each arc (anti-entropy's first, cheap comparison);
+    /// answered with [`Response::Hashes`], in order.
+    ArcHashes { arcs: Vec<Arc> },
+    /// One step of a Merkle diff; answered with [`Response::Merkle`].
+    Merkle { query: Query },
 }
 
 /// Answers to [`Request`]s.
@@ -71,6 +81,10 @@ pub enum Response {
     MergedBatch { failed: Vec<(u32, String)> },
     /// Answer to [`Request::ReadBatch`]: one state per key asked, in order.
     States(Vec<Option<Value>>),
+    /// Answer to [`Request::ArcHashes`].
+    Hashes(Vec<Hash>),
+    /// Answer to [`Request::Merkle`].
+    Merkle(Answer<Key>),
     /// The request could not be served; says why.
     Error(String),
 }

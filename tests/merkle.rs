@@ -123,3 +123,43 @@ fn diff_over_a_ring_arc_finds_only_keys_in_it() {
     }
     assert!(total > 0);
 }
+
+#[test]
+fn arc_hashes_match_exactly_when_the_arc_holds_the_same_items() {
+    let a = MemStore::with(12, 60_000);
+    let b = MemStore::with(12, 60_000);
+    for i in 0..20_000 {
+        write(&a, &key(i), "v", 1);
+        write(&b, &key(i), "v", 1);
+    }
+    let ring = Ring::new((1..=5).map(|i| RingMember::new(format!("n{i}"), "z", 64))).unwrap();
+    let arcs = ring
+        .shared_arcs("n1", 3)
+        .remove("n2")
+        .expect("n1 and n2 share arcs");
+    for arc in &arcs {
+        assert_eq!(a.merkle().arc_hash(*arc), b.merkle().arc_hash(*arc));
+    }
+    // One key changed inside an arc changes that arc's hash only; one outside all arcs
+    // changes none.
+    let inside = (0..20_000)
+        .find(|&i| arcs[0].contains(key(i).position()))
+        .expect("a key in the first arc");
+    let outside = (0..20_000)
+        .find(|&i| !arcs.iter().any(|arc| arc.contains(key(i).position())))
+        .expect("a key outside");
+    write(&b, &key(inside), "changed", 2);
+    write(&b, &key(outside), "changed", 2);
+    let differing: Vec<usize> = (0..arcs.len())
+        .filter(|&i| a.merkle().arc_hash(arcs[i]) != b.merkle().arc_hash(arcs[i]))
+        .collect();
+    assert_eq!(differing, vec![0]);
+    assert_ne!(
+        a.merkle().arc_hash(Arc::FULL),
+        b.merkle().arc_hash(Arc::FULL)
+    );
+    assert_eq!(a.merkle().arc_hash(Arc::FULL), {
+        // The full-ring arc hash is the root.
+        a.merkle().root()
+    });
+}

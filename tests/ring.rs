@@ -189,3 +189,34 @@ fn fallbacks_follow_the_preference_list() {
         assert_eq!(full.iter().collect::<BTreeSet<_>>().len(), 6);
     }
 }
+
+#[test]
+fn shared_arcs_cover_exactly_the_positions_two_members_both_replicate() {
+    for (members, zones) in [(5, 1), (7, 3), (3, 2)] {
+        let ring = Ring::new(nodes(1..=members, zones)).unwrap();
+        let shared = ring.shared_arcs("n1", 3);
+        for pos in positions().into_iter().take(20_000) {
+            let replicas = list(&ring, pos, 3);
+            for other in (2..=members).map(|i| format!("n{i}")) {
+                let both = replicas.contains(&"n1".to_string()) && replicas.contains(&other);
+                let covered = shared
+                    .get(&other)
+                    .is_some_and(|arcs| arcs.iter().any(|a| a.contains(pos)));
+                assert_eq!(both, covered, "{members} members, {other} at {pos:#x}");
+            }
+        }
+    }
+    // With N equal to the cluster size every pair shares the whole ring, as one arc.
+    let ring = Ring::new(nodes(1..=3, 2)).unwrap();
+    let shared = ring.shared_arcs("n2", 3);
+    assert_eq!(shared.len(), 2);
+    assert!(
+        shared
+            .values()
+            .all(|arcs| arcs == &[quorumkv::ring::Arc::FULL])
+    );
+    assert!(
+        ring.shared_arcs("n9", 3).is_empty(),
+        "a non-member shares nothing"
+    );
+}

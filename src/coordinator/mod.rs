@@ -15,6 +15,7 @@
 //! Time comes from a [`Clock`] and the network from a [`Transport`], so the same code runs in
 //! a process over QUIC and in a simulated cluster on tokio's paused clock.
 
+pub mod antientropy;
 pub mod gather;
 pub mod handoff;
 pub mod hints;
@@ -38,6 +39,7 @@ use crate::rpc::{Request, Response};
 use crate::storage::{Key, Kind, Store, StoreError, Value};
 use crate::transport::{BoxFuture, Peer, Transport, TransportError};
 
+use antientropy::{AntiEntropySettings, Budget};
 use gather::{Gathered, InFlight, gather};
 use hints::{HintLimits, HintStore};
 
@@ -55,6 +57,7 @@ pub struct Defaults {
     pub max_value_bytes: usize,
     /// Bounds on the hints this node holds for others.
     pub hints: HintLimits,
+    pub anti_entropy: AntiEntropySettings,
 }
 
 impl Default for Defaults {
@@ -75,6 +78,10 @@ impl From<&crate::config::ClusterSettings> for Defaults {
                 max_keys_per_owner: c.hint_max_keys,
                 max_bytes_per_owner: c.hint_max_bytes,
                 max_age_ms: c.hint_max_age_s.saturating_mul(1000),
+            },
+            anti_entropy: AntiEntropySettings {
+                interval_ms: c.anti_entropy_interval_ms,
+                keys_per_sec: c.anti_entropy_keys_per_sec,
             },
         }
     }
@@ -108,6 +115,8 @@ struct Inner {
     metrics: Metrics,
     /// Writes held for replicas that could not take them (hinted handoff).
     hints: HintStore,
+    /// Keys anti-entropy may still repair this second.
+    anti_entropy_budget: Budget,
 }
 
 /// One replica of a key, as the coordinator will reach it.
@@ -124,6 +133,7 @@ impl Coordinator {
             inner: Arc::new(Inner {
                 hlc: Mutex::new(HybridClock::new(spec.me.clone(), MAX_CLOCK_DRIFT_MS)),
                 hints: HintStore::new(spec.defaults.hints),
+                anti_entropy_budget: Budget::new(spec.defaults.anti_entropy.keys_per_sec),
                 me: spec.me,
                 view: spec.view,
                 transport: spec.transport,

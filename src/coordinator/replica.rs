@@ -53,6 +53,22 @@ impl Coordinator {
             Request::ReadBatch { keys } => {
                 Response::States(keys.iter().map(|k| self.store().get(k, now)).collect())
             }
+            Request::ArcHashes { arcs } if arcs.len() > crate::rpc::MAX_ARCS => {
+                Response::Error(format!(
+                    "{} arcs asked for; at most {} per request",
+                    arcs.len(),
+                    crate::rpc::MAX_ARCS
+                ))
+            }
+            Request::ArcHashes { arcs } => Response::Hashes(
+                arcs.iter()
+                    .map(|a| self.store().merkle().arc_hash(*a))
+                    .collect(),
+            ),
+            Request::Merkle { query } => match self.store().merkle().answer(&query) {
+                Ok(answer) => Response::Merkle(answer),
+                Err(e) => Response::Error(e.to_string()),
+            },
             other => Response::Error(format!("not a replica request: {other:?}")),
         }
     }
@@ -68,14 +84,23 @@ impl Coordinator {
     }
 
     /// Runs the node's housekeeping until the task is aborted: the store's TTL expiry and
-    /// tombstone reaping, and hint delivery.
+    /// tombstone reaping, hint delivery, and anti-entropy rounds (each in a task of its own,
+    /// one at a time, aborted with the rest).
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
+        let ae_interval = self.defaults().anti_entropy.interval_ms;
         tokio::spawn(async move {
-            let mut purge = tokio::time::interval(PURGE_INTERVAL);
-            purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut hints = tokio::time::interval(super::handoff::HINT_DELIVERY_INTERVAL);
-            hints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let ticker = |period: Duration| {
+                let mut t = tokio::time::interval(period);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            };
+            let mut purge = ticker(PURGE_INTERVAL);
+            let mut hints = ticker(super::handoff::HINT_DELIVERY_INTERVAL);
+            // An interval of zero turns anti-entropy off: its ticker then never fires.
+            let mut ae = ticker(Duration::from_millis(ae_interval.max(1)));
+            ae.reset();
+            let mut rounds = tokio::task::JoinSet::new();
             loop {
                 tokio::select! {
                     _ = purge.tick() => {
@@ -90,6 +115,13 @@ impl Coordinator {
                     }
                     _ = hints.tick() => {
                         this.deliver_hints().await;
+                    }
+                    _ = ae.tick(), if ae_interval > 0 => {
+                        while rounds.try_join_next().is_some() {}
+                        if rounds.is_empty() {
+                            let this = this.clone();
+                            rounds.spawn(async move { this.anti_entropy_round().await; });
+                        }
                     }
                 }
             }

@@ -43,6 +43,16 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn new(name: &str, n: usize, fault_injection: bool) -> TestCluster {
+        Self::with_settings(name, n, fault_injection, "")
+    }
+
+    /// A cluster whose `[cluster]` table also holds `settings` (TOML lines).
+    pub fn with_settings(
+        name: &str,
+        n: usize,
+        fault_injection: bool,
+        settings: &str,
+    ) -> TestCluster {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "quorumkv-{name}-{}-{}",
@@ -59,8 +69,12 @@ impl TestCluster {
             })
             .collect();
         let config = dir.join("cluster.toml");
-        std::fs::write(&config, config_text(name, &nodes, fault_injection, "data"))
-            .expect("write config");
+        let text = config_text(name, &nodes, fault_injection, "data").replacen(
+            "\n\n[[node]]",
+            &format!("\n{settings}\n\n[[node]]"),
+            1,
+        );
+        std::fs::write(&config, text).expect("write config");
         let cluster = TestCluster {
             dir,
             config,

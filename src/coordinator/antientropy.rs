@@ -1,0 +1,301 @@
+//! Active anti-entropy: replicas that drifted apart (a lost hint, a write that reached too
+//! few replicas, a node restarted empty) are found and repaired without any read touching
+//! them.
+//!
+//! Every round, each node takes the arcs of the ring it shares with each other member (both
+//! among the key's first N replicas, N the cluster's `replicas`) and, for the members whose
+//! id sorts after its own (so each pair syncs once per round), compares one Merkle hash per
+//! arc. Only arcs whose hashes differ are diffed further, level by level down the tree, and
+//! only the keys found different are read from the peer, merged with the local state, and
+//! written back to whichever side was behind: both sides end with the join. In-sync replicas
+//! cost one small request per pair and round.
+//!
+//! Repairs are throttled to a budget of keys per second, so a large divergence (a node
+//! restarted empty) is worked off in the background without starving client requests.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::Coordinator;
+use crate::membership::MemberState;
+use crate::ring::Arc;
+use crate::rpc::{Request, Response};
+use crate::storage::merkle::MerkleDiff;
+use crate::storage::{Key, Value};
+use crate::transport::Peer;
+
+/// Keys read and written back per request while repairing.
+const REPAIR_BATCH: usize = 256;
+
+/// How often and how fast anti-entropy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AntiEntropySettings {
+    /// Time between rounds; zero turns anti-entropy off.
+    pub interval_ms: u64,
+    /// Most keys repaired per second.
+    pub keys_per_sec: u64,
+}
+
+impl Default for AntiEntropySettings {
+    fn default() -> Self {
+        AntiEntropySettings {
+            interval_ms: 10_000,
+            keys_per_sec: 2_000,
+        }
+    }
+}
+
+/// What one round (or one pair's sync) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundStats {
+    /// Peers compared with.
+    pub peers: usize,
+    /// Arcs whose hashes differed.
+    pub arcs_differing: usize,
+    /// Keys found different.
+    pub keys_differing: usize,
+    /// Keys changed on this node or the peer.
+    pub repaired: usize,
+    /// Request and answer payload bytes (the messages' encoding, without QUIC and TLS).
+    pub bytes: usize,
+}
+
+impl RoundStats {
+    fn add(&mut self, other: RoundStats) {
+        self.peers += other.peers;
+        self.arcs_differing += other.arcs_differing;
+        self.keys_differing += other.keys_differing;
+        self.repaired += other.repaired;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Encoded size of a message, for the byte count.
+fn wire_len<T: Serialize>(msg: &T) -> usize {
+    crate::rpc::encode(msg).map_or(0, |b| b.len())
+}
+
+/// A token bucket: repairs wait until the budget allows them.
+#[derive(Debug)]
+pub struct Budget {
+    per_sec: f64,
+    state: std::sync::Mutex<(f64, Instant)>,
+}
+
+impl Budget {
+    pub fn new(per_sec: u64) -> Self {
+        Budget {
+            per_sec: per_sec.max(1) as f64,
+            state: std::sync::Mutex::new((per_sec.max(1) as f64, Instant::now())),
+        }
+    }
+
+    /// Waits until `n` keys may be repaired, and spends them.
+    pub async fn spend(&self, n: usize) {
+        let wait = {
+            let mut st = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            let (tokens, last) = *st;
+            let tokens =
+                (tokens + now.duration_since(last).as_secs_f64() * self.per_sec).min(self.per_sec);
+            let left = tokens - n as f64;
+            *st = (left, now);
+            if left >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-left / self.per_sec)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Coordinator {
+    /// One anti-entropy round: syncs with every live member this node shares arcs with (and
+    /// whose id sorts after its own).
+    pub async fn anti_entropy_round(&self) -> RoundStats {
+        let view = self.view();
+        let n = self.inner.defaults.n.min(view.ring.len() as u32) as usize;
+        let me = self.me().to_string();
+        let mut total = RoundStats::default();
+        for (peer_id, arcs) in view.ring.shared_arcs(&me, n) {
+            if peer_id <= me {
+                continue;
+            }
+            let Some(member) = view.member(&peer_id) else {
+                continue;
+            };
+            if member.state != MemberState::Alive {
+                continue;
+            }
+            let peer = Peer {
+                id: peer_id.clone(),
+                addr: member.info.peer,
+            };
+            match self.sync_with(&peer, &arcs).await {
+                Ok(stats) => {
+                    if stats.repaired > 0 {
+                        tracing::info!(
+                            peer = %peer_id,
+                            arcs = stats.arcs_differing,
+                            keys = stats.keys_differing,
+                            repaired = stats.repaired,
+                            "anti-entropy repaired keys"
+                        );
+                    }
+                    total.add(stats);
+                }
+                Err(e) => tracing::debug!(peer = %peer_id, "anti-entropy sync failed: {e}"),
+            }
+        }
+        let m = &self.inner.metrics;
+        m.anti_entropy_rounds.inc();
+        m.anti_entropy_bytes.inc_by(total.bytes as u64);
+        total
+    }
+
+    /// Compares and repairs the keys in `arcs` with `peer`.
+    pub async fn sync_with(&self, peer: &Peer, arcs: &[Arc]) -> Result<RoundStats, String> {
+        let mut stats = RoundStats {
+            peers: 1,
+            ..RoundStats::default()
+        };
+        let merkle = self.inner.store.merkle();
+        let mut differing = Vec::new();
+        for chunk in arcs.chunks(crate::rpc::MAX_ARCS) {
+            let req = Request::ArcHashes {
+                arcs: chunk.to_vec(),
+            };
+            let Response::Hashes(theirs) = self.exchange(peer, req, &mut stats).await? else {
+                return Err("unexpected answer to ArcHashes".into());
+            };
+            if theirs.len() != chunk.len() {
+                return Err(format!(
+                    "{} arc hashes for {} arcs",
+                    theirs.len(),
+                    chunk.len()
+                ));
+            }
+            differing.extend(
+                chunk
+                    .iter()
+                    .zip(&theirs)
+                    .filter(|(arc, h)| merkle.arc_hash(**arc) != **h)
+                    .map(|(arc, _)| *arc),
+            );
+        }
+        stats.arcs_differing = differing.len();
+        for arc in differing {
+            let mut diff = MerkleDiff::new(merkle, arc);
+            while let Some(query) = diff.query() {
+                let req = Request::Merkle {
+                    query: query.clone(),
+                };
+                let Response::Merkle(answer) = self.exchange(peer, req, &mut stats).await? else {
+                    return Err("unexpected answer to a Merkle query".into());
+                };
+                diff.absorb(merkle, answer).map_err(|e| e.to_string())?;
+            }
+            let keys = diff.into_differences();
+            stats.keys_differing += keys.len();
+            for batch in keys.chunks(REPAIR_BATCH) {
+                self.inner.anti_entropy_budget.spend(batch.len()).await;
+                stats.repaired += self.repair_batch(peer, batch, &mut stats).await?;
+            }
+        }
+        self.inner
+            .metrics
+            .anti_entropy_repairs
+            .inc_by(stats.repaired as u64);
+        Ok(stats)
+    }
+
+    /// Brings `keys` to the join of this node's and `peer`'s states on both sides; returns
+    /// how many keys changed anywhere.
+    async fn repair_batch(
+        &self,
+        peer: &Peer,
+        keys: &[Key],
+        stats: &mut RoundStats,
+    ) -> Result<usize, String> {
+        let req = Request::ReadBatch {
+            keys: keys.to_vec(),
+        };
+        let Response::States(theirs) = self.exchange(peer, req, stats).await? else {
+            return Err("unexpected answer to ReadBatch".into());
+        };
+        if theirs.len() != keys.len() {
+            return Err(format!("{} states for {} keys", theirs.len(), keys.len()));
+        }
+        let now = self.now_ms();
+        let store = &self.inner.store;
+        let mut push: Vec<(Key, Value)> = Vec::new();
+        let mut repaired = 0;
+        for (key, remote) in keys.iter().zip(theirs) {
+            let local = store.get(key, now);
+            let mut changed = false;
+            if let Some(remote) = &remote {
+                self.observe(remote);
+                if local.as_ref() != Some(remote) {
+                    match store.merge(key, remote, now) {
+                        Ok(merged) => {
+                            changed |= local.as_ref() != Some(&merged);
+                        }
+                        Err(e) => {
+                            tracing::warn!(?key, "anti-entropy cannot merge: {e}");
+                            continue;
+                        }
+                    }
+                }
+            }
+            // Whatever this node now holds is at least the join; send it if the peer lacks it.
+            if let Some(joined) = store.get(key, now)
+                && remote.as_ref() != Some(&joined)
+            {
+                push.push((key.clone(), joined));
+                changed = true;
+            }
+            repaired += usize::from(changed);
+        }
+        if !push.is_empty() {
+            let Response::MergedBatch { failed } = self
+                .exchange(peer, Request::MergeBatch { items: push }, stats)
+                .await?
+            else {
+                return Err("unexpected answer to MergeBatch".into());
+            };
+            for (_, why) in failed {
+                tracing::warn!(peer = %peer.id, "anti-entropy write refused: {why}");
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// One anti-entropy request to `peer`, counting its bytes both ways.
+    async fn exchange(
+        &self,
+        peer: &Peer,
+        req: Request,
+        stats: &mut RoundStats,
+    ) -> Result<Response, String> {
+        stats.bytes += wire_len(&req);
+        let timeout = Duration::from_millis(self.inner.defaults.timeout_ms);
+        let result = self.inner.transport.call(peer, req, timeout).await;
+        self.inner.metrics.rpc("anti_entropy", result.is_ok());
+        match result {
+            Ok(Response::Error(e)) => Err(format!("{}: {e}", peer.id)),
+            Ok(resp) => {
+                stats.bytes += wire_len(&resp);
+                Ok(resp)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
