@@ -6,7 +6,7 @@ CONFIG ?= cluster.toml
 ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 CONFIG_PATH := $(if $(filter /%,$(CONFIG)),$(CONFIG),$(ROOT)$(CONFIG))
 
-.PHONY: all build test lint fmt bench cluster stop status ring clean
+.PHONY: all build test lint fmt bench cluster stop status ring clean partition heal kill restart simulate
 
 all: build
 
@@ -49,6 +49,30 @@ stop:
 status:
 	@test -x $(BIN) || $(CARGO) build --release --locked
 	$(BIN) cluster status --config $(CONFIG_PATH)
+
+## Fault injection on a running cluster (needs fault_injection = true in $(CONFIG)).
+## make partition GROUPS="n1,n2|n3": each group drops all traffic with the others.
+partition:
+	@test -n "$(GROUPS)" || { echo 'usage: make partition GROUPS="n1,n2|n3"'; exit 2; }
+	@test -x $(BIN) || $(CARGO) build --release --locked
+	$(BIN) cluster partition "$(GROUPS)" --config $(CONFIG_PATH)
+
+## Clears every node's injected faults.
+heal:
+	@test -x $(BIN) || $(CARGO) build --release --locked
+	$(BIN) cluster heal --config $(CONFIG_PATH)
+
+## make kill NODE=n2: SIGKILL, as a crash (its in-memory data is lost).
+kill:
+	@test -n "$(NODE)" || { echo 'usage: make kill NODE=n2'; exit 2; }
+	@test -x $(BIN) || $(CARGO) build --release --locked
+	$(BIN) cluster kill --id $(NODE) --config $(CONFIG_PATH)
+
+## make restart NODE=n2: starts the node again in the background and waits for its /health.
+restart:
+	@test -n "$(NODE)" || { echo 'usage: make restart NODE=n2'; exit 2; }
+	@test -x $(BIN) || $(CARGO) build --release --locked
+	$(BIN) cluster start --id $(NODE) --config $(CONFIG_PATH)
 
 clean:
 	$(CARGO) clean

@@ -69,8 +69,22 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClusterAction {
-    /// Starts every node in the background, waits for /health, prints the addresses.
-    Start,
+    /// Starts every node (or one) in the background, waits for /health, prints the addresses.
+    Start {
+        /// Only this node.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// SIGKILL to one node, as a crash.
+    Kill {
+        #[arg(long)]
+        id: String,
+    },
+    /// Partitions the nodes into groups that cannot reach each other, e.g. "n1,n2|n3"
+    /// (through /admin/faults; needs fault_injection = true).
+    Partition { groups: String },
+    /// Clears the injected faults of every node.
+    Heal,
     /// SIGTERM to every node (SIGKILL after 10 s); data is kept.
     Stop,
     /// Which nodes run, and the membership each one sees.
@@ -101,7 +115,14 @@ fn main() -> ExitCode {
         Command::Cluster { action, config } => runtime().and_then(|rt| {
             rt.block_on(async {
                 match action {
-                    ClusterAction::Start => process::cluster_start(&config).await,
+                    ClusterAction::Start { id } => {
+                        process::cluster_start(&config, id.as_deref()).await
+                    }
+                    ClusterAction::Kill { id } => process::cluster_kill(&config, &id),
+                    ClusterAction::Partition { groups } => {
+                        process::cluster_partition(&config, &groups).await
+                    }
+                    ClusterAction::Heal => process::cluster_heal(&config).await,
                     ClusterAction::Stop => process::cluster_stop(&config).await,
                     ClusterAction::Status => process::cluster_status(&config).await,
                 }

@@ -311,3 +311,54 @@ async fn health_waits_until_the_node_knows_its_cluster() {
             .unwrap_or_else(|e| panic!("n=3 w=all right after {id} was ready: {e}"));
     }
 }
+
+/// Runs `quorumkv cluster ACTION... --config FILE`; returns (success, stdout + stderr).
+fn cluster_cmd(c: &TestCluster, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("cluster")
+        .args(args)
+        .arg("--config")
+        .arg(&c.config)
+        .output()
+        .expect("run quorumkv cluster");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_commands_partition_heal_kill_and_restart() {
+    let mut c = TestCluster::new("cmds", 3, true);
+    c.start_all(&["n1", "n2", "n3"]).await;
+
+    for bad in ["n1,n2", "n1|n9", "n1|n1", "n1||n2"] {
+        let (ok, text) = cluster_cmd(&c, &["partition", bad]);
+        assert!(!ok, "{bad}: {text}");
+    }
+    let (ok, text) = cluster_cmd(&c, &["partition", "n1,n2|n3"]);
+    assert!(ok, "{text}");
+    c.until_states(&["n1", "n2"], &["n3"], "dead").await;
+    c.until_states(&["n3"], &["n1", "n2"], "dead").await;
+    let (ok, text) = cluster_cmd(&c, &["heal"]);
+    assert!(ok, "{text}");
+    c.until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
+        .await;
+
+    // `cluster kill` finds the node by its pid file (which the node writes itself).
+    let (ok, text) = cluster_cmd(&c, &["kill", "--id", "n2"]);
+    assert!(ok, "{text}");
+    if let Some(mut child) = c.procs.remove("n2") {
+        let _ = child.wait();
+    }
+    c.until_states(&["n1", "n3"], &["n2"], "dead").await;
+    let (ok, text) = cluster_cmd(&c, &["kill", "--id", "n2"]);
+    assert!(!ok && text.contains("not running"), "{text}");
+    // `cluster start --id` brings back just that one (in the background, logging to its
+    // node.log) and waits for its /health.
+    let (ok, text) = cluster_cmd(&c, &["start", "--id", "n2"]);
+    assert!(ok, "{text}");
+    c.until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
+        .await;
+    let (ok, text) = cluster_cmd(&c, &["stop"]);
+    assert!(ok && text.contains("n2 stopped"), "{text}");
+}

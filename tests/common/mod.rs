@@ -314,6 +314,20 @@ impl Drop for TestCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Nodes started by `quorumkv cluster start` are not our children: find them by the
+        // pid files they write.
+        for n in &self.nodes {
+            let pid_file = self.dir.join("data").join(&n.id).join("node.pid");
+            if let Some(pid) = std::fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
