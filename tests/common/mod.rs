@@ -318,10 +318,15 @@ impl Drop for TestCluster {
         // pid files they write.
         for n in &self.nodes {
             let pid_file = self.dir.join("data").join(&n.id).join("node.pid");
-            if let Some(pid) = std::fs::read_to_string(pid_file)
+            let pid = std::fs::read_to_string(pid_file)
                 .ok()
-                .and_then(|t| t.trim().parse::<i32>().ok())
-            {
+                .and_then(|t| t.trim().parse::<i32>().ok());
+            // Only if that pid is still a quorumkv (pids get reused).
+            let ours = |pid: i32| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("quorumkv"))
+            };
+            if let Some(pid) = pid.filter(|&p| ours(p)) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
