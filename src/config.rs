@@ -95,6 +95,10 @@ pub struct ClusterSettings {
     pub hint_max_keys: usize,
     pub hint_max_bytes: usize,
     pub hint_max_age_s: u64,
+    /// How long a replica keeps a tombstone (a delete or an expired TTL) before forgetting
+    /// it, like Cassandra's gc_grace_seconds: a replica that was away longer than this and
+    /// still holds the old value can bring it back.
+    pub tombstone_grace_s: u64,
     /// Anti-entropy: time between rounds (0: off) and most keys repaired per second.
     pub anti_entropy_interval_ms: u64,
     pub anti_entropy_keys_per_sec: u64,
@@ -115,6 +119,7 @@ impl Default for ClusterSettings {
             hint_max_keys: 100_000,
             hint_max_bytes: 64 * 1024 * 1024,
             hint_max_age_s: 1800,
+            tombstone_grace_s: 3600,
             anti_entropy_interval_ms: 10_000,
             anti_entropy_keys_per_sec: 2_000,
         }
@@ -225,6 +230,13 @@ impl Config {
                     .into(),
             );
         }
+        if c.hint_max_age_s >= c.tombstone_grace_s {
+            return Err(format!(
+                "[cluster] hint_max_age_s ({}) must be less than tombstone_grace_s ({}): a hint \
+                 delivered after its key's tombstone was forgotten would bring the value back",
+                c.hint_max_age_s, c.tombstone_grace_s
+            ));
+        }
         if c.anti_entropy_keys_per_sec == 0 {
             return Err("[cluster] anti_entropy_keys_per_sec must be at least 1".into());
         }
@@ -331,6 +343,14 @@ resp = "127.0.0.1:6101"
         );
         let e = Config::parse(&dup, Path::new("")).unwrap_err().to_string();
         assert!(e.contains("appears twice"), "{e}");
+        let bad = FILE.replace("replicas = 3", "replicas = 3\ntombstone_grace_s = 600");
+        let e = Config::parse(&bad, Path::new("")).unwrap_err().to_string();
+        assert!(e.contains("hint_max_age_s (1800) must be less"), "{e}");
+        let ok = bad.replace("replicas = 3", "replicas = 3\nhint_max_age_s = 300");
+        let c = Config::parse(&ok, Path::new("")).unwrap();
+        assert_eq!((c.cluster.tombstone_grace_s, c.cluster.hint_max_age_s), (600, 300));
+        let bad = FILE.replace("replicas = 3", "replicas = 3\nanti_entropy_keys_per_sec = 0");
+        assert!(Config::parse(&bad, Path::new("")).is_err());
     }
 
     #[test]

@@ -156,6 +156,7 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
     let store = MemStore::new(StoreOptions {
         node: id.to_string(),
         boot: generation,
+        tombstone_grace_ms: config.cluster.tombstone_grace_s.saturating_mul(1000),
         ..StoreOptions::default()
     });
     let coordinator = Coordinator::new(CoordinatorSpec {

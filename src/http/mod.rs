@@ -182,6 +182,17 @@ struct StatusMember {
 struct StatusBody {
     node: String,
     members: Vec<StatusMember>,
+    /// Beyond API.md: what this node stores, so convergence can be watched from outside.
+    store: StoreStatus,
+}
+
+/// This node's replica store at a glance: two replicas that hold the same keys have the same
+/// `merkle_root` (with N equal to the cluster size, all converged nodes do).
+#[derive(Serialize)]
+struct StoreStatus {
+    keys: usize,
+    merkle_root: String,
+    hints_pending: usize,
 }
 
 async fn status(State(state): State<ApiState>) -> axum::Json<StatusBody> {
@@ -200,9 +211,21 @@ async fn status(State(state): State<ApiState>) -> axum::Json<StatusBody> {
             ring_share: shares.get(m.info.id.as_str()).copied().unwrap_or(0.0),
         })
         .collect();
+    let store = state.coordinator.store();
+    let root: String = store
+        .merkle()
+        .root()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     axum::Json(StatusBody {
         node: view.me.clone(),
         members,
+        store: StoreStatus {
+            keys: store.len(),
+            merkle_root: root,
+            hints_pending: state.coordinator.pending_hints().0,
+        },
     })
 }
 
