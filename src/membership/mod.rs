@@ -14,13 +14,18 @@
 pub mod codec;
 pub mod identity;
 pub mod sim;
+#[cfg(test)]
+mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use bytes::Bytes;
-use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, State, Timer};
+use foca::{
+    AccumulatingRuntime, Foca, Incarnation, Member, NoCustomBroadcast, OwnedNotification, State,
+    Timer,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
@@ -58,8 +63,22 @@ pub struct MemberView {
     pub state: MemberState,
 }
 
-/// Timer events foca asks for.
-pub type GossipTimer = Timer<NodeInfo>;
+/// A timer event to feed back to [`Membership::handle_timer`] after the delay it came with.
+/// Opaque: the driver only keeps it and hands it back.
+#[derive(Debug, Clone)]
+pub struct GossipTimer(TimerKind);
+
+#[derive(Debug, Clone)]
+enum TimerKind {
+    /// One foca asked for.
+    Foca(Timer<NodeInfo>),
+    /// The backstop for a suspicion this member learned from others (see
+    /// [`Membership::time_suspicions`]).
+    Suspicion {
+        member: NodeInfo,
+        incarnation: Incarnation,
+    },
+}
 
 /// What a step of the protocol asks the driver to do.
 #[derive(Debug, Default)]
@@ -93,6 +112,12 @@ pub struct GossipConfig {
     /// memberlist uses 4; under message loss a refutation must reach every member that
     /// suspects, so quorumkv sends more.
     pub retransmit_multiplier: f64,
+    /// A suspicion a member learned from others (rather than raised by its own failed probe)
+    /// is ended by that member after this many suspicion timeouts, if neither the suspect's
+    /// refutation nor the raiser's verdict has ended it first. A backstop: the raiser's timer
+    /// can be lost (it crashed, or it rejoined under a new identity), and a suspect that never
+    /// heard the rumour cannot refute it.
+    pub learned_suspicion_multiplier: f64,
 }
 
 impl Default for GossipConfig {
@@ -107,6 +132,7 @@ impl Default for GossipConfig {
             announce_to_dead_every: Duration::from_secs(5),
             retransmit_multiplier: 8.0,
             sync_every: Duration::from_secs(5),
+            learned_suspicion_multiplier: 2.0,
         }
     }
 }
@@ -166,6 +192,12 @@ pub struct Membership {
     /// Latest known identity of every member, self included, by id.
     known: BTreeMap<String, NodeInfo>,
     config: GossipConfig,
+    /// Suspicion timers handed to the driver and not yet back, by suspicion (member and
+    /// incarnation): foca's own and our backstops. Every suspicion foca holds has at least
+    /// one (see [`Membership::time_suspicions`]).
+    suspicion_timers: HashMap<(NodeInfo, Incarnation), usize>,
+    /// How long a learned suspicion lasts here (see [`Membership::time_suspicions`]).
+    learned_suspicion: Duration,
 }
 
 impl Membership {
@@ -175,17 +207,18 @@ impl Membership {
         let mut known: BTreeMap<String, NodeInfo> =
             seeds.iter().map(|s| (s.id.clone(), s.clone())).collect();
         known.insert(me.id.clone(), me.clone());
-        let foca = Foca::new(
-            me,
-            config.foca_config(known.len()),
-            StdRng::seed_from_u64(rng_seed),
-            RmpCodec,
-        );
+        let foca_config = config.foca_config(known.len());
+        let learned_suspicion = foca_config
+            .suspect_to_down_after
+            .mul_f64(config.learned_suspicion_multiplier.max(1.0));
+        let foca = Foca::new(me, foca_config, StdRng::seed_from_u64(rng_seed), RmpCodec);
         Membership {
             foca,
             runtime: AccumulatingRuntime::new(),
             known,
             config,
+            suspicion_timers: HashMap::new(),
+            learned_suspicion,
         }
     }
 
@@ -221,32 +254,104 @@ impl Membership {
         Ok(out)
     }
 
-    /// Takes in a timer event that foca asked for earlier.
+    /// Takes in a timer event handed out earlier, once its delay has passed.
     pub fn handle_timer(&mut self, timer: GossipTimer) -> Output {
+        let (member, incarnation, token) = match timer.0 {
+            TimerKind::Foca(Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                token,
+            }) => (member_id, incarnation, Some(token)),
+            TimerKind::Foca(timer) => {
+                if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+                    tracing::debug!("gossip timer: {e}");
+                }
+                return self.drain();
+            }
+            TimerKind::Suspicion {
+                member,
+                incarnation,
+            } => (member, incarnation, None),
+        };
+        let key = (member, incarnation);
+        if let Some(n) = self.suspicion_timers.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.suspicion_timers.remove(&key);
+            }
+        }
+        let (member, incarnation) = key;
         // foca 2.0 sends its "you are down" courtesy message when a suspicion timer fires even
         // if the suspect refuted in the meantime (its incarnation check only guards the state
         // change). The suspect then has to rejoin under a new generation, and under 20% loss
         // that churn made live members look dead. A timer for a suspicion that no longer
         // stands is dropped here instead.
-        if let Timer::ChangeSuspectToDown {
-            member_id,
-            incarnation,
-            ..
-        } = &timer
-        {
-            let still_suspect = self.foca.iter_membership_state().any(|m| {
-                m.id() == member_id
-                    && m.state() == State::Suspect
-                    && m.incarnation() == *incarnation
-            });
-            if !still_suspect {
-                return Output::default();
+        if !self.suspects(&member, incarnation) {
+            return self.drain();
+        }
+        if let Some(token) = token {
+            let timer = Timer::ChangeSuspectToDown {
+                member_id: member.clone(),
+                incarnation,
+                token,
+            };
+            if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+                tracing::debug!("gossip timer: {e}");
             }
         }
-        if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
-            tracing::debug!("gossip timer: {e}");
+        // Still suspect: foca ignored its own timer, or this is our backstop. foca drops every
+        // timer set before its token changed (a new identity after being declared dead, or
+        // going idle) but keeps the suspicions, and nobody else times them out: a suspect that
+        // missed the rumour, and so never refuted, stayed suspect everywhere for good. Its
+        // time is up: it is dead (it hears so from the next member it talks to, and rejoins).
+        if self.suspects(&member, incarnation) {
+            tracing::debug!(member = %member.id, incarnation, "suspicion timed out");
+            let down = Member::new(member, incarnation, State::Down);
+            if let Err(e) = self
+                .foca
+                .apply_many(std::iter::once(down), true, &mut self.runtime)
+            {
+                tracing::debug!("suspicion timeout: {e}");
+            }
         }
         self.drain()
+    }
+
+    /// Whether foca holds `member` (this very identity) as suspect at `incarnation`.
+    fn suspects(&self, member: &NodeInfo, incarnation: Incarnation) -> bool {
+        self.foca.iter_membership_state().any(|m| {
+            m.id() == member && m.state() == State::Suspect && m.incarnation() == incarnation
+        })
+    }
+
+    /// Gives every suspicion foca holds a timer. foca times out only the suspicions it raised
+    /// itself (a failed probe); one learned from gossip or a member list is left to its
+    /// raiser's timer, which dies with the raiser, so a suspect that never heard of it would
+    /// stay suspect. As in memberlist, every member that holds a suspicion times it out, but
+    /// later than the raiser would (`learned_suspicion_multiplier`): a learned suspicion is
+    /// often stale, and the suspect's next message to us (a newer incarnation) ends it first.
+    /// At 1× the 20%-loss run of `examples/gossip_loss` saw five times as many false-dead
+    /// observations; at 2×, the same as without the backstop.
+    fn time_suspicions(&mut self, out: &mut Output) {
+        let after = self.learned_suspicion;
+        for m in self.foca.iter_membership_state() {
+            if m.state() != State::Suspect {
+                continue;
+            }
+            let key = (m.id().clone(), m.incarnation());
+            if self.suspicion_timers.contains_key(&key) {
+                continue;
+            }
+            self.suspicion_timers.insert(key.clone(), 1);
+            let (member, incarnation) = key;
+            out.timers.push((
+                after,
+                GossipTimer(TimerKind::Suspicion {
+                    member,
+                    incarnation,
+                }),
+            ));
+        }
     }
 
     /// Leaves the cluster gracefully: others mark this member `left`, not `dead`.
@@ -293,8 +398,21 @@ impl Membership {
             out.sends.push((to, data));
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
-            out.timers.push((after, timer));
+            if let Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } = &timer
+            {
+                *self
+                    .suspicion_timers
+                    .entry((member_id.clone(), *incarnation))
+                    .or_default() += 1;
+            }
+            out.timers
+                .push((after, GossipTimer(TimerKind::Foca(timer))));
         }
+        self.time_suspicions(&mut out);
         out
     }
 
