@@ -90,6 +90,9 @@ pub struct ClusterSettings {
     pub max_value_bytes: usize,
     pub fault_injection: bool,
     pub data_dir: PathBuf,
+    /// Hinted handoff on or off (off: `sloppy` has nothing to count, and replicas that miss a
+    /// write wait for read repair or anti-entropy).
+    pub hinted_handoff: bool,
     /// Hinted handoff: most keys and bytes of hints one node holds for one other node, and
     /// the age after which a hint is dropped (keep it below `tombstone_grace_s`).
     pub hint_max_keys: usize,
@@ -116,6 +119,7 @@ impl Default for ClusterSettings {
             max_value_bytes: 1024 * 1024,
             fault_injection: false,
             data_dir: PathBuf::from("data"),
+            hinted_handoff: true,
             hint_max_keys: 100_000,
             hint_max_bytes: 64 * 1024 * 1024,
             hint_max_age_s: 1800,
@@ -348,8 +352,14 @@ resp = "127.0.0.1:6101"
         assert!(e.contains("hint_max_age_s (1800) must be less"), "{e}");
         let ok = bad.replace("replicas = 3", "replicas = 3\nhint_max_age_s = 300");
         let c = Config::parse(&ok, Path::new("")).unwrap();
-        assert_eq!((c.cluster.tombstone_grace_s, c.cluster.hint_max_age_s), (600, 300));
-        let bad = FILE.replace("replicas = 3", "replicas = 3\nanti_entropy_keys_per_sec = 0");
+        assert_eq!(
+            (c.cluster.tombstone_grace_s, c.cluster.hint_max_age_s),
+            (600, 300)
+        );
+        let bad = FILE.replace(
+            "replicas = 3",
+            "replicas = 3\nanti_entropy_keys_per_sec = 0",
+        );
         assert!(Config::parse(&bad, Path::new("")).is_err());
     }
 

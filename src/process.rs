@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use crate::clock::SystemClock;
 use crate::config::{Config, NodeSettings};
 use crate::coordinator::replica::PeerHandler;
+use crate::coordinator::transfer::JoinPlan;
 use crate::coordinator::{Coordinator, CoordinatorSpec, Defaults};
 use crate::http::{self, ApiState};
 use crate::membership::{GossipConfig, NodeInfo};
@@ -26,6 +27,9 @@ use crate::transport::quic::QuicTransport;
 
 /// How long `cluster start` waits for every node's `/health`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a leaving node spends handing its keys over (`make stop` kills after 10 s);
+/// anti-entropy finishes what it could not.
+const HAND_OFF_TIME: Duration = Duration::from_secs(4);
 /// How long `cluster stop` waits after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -168,6 +172,8 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         defaults: Defaults::from(&config.cluster),
         metrics: Metrics::new(),
     });
+    // No reads until the node has heard of its cluster and pulled its keys (bootstrap).
+    coordinator.begin_joining();
     let maintenance = coordinator.spawn_maintenance();
     transport.serve(Arc::new(PeerHandler {
         gossip: node.handler(),
@@ -177,16 +183,23 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
     if let Some(join) = join {
         join_through(&transport, &node, &seeds, join).await?;
     }
+    let bootstrap = {
+        let (coordinator, plan) = (
+            coordinator.clone(),
+            JoinPlan {
+                expected: seeds.iter().map(|s| s.id.clone()).collect(),
+                needs_a_peer: join.is_some(),
+                grace: http::JOIN_GRACE,
+            },
+        );
+        tokio::spawn(async move { coordinator.bootstrap(plan).await })
+    };
 
     let api = http::router(ApiState {
         view: node.subscribe(),
         faults: transport.faults().clone(),
         fault_injection: config.cluster.fault_injection,
-        coordinator,
-        readiness: http::Readiness {
-            expected: seeds.iter().map(|s| s.id.clone()).collect(),
-            started: std::time::Instant::now(),
-        },
+        coordinator: coordinator.clone(),
     });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -200,12 +213,21 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
 
     wait_for_signal().await;
     tracing::info!("shutting down");
+    bootstrap.abort();
+    // Hand the keys to the nodes that take over, leave, then hand over what arrived meanwhile.
+    let pushed = coordinator
+        .hand_off(tokio::time::Instant::now() + HAND_OFF_TIME)
+        .await;
+    tracing::info!(keys = pushed, "handed off");
     if tokio::time::timeout(Duration::from_secs(3), node.leave())
         .await
         .is_err()
     {
         tracing::warn!("leave did not finish in 3 s");
     }
+    coordinator
+        .hand_off(tokio::time::Instant::now() + Duration::from_secs(1))
+        .await;
     let _ = stop_http.send(());
     maintenance.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;

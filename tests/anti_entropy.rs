@@ -1,5 +1,5 @@
-//! Merkle-tree anti-entropy with real `quorumkv node` processes: a replica restarted empty is
-//! refilled without any read, and replicas in sync exchange almost nothing.
+//! Merkle-tree anti-entropy with real `quorumkv node` processes: a replica that missed writes
+//! is repaired without any read or hint, and replicas in sync repair nothing.
 
 mod common;
 
@@ -20,13 +20,13 @@ async fn total(c: &TestCluster, ids: &[&str], metric: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_restarted_empty_is_refilled_by_anti_entropy_alone() {
+async fn a_stale_replica_is_repaired_by_anti_entropy_alone() {
     let all = ["n1", "n2", "n3"];
     let mut c = TestCluster::with_settings(
         "aae",
         3,
         true,
-        "anti_entropy_interval_ms = 500\nanti_entropy_keys_per_sec = 1000",
+        "anti_entropy_interval_ms = 500\nanti_entropy_keys_per_sec = 1000\nhinted_handoff = false",
     );
     c.start_all(&all).await;
     let n1 = c.client("n1");
@@ -34,14 +34,9 @@ async fn a_replica_restarted_empty_is_refilled_by_anti_entropy_alone() {
         w: Some(Quorum::All),
         ..Consistency::default()
     };
-    for i in 0..KEYS {
-        n1.lww_put(&format!("k{i}"), format!("v{i}"), None, &everywhere)
-            .await
-            .expect("write");
-        n1.counter_add(&format!("c{}", i % 10), 1, &everywhere)
-            .await
-            .expect("incr");
-    }
+    n1.lww_put("before", "the partition", None, &everywhere)
+        .await
+        .expect("write");
     // Replicas in sync: rounds run and repair nothing.
     let start = Instant::now();
     while total(&c, &all, "quorumkv_anti_entropy_rounds_total").await < 6.0 {
@@ -53,10 +48,21 @@ async fn a_replica_restarted_empty_is_refilled_by_anti_entropy_alone() {
         0.0
     );
 
-    // n3 loses everything (the store is in memory) and comes back; nobody reads.
-    c.kill9("n3");
-    c.start("n3");
-    c.until_states(&all, &all, "alive").await;
+    // n3 misses every write (no hints: hinted_handoff = false), then comes back; nobody reads.
+    c.partition(&["n3"], &["n1", "n2"]).await;
+    let two = Consistency {
+        w: Some(Quorum::Count(2)),
+        ..Consistency::default()
+    };
+    for i in 0..KEYS {
+        n1.lww_put(&format!("k{i}"), format!("v{i}"), None, &two)
+            .await
+            .expect("write");
+        n1.counter_add(&format!("c{}", i % 10), 1, &two)
+            .await
+            .expect("incr");
+    }
+    c.heal().await;
     let start = Instant::now();
     while total(&c, &all, "quorumkv_anti_entropy_repairs_total").await < (KEYS + 10) as f64 {
         assert!(
@@ -67,6 +73,7 @@ async fn a_replica_restarted_empty_is_refilled_by_anti_entropy_alone() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(total(&c, &all, "quorumkv_read_repairs_total").await, 0.0);
+    assert_eq!(total(&c, &all, "quorumkv_hints_stored_total").await, 0.0);
 
     // n3 alone now holds every key.
     c.partition(&["n3"], &["n1", "n2"]).await;

@@ -27,7 +27,7 @@ use crate::storage::{Key, Value};
 use crate::transport::Peer;
 
 /// Keys read and written back per request while repairing.
-const REPAIR_BATCH: usize = 256;
+pub(super) const REPAIR_BATCH: usize = 256;
 
 /// How often and how fast anti-entropy runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,19 +161,39 @@ impl Coordinator {
         total
     }
 
-    /// Compares and repairs the keys in `arcs` with `peer`.
+    /// Compares and repairs the keys in `arcs` with `peer`, within the repair budget.
     pub async fn sync_with(&self, peer: &Peer, arcs: &[Arc]) -> Result<RoundStats, String> {
         let mut stats = RoundStats {
             peers: 1,
             ..RoundStats::default()
         };
+        let keys = self.differing_keys(peer, arcs, &mut stats).await?;
+        for batch in keys.chunks(REPAIR_BATCH) {
+            self.inner.anti_entropy_budget.spend(batch.len()).await;
+            stats.repaired += self.repair_batch(peer, batch, &mut stats).await?;
+        }
+        self.inner
+            .metrics
+            .anti_entropy_repairs
+            .inc_by(stats.repaired as u64);
+        Ok(stats)
+    }
+
+    /// The keys in `arcs` whose states differ between this node and `peer`: one hash per
+    /// arc, then a Merkle diff of the arcs whose hashes differ.
+    pub(super) async fn differing_keys(
+        &self,
+        peer: &Peer,
+        arcs: &[Arc],
+        stats: &mut RoundStats,
+    ) -> Result<Vec<Key>, String> {
         let merkle = self.inner.store.merkle();
         let mut differing = Vec::new();
         for chunk in arcs.chunks(crate::rpc::MAX_ARCS) {
             let req = Request::ArcHashes {
                 arcs: chunk.to_vec(),
             };
-            let Response::Hashes(theirs) = self.exchange(peer, req, &mut stats).await? else {
+            let Response::Hashes(theirs) = self.exchange(peer, req, stats).await? else {
                 return Err("unexpected answer to ArcHashes".into());
             };
             if theirs.len() != chunk.len() {
@@ -191,35 +211,28 @@ impl Coordinator {
                     .map(|(arc, _)| *arc),
             );
         }
-        stats.arcs_differing = differing.len();
+        stats.arcs_differing += differing.len();
+        let mut keys = Vec::new();
         for arc in differing {
             let mut diff = MerkleDiff::new(merkle, arc);
             while let Some(query) = diff.query() {
                 let req = Request::Merkle {
                     query: query.clone(),
                 };
-                let Response::Merkle(answer) = self.exchange(peer, req, &mut stats).await? else {
+                let Response::Merkle(answer) = self.exchange(peer, req, stats).await? else {
                     return Err("unexpected answer to a Merkle query".into());
                 };
                 diff.absorb(merkle, answer).map_err(|e| e.to_string())?;
             }
-            let keys = diff.into_differences();
-            stats.keys_differing += keys.len();
-            for batch in keys.chunks(REPAIR_BATCH) {
-                self.inner.anti_entropy_budget.spend(batch.len()).await;
-                stats.repaired += self.repair_batch(peer, batch, &mut stats).await?;
-            }
+            keys.extend(diff.into_differences());
         }
-        self.inner
-            .metrics
-            .anti_entropy_repairs
-            .inc_by(stats.repaired as u64);
-        Ok(stats)
+        stats.keys_differing += keys.len();
+        Ok(keys)
     }
 
     /// Brings `keys` to the join of this node's and `peer`'s states on both sides; returns
     /// how many keys changed anywhere.
-    async fn repair_batch(
+    pub(super) async fn repair_batch(
         &self,
         peer: &Peer,
         keys: &[Key],

@@ -67,7 +67,8 @@ impl Coordinator {
         deadline: Instant,
         reply_state: bool,
     ) -> Vec<ReplicaCall> {
-        let pool: Pool = Arc::new(Mutex::new(if plan.sloppy {
+        let hints = self.inner.defaults.hints.enabled;
+        let pool: Pool = Arc::new(Mutex::new(if plan.sloppy && hints {
             fallbacks.into()
         } else {
             VecDeque::new()
@@ -105,7 +106,9 @@ impl Coordinator {
                         }
                     }
                     // Nobody stood in: keep the write here for the owner, uncounted.
-                    this.keep_hint(&t.id, key, &delta);
+                    if hints {
+                        this.keep_hint(&t.id, key, &delta);
+                    }
                     Err(error)
                 });
                 (id, call)

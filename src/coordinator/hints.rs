@@ -20,6 +20,8 @@ use crate::storage::{Key, Value};
 /// Bounds on what one owner's hints may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HintLimits {
+    /// Off: no hints are taken or kept at all.
+    pub enabled: bool,
     pub max_keys_per_owner: usize,
     pub max_bytes_per_owner: usize,
     /// Hints older than this are dropped instead of delivered.
@@ -29,6 +31,7 @@ pub struct HintLimits {
 impl Default for HintLimits {
     fn default() -> Self {
         HintLimits {
+            enabled: true,
             max_keys_per_owner: 100_000,
             max_bytes_per_owner: 64 * 1024 * 1024,
             // Half the default tombstone grace period (1 h).
@@ -280,6 +283,7 @@ mod tests {
     #[test]
     fn bounds_drop_the_oldest_first_and_old_hints_expire() {
         let store = HintStore::new(HintLimits {
+            enabled: true,
             max_keys_per_owner: 3,
             max_bytes_per_owner: 1 << 20,
             max_age_ms: 1000,
@@ -301,6 +305,7 @@ mod tests {
     #[test]
     fn byte_bound_keeps_at_least_the_newest_hint() {
         let store = HintStore::new(HintLimits {
+            enabled: true,
             max_keys_per_owner: 100,
             max_bytes_per_owner: 10,
             max_age_ms: u64::MAX,

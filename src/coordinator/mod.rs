@@ -20,6 +20,7 @@ pub mod gather;
 pub mod handoff;
 pub mod hints;
 pub mod replica;
+pub mod transfer;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,6 +76,7 @@ impl From<&crate::config::ClusterSettings> for Defaults {
             timeout_ms: c.request_timeout_ms,
             max_value_bytes: c.max_value_bytes,
             hints: HintLimits {
+                enabled: c.hinted_handoff,
                 max_keys_per_owner: c.hint_max_keys,
                 max_bytes_per_owner: c.hint_max_bytes,
                 max_age_ms: c.hint_max_age_s.saturating_mul(1000),
@@ -117,6 +119,8 @@ struct Inner {
     hints: HintStore,
     /// Keys anti-entropy may still repair this second.
     anti_entropy_budget: Budget,
+    /// Bootstrap and hand-off progress; whether reads are served yet.
+    transfers: transfer::Transfers,
 }
 
 /// One replica of a key, as the coordinator will reach it.
@@ -134,6 +138,7 @@ impl Coordinator {
                 hlc: Mutex::new(HybridClock::new(spec.me.clone(), MAX_CLOCK_DRIFT_MS)),
                 hints: HintStore::new(spec.defaults.hints),
                 anti_entropy_budget: Budget::new(spec.defaults.anti_entropy.keys_per_sec),
+                transfers: transfer::Transfers::default(),
                 me: spec.me,
                 view: spec.view,
                 transport: spec.transport,
@@ -623,7 +628,12 @@ impl Coordinator {
         let mut calls = Vec::new();
         for t in &targets {
             if t.id == self.inner.me {
-                ready.push((t.id.clone(), Ok(self.inner.store.get(key, now))));
+                let mine = if self.serves_reads() {
+                    Ok(self.inner.store.get(key, now))
+                } else {
+                    Err(NOT_SERVING_READS.to_string())
+                };
+                ready.push((t.id.clone(), mine));
             } else {
                 let call = self.call(t, Request::Read { key: key.clone() }, deadline, "read");
                 let call: BoxFuture<Result<Option<Value>, String>> = Box::pin(async move {
@@ -645,13 +655,16 @@ impl Coordinator {
         if let Some(value) = &merged {
             self.observe(value);
             let me = &self.inner.me;
-            if let Some((_, mine)) = ok.iter_mut().find(|(id, _)| id == me)
-                && mine.as_ref() != Some(value)
-                && self.inner.store.merge(key, value, now).is_ok()
-            {
-                self.inner.metrics.read_repairs.inc();
-                // What the background repair compares against: this replica now holds it.
-                *mine = Some(value.clone());
+            if let Some((_, mine)) = ok.iter_mut().find(|(id, _)| id == me) {
+                if mine.as_ref() != Some(value) && self.inner.store.merge(key, value, now).is_ok() {
+                    self.inner.metrics.read_repairs.inc();
+                    // What the background repair compares against: this replica holds it.
+                    *mine = Some(value.clone());
+                }
+            } else if targets.iter().any(|t| t.id == *me) {
+                // This replica did not answer (it is bootstrapping): it still takes what the
+                // read saw, so a write that follows (a set remove, a delete) builds on it.
+                let _ = self.inner.store.merge(key, value, now);
             }
         }
         // Repairs go out once every answer is in (or the deadline passed).
@@ -726,6 +739,10 @@ struct Merged {
     merged: Option<Value>,
     answers: u32,
 }
+
+/// Why a bootstrapping replica answers no reads.
+const NOT_SERVING_READS: &str =
+    "bootstrapping: this replica is still receiving its keys and answers no reads yet";
 
 fn deadline(timeout_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(timeout_ms)

@@ -16,6 +16,9 @@ impl Coordinator {
     pub fn serve_replica(&self, req: Request) -> Response {
         let now = self.now_ms();
         match req {
+            Request::Read { .. } if !self.serves_reads() => {
+                Response::Error(super::NOT_SERVING_READS.to_string())
+            }
             Request::Read { key } => Response::State(self.store().get(&key, now)),
             Request::Merge {
                 key,

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 pub mod data;
 
 use crate::coordinator::Coordinator;
+use crate::coordinator::transfer::{Phase, TransferStatus};
 use crate::node::ClusterView;
 use crate::transport::{FaultTable, Faults};
 
@@ -32,23 +33,11 @@ pub struct ApiState {
     /// `fault_injection` from the config; `/admin/faults` answers 403 without it.
     pub fault_injection: bool,
     pub coordinator: Coordinator,
-    /// When this node may call itself ready (see [`health`]).
-    pub readiness: Readiness,
 }
 
 /// How long a starting node waits to hear of the members of its cluster file before it
-/// answers `/health` anyway (some of them may be down for good).
+/// bootstraps and serves anyway (some of them may be down for good).
 pub const JOIN_GRACE: Duration = Duration::from_secs(10);
-
-/// What `/health` waits for: the node has heard of every other node of its cluster file (in
-/// any state, so a member the others know to be dead counts), or [`JOIN_GRACE`] has passed.
-/// Until then those nodes count as dead and requests that need them fail, so a client (or
-/// `make cluster`) that waits for `/health` never sees that start-up window.
-#[derive(Clone, Debug)]
-pub struct Readiness {
-    pub expected: Vec<String>,
-    pub started: std::time::Instant,
-}
 
 /// An API error: status, code and a message that says what to fix.
 #[derive(Debug)]
@@ -122,30 +111,26 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// `200` once the node serves reads and writes; `503` while it joins (has not heard of the
+/// members of its cluster file yet) or bootstraps (pulls its keys from the other replicas).
+/// So a client (or `make cluster`) that waits for `/health` never meets a node that would
+/// refuse its reads, or a cluster whose members still look dead to each other.
 async fn health(State(state): State<ApiState>) -> Response {
-    let view = Arc::clone(&state.view.borrow());
-    let unheard: Vec<&str> = state
-        .readiness
-        .expected
-        .iter()
-        // Members of the cluster file start out as placeholders of generation 0, dead until
-        // gossip tells of a real process life (alive, or dead/left as others saw it).
-        .filter(|id| view.member(id).is_none_or(|m| m.info.generation == 0))
-        .map(String::as_str)
-        .collect();
-    if unheard.is_empty() || state.readiness.started.elapsed() >= JOIN_GRACE {
-        return "ok\n".into_response();
-    }
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        format!(
-            "joining the cluster: not yet heard of {}; ready when they are known or {} s after start",
-            unheard.join(", "),
+    let status = state.coordinator.transfer_status();
+    let message = match status.phase {
+        Phase::Serving | Phase::Leaving => return "ok\n".into_response(),
+        Phase::Joining => format!(
+            "joining the cluster: not yet heard of {}; ready when they are known or {} s \
+             after start",
+            status.waiting_for.join(", "),
             JOIN_GRACE.as_secs()
         ),
-    )
-    .into_response()
+        Phase::Bootstrap => format!(
+            "bootstrapping: {} of {} keys received from the other replicas",
+            status.keys_moved, status.keys_to_move
+        ),
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).into_response()
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
@@ -184,6 +169,8 @@ struct StatusBody {
     members: Vec<StatusMember>,
     /// Beyond API.md: what this node stores, so convergence can be watched from outside.
     store: StoreStatus,
+    /// Beyond API.md: the node's bootstrap or hand-off, and its progress.
+    transfer: TransferStatus,
 }
 
 /// This node's replica store at a glance: two replicas that hold the same keys have the same
@@ -226,6 +213,7 @@ async fn status(State(state): State<ApiState>) -> axum::Json<StatusBody> {
             merkle_root: root,
             hints_pending: state.coordinator.pending_hints().0,
         },
+        transfer: state.coordinator.transfer_status(),
     })
 }
 
