@@ -74,5 +74,11 @@ restart:
 	@test -x $(BIN) || $(CARGO) build --release --locked
 	$(BIN) cluster start --id $(NODE) --config $(CONFIG_PATH)
 
+## The deterministic simulation over many seeds (release build): make simulate SEEDS=1000.
+## Prints every failing seed; QKV_SIM_SEED=<seed> cargo test --test coordinator_sim replays one.
+SEEDS ?= 200
+simulate:
+	QKV_SIM_SEEDS=$(SEEDS) $(CARGO) test --locked --release --test coordinator_sim
+
 clean:
 	$(CARGO) clean

@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 
 use crate::clock::SystemClock;
 use crate::config::{Config, NodeSettings};
+use crate::coordinator::hints::HintStore;
 use crate::coordinator::replica::PeerHandler;
 use crate::coordinator::transfer::JoinPlan;
 use crate::coordinator::{Coordinator, CoordinatorSpec, Defaults};
@@ -171,6 +172,7 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         clock: Arc::new(SystemClock),
         defaults: Defaults::from(&config.cluster),
         metrics: Metrics::new(),
+        hints: Arc::new(HintStore::new(Defaults::from(&config.cluster).hints)),
     });
     // No reads until the node has heard of its cluster and pulled its keys (bootstrap).
     coordinator.begin_joining();

@@ -45,7 +45,14 @@ pub enum Request {
     },
     /// Coordinate a client's write on behalf of a node that is not a replica of the key
     /// (writes that issue dots need a replica's store); answered with [`Response::Written`].
-    Coordinate { key: Key, write: Write, plan: Plan },
+    /// `id` is unique per forwarded write: a replica runs each id once, so a duplicated or
+    /// retried message cannot apply (or count) the write twice.
+    Coordinate {
+        id: String,
+        key: Key,
+        write: Write,
+        plan: Plan,
+    },
     /// Hold a write for `owner`, a replica that could not take it, and deliver it when the
     /// owner is reachable again (hinted handoff); answered with [`Response::Merged`].
     Hint {

@@ -1,14 +1,22 @@
-//! The coordinator over the in-memory network, on tokio's paused clock: a cluster of real
-//! node runtimes and coordinators in one process, a concurrent client workload of all four
-//! kinds, and seeded partitions, crashes and restarts. After healing, reads at R must show
-//! every write acknowledged at W (W + R > N), counters must add up, sets must hold their
-//! acknowledged adds, and acknowledged deletes must not come back.
+//! The deterministic simulation: a cluster of real node runtimes and coordinators in one
+//! process over the in-memory network, on tokio's paused clock, under a concurrent client
+//! workload of all four kinds and seeded schedules of partitions, crashes with restart and (in
+//! the chaos scenarios) message loss, duplication, delay and clock skew.
 //!
-//! A crash here stops the node's runtime and cuts it off the network but keeps its store, as
-//! a durable engine would (a real process's in-memory store is lost on restart; see README).
+//! Strict scenarios (`sloppy=false`, no loss): after healing, reads at R must show every write
+//! acknowledged at W (W + R > N). Chaos scenarios (sloppy quorums, hinted handoff and
+//! anti-entropy at work): after healing and quiescence every replica of every key must hold
+//! the identical state. Both: no acknowledged `/kv` write is missing unless a later write
+//! with its context covered it, no acknowledged delete comes back, counters lie between the
+//! acknowledged and the attempted sums, sets hold every acknowledged add no remove was sent
+//! for, and an LWW key holds one of the values written to it.
+//!
+//! A crash here stops the node's runtime and cuts it off the network but keeps its store and
+//! its hints, as a durable engine would (a real process's memory is lost on restart, and it
+//! bootstraps from the others; see README).
 //!
 //! A failing seed is printed; `QKV_SIM_SEED=<seed> cargo test --test coordinator_sim` replays
-//! it, and `QKV_SIM_SEEDS=<count>` runs that many seeds.
+//! it, and `QKV_SIM_SEEDS=<count>` runs seeds 1..=count (`make simulate SEEDS=1000`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -17,6 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use quorumkv::clock::TokioClock;
 use quorumkv::config::Quorum;
+use quorumkv::coordinator::antientropy::AntiEntropySettings;
+use quorumkv::coordinator::hints::{HintLimits, HintStore};
 use quorumkv::coordinator::replica::PeerHandler;
 use quorumkv::coordinator::{Coordinator, CoordinatorSpec, Defaults};
 use quorumkv::crdt::MvRegister;
@@ -56,14 +66,38 @@ struct SimNode {
 struct Cluster {
     net: MemoryNetwork,
     nodes: Vec<Option<SimNode>>,
-    /// Stores outlive crashes (a durable engine's data survives a restart).
+    /// Stores and hints outlive crashes (a durable engine's data survives a restart).
     stores: Vec<Arc<MemStore>>,
+    hints: Vec<Arc<HintStore>>,
+    /// Each node's clock, running fast or slow by its own offset, across restarts.
+    clocks: Vec<Arc<TokioClock>>,
     generations: Vec<u64>,
     seed: u64,
+    defaults: Defaults,
+}
+
+/// The coordinator settings of the simulated nodes: quick anti-entropy, and everything else
+/// as configured by default.
+fn sim_defaults(hinted_handoff: bool, anti_entropy: bool) -> Defaults {
+    Defaults {
+        n: 3,
+        w: Quorum::Quorum,
+        r: Quorum::Quorum,
+        timeout_ms: 1000,
+        max_value_bytes: 1 << 20,
+        hints: HintLimits {
+            enabled: hinted_handoff,
+            ..HintLimits::default()
+        },
+        anti_entropy: AntiEntropySettings {
+            interval_ms: if anti_entropy { 2_000 } else { 0 },
+            keys_per_sec: 2_000,
+        },
+    }
 }
 
 impl Cluster {
-    fn start(size: usize, seed: u64) -> Cluster {
+    fn start(size: usize, seed: u64, defaults: Defaults, max_skew_ms: u64) -> Cluster {
         let mut c = Cluster {
             net: MemoryNetwork::new(seed),
             nodes: (0..size).map(|_| None).collect(),
@@ -76,8 +110,21 @@ impl Cluster {
                     }))
                 })
                 .collect(),
+            hints: (0..size)
+                .map(|_| Arc::new(HintStore::new(defaults.hints)))
+                .collect(),
+            // Clocks disagree by up to ±max_skew_ms; LWW must still be deterministic.
+            clocks: (0..size)
+                .map(|i| {
+                    let spread = 2 * max_skew_ms + 1;
+                    let skew = (seed.wrapping_mul(31).wrapping_add(i as u64 * 17) % spread) as i64
+                        - max_skew_ms as i64;
+                    Arc::new(TokioClock::new(EPOCH_MS, skew))
+                })
+                .collect(),
             generations: vec![0; size],
             seed,
+            defaults,
         };
         for i in 0..size {
             c.boot(i);
@@ -107,23 +154,15 @@ impl Cluster {
             },
             Arc::clone(&transport),
         );
-        // Clocks disagree by up to ±50 ms; LWW must still be deterministic.
-        let skew = (self.seed.wrapping_mul(31).wrapping_add(i as u64 * 17) % 101) as i64 - 50;
         let coordinator = Coordinator::new(CoordinatorSpec {
             me: id.clone(),
             view: node.subscribe(),
             transport,
             store: Arc::clone(&self.stores[i]) as Arc<dyn Store>,
-            clock: Arc::new(TokioClock::new(EPOCH_MS, skew)),
-            defaults: Defaults {
-                n: 3,
-                w: Quorum::Quorum,
-                r: Quorum::Quorum,
-                timeout_ms: 1000,
-                max_value_bytes: 1 << 20,
-                ..Defaults::default()
-            },
+            clock: Arc::clone(&self.clocks[i]) as Arc<dyn quorumkv::clock::Clock>,
+            defaults: self.defaults,
             metrics: Metrics::new(),
+            hints: Arc::clone(&self.hints[i]),
         });
         let maintenance = coordinator.spawn_maintenance();
         self.net.attach(
@@ -191,6 +230,38 @@ impl Cluster {
             .join("; ")
     }
 
+    /// Keys whose replicas (the first 3 of the ring) do not all hold the same state.
+    fn divergent_replicas(&self) -> Vec<String> {
+        let Some(view) = self.nodes.iter().flatten().next().map(|n| n.node.view()) else {
+            return vec!["no live node".into()];
+        };
+        let now = EPOCH_MS + 10 * 24 * 3600 * 1000;
+        let mut keys = BTreeSet::new();
+        for store in &self.stores {
+            keys.extend(store.keys_in(quorumkv::ring::Arc::FULL));
+        }
+        let mut out = Vec::new();
+        for key in keys {
+            let replicas: Vec<usize> = view
+                .ring
+                .preference_list(key.position(), 3)
+                .replicas
+                .iter()
+                .filter_map(|m| m.id.strip_prefix('n')?.parse().ok())
+                .collect();
+            let states: Vec<Option<Value>> = replicas
+                .iter()
+                .map(|&i| self.stores[i].get(&key, now))
+                .collect();
+            if states.windows(2).any(|w| w[0] != w[1]) {
+                out.push(format!(
+                    "{key:?}: replicas {replicas:?} differ after quiescence: {states:?}"
+                ));
+            }
+        }
+        out
+    }
+
     async fn until_all_alive(&self, limit: Duration) {
         let start = tokio::time::Instant::now();
         while !self.all_alive() {
@@ -220,8 +291,49 @@ struct History {
     /// Set adds acknowledged, and members some remove was sent for (acknowledged or not).
     set_added: BTreeMap<String, BTreeSet<String>>,
     set_remove_sent: BTreeMap<String, BTreeSet<String>>,
+    /// LWW values sent (acknowledged or not), whether a delete was sent, and whether a
+    /// write was acknowledged.
+    lww_sent: BTreeMap<String, BTreeSet<Bytes>>,
+    lww_delete_sent: BTreeSet<String>,
+    lww_acked: BTreeSet<String>,
     acked: usize,
     failed: usize,
+}
+
+/// What a schedule runs under.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    w: u32,
+    r: u32,
+    rounds: usize,
+    /// Sloppy quorums (hints on fallbacks count toward W).
+    sloppy: bool,
+    /// Message loss, duplication, long delays and clock skew of up to 2 s.
+    chaos: bool,
+}
+
+impl Scenario {
+    /// Strict quorums: W + R > N promises a read sees every acknowledged write only when
+    /// hinted writes on fallbacks do not count (a hint can be lost with its holder).
+    fn strict(w: u32, r: u32) -> Self {
+        Scenario {
+            w,
+            r,
+            rounds: 25,
+            sloppy: false,
+            chaos: false,
+        }
+    }
+
+    fn chaos(w: u32, r: u32) -> Self {
+        Scenario {
+            w,
+            r,
+            rounds: 25,
+            sloppy: true,
+            chaos: true,
+        }
+    }
 }
 
 fn settings(w: u32, r: u32) -> Consistency {
@@ -230,8 +342,6 @@ fn settings(w: u32, r: u32) -> Consistency {
         w: Some(Quorum::Count(w)),
         r: Some(Quorum::Count(r)),
         timeout_ms: Some(500),
-        // Strict quorums: W + R > N promises a read sees every acknowledged write only when
-        // hinted writes on fallbacks do not count (a hint can be lost with its holder).
         sloppy: Some(false),
     }
 }
@@ -246,17 +356,26 @@ fn live_versions(value: &Option<Value>, now: u64) -> (BTreeSet<Bytes>, Option<Mv
     }
 }
 
+/// With `QKV_SIM_TRACE` set, what the clients did, for replaying a failing seed.
+fn trace(line: &str) {
+    if std::env::var_os("QKV_SIM_TRACE").is_some() {
+        eprintln!("[{:?}] {line}", tokio::time::Instant::now());
+    }
+}
+
 /// One client operation on a random key, through coordinator `c`, recorded in `h`.
 async fn client_op(
     c: Coordinator,
     rng_seed: u64,
     op_id: u64,
-    wr: (u32, u32),
+    scenario: Scenario,
     h: Arc<Mutex<History>>,
 ) {
     let mut rng = StdRng::seed_from_u64(rng_seed);
-    let (w, r) = wr;
-    let cs = settings(w, r);
+    let cs = Consistency {
+        sloppy: Some(scenario.sloppy),
+        ..settings(scenario.w, scenario.r)
+    };
     let key = format!("k{}", rng.random_range(0..6u32));
     let record = |ok: bool| {
         let mut h = h.lock().expect("history");
@@ -266,7 +385,33 @@ async fn client_op(
             h.failed += 1;
         }
     };
-    match rng.random_range(0..7u32) {
+    match rng.random_range(0..9u32) {
+        // Last-write-wins: a put or (rarely) a delete.
+        7 | 8 => {
+            let delete = rng.random_bool(0.2);
+            let value = Bytes::from(format!("l{op_id}"));
+            {
+                let mut h = h.lock().expect("history");
+                if delete {
+                    h.lww_delete_sent.insert(key.clone());
+                } else {
+                    h.lww_sent
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(value.clone());
+                }
+            }
+            let write = if delete {
+                Write::LwwDelete
+            } else {
+                Write::LwwPut { value, ttl_s: None }
+            };
+            let ok = c.write(&key, write, &cs).await.is_ok();
+            if ok && !delete {
+                h.lock().expect("history").lww_acked.insert(key);
+            }
+            record(ok);
+        }
         // A put without context: a new sibling.
         0 | 1 => {
             let value = Bytes::from(format!("v{op_id}"));
@@ -275,7 +420,9 @@ async fn client_op(
                 context: None,
                 ttl_s: None,
             };
-            let ok = c.write(&key, write, &cs).await.is_ok();
+            let result = c.write(&key, write, &cs).await;
+            trace(&format!("{} put {key}={value:?}: {result:?}", c.me()));
+            let ok = result.is_ok();
             if ok {
                 h.lock()
                     .expect("history")
@@ -314,7 +461,14 @@ async fn client_op(
                     ttl_s: None,
                 }
             };
-            let ok = c.write(&key, write, &cs).await.is_ok();
+            let result = c.write(&key, write, &cs).await;
+            trace(&format!(
+                "{} {} {key} over {seen:?} (read at {}): {result:?}",
+                c.me(),
+                if delete { "delete" } else { "put" },
+                read.now_ms
+            ));
+            let ok = result.is_ok();
             if ok {
                 let mut h = h.lock().expect("history");
                 if delete {
@@ -393,14 +547,26 @@ async fn client_op(
 
 /// Runs one seeded schedule and checks the invariants; returns a description of every
 /// violation.
-async fn run_schedule(seed: u64, wr: (u32, u32), rounds: usize) -> Vec<String> {
+async fn run_schedule(seed: u64, sc: Scenario) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut c = Cluster::start(5, seed);
+    let (defaults, skew) = if sc.chaos {
+        (sim_defaults(true, true), 2_000)
+    } else {
+        (sim_defaults(true, false), 50)
+    };
+    let mut c = Cluster::start(5, seed, defaults, skew);
     c.net.set_delay_ms(1, 10);
     c.until_all_alive(Duration::from_secs(60)).await;
     let history = Arc::new(Mutex::new(History::default()));
     let mut op_id = 0u64;
-    for _round in 0..rounds {
+    for _round in 0..sc.rounds {
+        if sc.chaos {
+            // The network's weather changes every round.
+            c.net.set_loss(rng.random_range(0.0..0.05));
+            c.net.set_duplicate(rng.random_range(0.0..0.1));
+            let slow = rng.random_range(1..60);
+            c.net.set_delay_ms(1, slow);
+        }
         // A fault (or a repair of one) per round.
         match rng.random_range(0..6u32) {
             0 | 1 => {
@@ -443,7 +609,7 @@ async fn run_schedule(seed: u64, wr: (u32, u32), rounds: usize) -> Vec<String> {
                 coordinator,
                 op_seed,
                 op_id,
-                wr,
+                sc,
                 Arc::clone(&history),
             )));
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..20))).await;
@@ -455,19 +621,29 @@ async fn run_schedule(seed: u64, wr: (u32, u32), rounds: usize) -> Vec<String> {
     }
     // Heal everything and let membership settle.
     c.net.heal();
+    c.net.set_loss(0.0);
+    c.net.set_duplicate(0.0);
+    c.net.set_delay_ms(1, 10);
     for i in 0..c.size() {
         if c.nodes[i].is_none() {
             c.boot(i);
         }
     }
     c.until_all_alive(Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut violations = Vec::new();
+    if sc.chaos {
+        // Quiescence: hints delivered, anti-entropy rounds done; then every replica of every
+        // key must hold the same state, without any read having helped.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        violations.extend(c.divergent_replicas());
+    } else {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 
     // Every client task has ended: the history is complete.
     let h = std::mem::take(&mut *history.lock().expect("history"));
-    let mut violations = Vec::new();
     assert!(h.acked > 0, "seed {seed}: no operation was acknowledged");
-    let cs = settings(wr.0, wr.1);
+    let cs = settings(sc.w, sc.r);
     for key in (0..6).map(|k| format!("k{k}")) {
         for i in 0..c.size() {
             let Some(coord) = c.coordinator(i) else {
@@ -530,12 +706,29 @@ async fn run_schedule(seed: u64, wr: (u32, u32), rounds: usize) -> Vec<String> {
                 }
                 Err(e) => violations.push(format!("n{i} /set/{key}: read failed: {e}")),
             }
+            match read(Kind::Lww).await {
+                Ok(r) => {
+                    let value = match &r.value {
+                        Some(Value::Lww(reg)) => reg.get(r.now_ms).cloned(),
+                        _ => None,
+                    };
+                    let sent = h.lww_sent.get(&key);
+                    match &value {
+                        Some(v) if !sent.is_some_and(|s| s.contains(v)) => {
+                            violations.push(format!("n{i} /lww/{key}: {v:?} was never written"))
+                        }
+                        None if h.lww_acked.contains(&key) && !h.lww_delete_sent.contains(&key) => {
+                            violations.push(format!("n{i} /lww/{key}: acknowledged value missing"))
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => violations.push(format!("n{i} /lww/{key}: read failed: {e}")),
+            }
         }
     }
     eprintln!(
-        "seed {seed} w={} r={}: {} acknowledged, {} failed, {} violations",
-        wr.0,
-        wr.1,
+        "seed {seed} {sc:?}: {} acknowledged, {} failed, {} violations",
         h.acked,
         h.failed,
         violations.len()
@@ -559,32 +752,48 @@ fn seeds(default: &[u64]) -> Vec<u64> {
     default.to_vec()
 }
 
-async fn check(seeds: Vec<u64>, wr: (u32, u32), rounds: usize) {
+/// Runs every seed, then fails listing each seed that broke an invariant (with what broke),
+/// so one run of many seeds reports them all.
+async fn check(seeds: Vec<u64>, sc: Scenario) {
+    let mut failed = Vec::new();
     for seed in seeds {
-        let violations = run_schedule(seed, wr, rounds).await;
-        assert!(
-            violations.is_empty(),
-            "seed {seed} (w={}, r={}) broke the invariants; replay with QKV_SIM_SEED={seed}:\n{}",
-            wr.0,
-            wr.1,
-            violations.join("\n")
-        );
+        let violations = run_schedule(seed, sc).await;
+        if !violations.is_empty() {
+            eprintln!("FAILING SEED {seed} ({sc:?}): replay with QKV_SIM_SEED={seed}");
+            failed.push(format!("seed {seed}:\n  {}", violations.join("\n  ")));
+        }
     }
+    assert!(
+        failed.is_empty(),
+        "{} seeds broke the invariants ({sc:?}); replay one with QKV_SIM_SEED=<seed>:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn quorum_invariants_hold_under_partitions_and_crashes_w2_r2() {
-    check(seeds(&[1, 2, 3]), (2, 2), 25).await;
+    check(seeds(&[1, 2, 3]), Scenario::strict(2, 2)).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn quorum_invariants_hold_under_partitions_and_crashes_w3_r1() {
-    check(seeds(&[4, 5]), (3, 1), 25).await;
+    check(seeds(&[4, 5]), Scenario::strict(3, 1)).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn quorum_invariants_hold_under_partitions_and_crashes_w1_r3() {
-    check(seeds(&[6, 7]), (1, 3), 25).await;
+    check(seeds(&[6, 7]), Scenario::strict(1, 3)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn replicas_converge_under_loss_duplication_skew_and_crashes_w2_r2() {
+    check(seeds(&[21, 22, 23]), Scenario::chaos(2, 2)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn replicas_converge_under_loss_duplication_skew_and_crashes_w1_r1() {
+    check(seeds(&[24, 25]), Scenario::chaos(1, 1)).await;
 }
 
 /// Without faults nothing is ambiguous: counters equal the acknowledged sum exactly, and
@@ -592,7 +801,8 @@ async fn quorum_invariants_hold_under_partitions_and_crashes_w1_r3() {
 #[tokio::test(start_paused = true)]
 async fn without_faults_counters_are_exact_and_reads_repair_replicas() {
     let seed = seeds(&[11])[0];
-    let c = Cluster::start(4, seed);
+    // No hints and no anti-entropy: only reads repair.
+    let c = Cluster::start(4, seed, sim_defaults(false, false), 50);
     c.until_all_alive(Duration::from_secs(60)).await;
     let cs = settings(2, 2);
     let mut tasks = Vec::new();

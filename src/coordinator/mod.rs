@@ -98,6 +98,10 @@ pub struct CoordinatorSpec {
     pub clock: Arc<dyn Clock>,
     pub defaults: Defaults,
     pub metrics: Metrics,
+    /// The hints this node holds for others: kept apart from the coordinator so that they
+    /// can outlive it as the store does (a simulated crash keeps both, as a durable engine
+    /// would).
+    pub hints: Arc<HintStore>,
 }
 
 /// Coordinates client operations on one node. Cheap to clone.
@@ -116,11 +120,15 @@ struct Inner {
     defaults: Defaults,
     metrics: Metrics,
     /// Writes held for replicas that could not take them (hinted handoff).
-    hints: HintStore,
+    hints: Arc<HintStore>,
     /// Keys anti-entropy may still repair this second.
     anti_entropy_budget: Budget,
     /// Bootstrap and hand-off progress; whether reads are served yet.
     transfers: transfer::Transfers,
+    /// Ids of forwarded writes: this node's next one, and the ones it ran for others.
+    started_ms: u64,
+    forward_seq: std::sync::atomic::AtomicU64,
+    forwarded: replica::ForwardedWrites,
 }
 
 /// One replica of a key, as the coordinator will reach it.
@@ -136,9 +144,12 @@ impl Coordinator {
         Coordinator {
             inner: Arc::new(Inner {
                 hlc: Mutex::new(HybridClock::new(spec.me.clone(), MAX_CLOCK_DRIFT_MS)),
-                hints: HintStore::new(spec.defaults.hints),
+                hints: spec.hints,
                 anti_entropy_budget: Budget::new(spec.defaults.anti_entropy.keys_per_sec),
                 transfers: transfer::Transfers::default(),
+                started_ms: spec.clock.now_ms(),
+                forward_seq: std::sync::atomic::AtomicU64::new(0),
+                forwarded: replica::ForwardedWrites::default(),
                 me: spec.me,
                 view: spec.view,
                 transport: spec.transport,
@@ -498,6 +509,15 @@ impl Coordinator {
         deadline: Instant,
     ) -> Result<Written, OpError> {
         let mut tried = Vec::new();
+        // One id for every attempt: a replica that got the write already answers from memory.
+        let id = format!(
+            "{}/{}/{}",
+            self.inner.me,
+            self.inner.started_ms,
+            self.inner
+                .forward_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         for t in targets.iter().filter(|t| is_reachable(t.state)) {
             let Some(peer) = &t.peer else { continue };
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -507,6 +527,7 @@ impl Coordinator {
             // The replica's own deadline ends a little before ours, so its answer gets back.
             let inner_ms = (remaining.as_millis() as u64 * 9 / 10).max(1);
             let req = Request::Coordinate {
+                id: id.clone(),
                 key: key.clone(),
                 write: write.clone(),
                 plan: Plan {

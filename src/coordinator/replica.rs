@@ -1,15 +1,56 @@
 //! The replica side: what a node does with the data requests of other nodes' coordinators,
 //! and the store's housekeeping.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::Coordinator;
+use crate::ops::{OpError, Written};
 use crate::rpc::{OneWay, Request, Response};
 use crate::transport::{BoxFuture, Handler};
 
 /// How often expired values turn into tombstones and old tombstones are forgotten.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a replica remembers a forwarded write's id: longer than any request deadline
+/// (60 s), so no duplicate or retry of it can still be on its way after.
+const FORWARD_MEMORY: Duration = Duration::from_secs(120);
+
+/// The outcome of a forwarded write, once it has one.
+type Outcome = Arc<tokio::sync::OnceCell<Result<Written, OpError>>>;
+
+/// Forwarded writes this replica ran, by id, with when each arrived first.
+#[derive(Default)]
+pub struct ForwardedWrites {
+    seen: Mutex<HashMap<String, (Instant, Outcome)>>,
+}
+
+impl ForwardedWrites {
+    /// The outcome cell of write `id`, new if this is its first arrival.
+    fn slot(&self, id: String, now: Instant) -> Outcome {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            &seen
+                .entry(id)
+                .or_insert_with(|| (now, Outcome::default()))
+                .1,
+        )
+    }
+
+    /// Forgets the ids older than [`FORWARD_MEMORY`].
+    fn forget_old(&self, now: Instant) {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, (at, _)| now.duration_since(*at) < FORWARD_MEMORY);
+    }
+}
 
 impl Coordinator {
     /// Answers a replica request (a read or a merge) from this node's store.
@@ -79,8 +120,21 @@ impl Coordinator {
     /// Answers any data request from a peer.
     pub async fn serve(&self, req: Request) -> Response {
         match req {
-            Request::Coordinate { key, write, plan } => {
-                Response::Written(self.execute(key, write, plan, false).await)
+            Request::Coordinate {
+                id,
+                key,
+                write,
+                plan,
+            } => {
+                // A duplicate of a forwarded write waits for (or reuses) the first one's
+                // outcome instead of applying the write again.
+                // Keyed by the write too: ids from two lives of a node cannot mix writes up.
+                let slot = format!("{id} {} {:?}", write.name(), key);
+                let once = self.inner.forwarded.slot(slot, tokio::time::Instant::now());
+                let outcome = once
+                    .get_or_init(|| self.execute(key, write, plan, false))
+                    .await;
+                Response::Written(outcome.clone())
             }
             other => self.serve_replica(other),
         }
@@ -107,6 +161,7 @@ impl Coordinator {
             loop {
                 tokio::select! {
                     _ = purge.tick() => {
+                        this.inner.forwarded.forget_old(tokio::time::Instant::now());
                         let stats = this.store().purge(this.now_ms());
                         if stats.expired + stats.reaped > 0 {
                             tracing::debug!(

@@ -1,6 +1,6 @@
 //! A simulated network inside one process: every node's runtime runs as tokio tasks and
-//! messages travel through this hub, with seeded loss, random delay (hence reordering),
-//! partitions and crashes. Under tokio's paused clock a test of many seconds of cluster life
+//! messages travel through this hub, with seeded loss, duplication, random delay (hence
+//! reordering), partitions and crashes. Under tokio's paused clock a test of many seconds of cluster life
 //! runs in milliseconds and, for a given seed and schedule, the same way every time.
 //!
 //! Messages are encoded and decoded on the way, as on the wire, so the codec is exercised too.
@@ -25,6 +25,9 @@ struct NetState {
     rng: StdRng,
     nodes: BTreeMap<String, NodeSlot>,
     loss: f64,
+    /// Probability that a message is delivered twice (a request is then served twice; the
+    /// caller sees one answer).
+    duplicate: f64,
     delay_ms: (u64, u64),
     /// Partition group of each node; nodes not listed share one extra group.
     groups: Option<BTreeMap<String, usize>>,
@@ -45,6 +48,7 @@ impl MemoryNetwork {
                 rng: StdRng::seed_from_u64(seed),
                 nodes: BTreeMap::new(),
                 loss: 0.0,
+                duplicate: 0.0,
                 delay_ms: (1, 5),
                 groups: None,
                 dropped: 0,
@@ -95,6 +99,11 @@ impl MemoryNetwork {
         self.lock().loss = p.clamp(0.0, 1.0);
     }
 
+    /// Probability that any one message is delivered twice.
+    pub fn set_duplicate(&self, p: f64) {
+        self.lock().duplicate = p.clamp(0.0, 1.0);
+    }
+
     /// Each message is delayed uniformly within this range (so messages reorder).
     pub fn set_delay_ms(&self, min: u64, max: u64) {
         self.lock().delay_ms = (min, max.max(min));
@@ -120,8 +129,13 @@ impl MemoryNetwork {
     }
 
     /// Decides the fate of one message from `from` to `to`: `None` if it is lost, else the
-    /// recipient's handler and the delay before delivery.
-    fn route(&self, from: &str, to: &str) -> Option<(Arc<dyn Handler>, Duration)> {
+    /// recipient's handler, the delay before delivery, and the delay of a duplicate if the
+    /// message is to arrive twice.
+    fn route(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Option<(Arc<dyn Handler>, Duration, Option<Duration>)> {
         let mut st = self.lock();
         let st = &mut *st;
         let sender_up = st.nodes.get(from).is_some_and(|s| s.up);
@@ -129,10 +143,14 @@ impl MemoryNetwork {
         let split = st.groups.is_some() && group(from) != group(to);
         let lost = st.loss > 0.0 && st.rng.random_bool(st.loss);
         let delay = Duration::from_millis(st.rng.random_range(st.delay_ms.0..=st.delay_ms.1));
+        let twice = (st.duplicate > 0.0 && st.rng.random_bool(st.duplicate))
+            .then(|| Duration::from_millis(st.rng.random_range(st.delay_ms.0..=st.delay_ms.1 * 2)));
         let target = st.nodes.get(to).filter(|s| s.up);
         let refused = target.is_none_or(|t| t.faults.drops(from));
         match target.and_then(|t| t.handler.clone()) {
-            Some(handler) if sender_up && !split && !lost && !refused => Some((handler, delay)),
+            Some(handler) if sender_up && !split && !lost && !refused => {
+                Some((handler, delay, twice))
+            }
             _ => {
                 st.dropped += 1;
                 None
@@ -170,12 +188,20 @@ impl Transport for MemoryTransport {
         let (net, from, to) = (self.net.clone(), self.id.clone(), to.id.clone());
         tokio::spawn(async move {
             tokio::time::sleep(injected).await;
-            if let Some((handler, delay)) = net.route(&from, &to) {
-                tokio::time::sleep(delay).await;
-                match rpc::decode::<OneWay>(&bytes) {
+            if let Some((handler, delay, twice)) = net.route(&from, &to) {
+                let deliver = move |handler: Arc<dyn Handler>| match rpc::decode::<OneWay>(&bytes) {
                     Ok(msg) => handler.one_way(&from, msg),
                     Err(e) => tracing::warn!(peer = %from, "dropping malformed message: {e}"),
+                };
+                if let Some(again) = twice {
+                    let (handler, deliver) = (Arc::clone(&handler), deliver.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(again).await;
+                        deliver(handler);
+                    });
                 }
+                tokio::time::sleep(delay).await;
+                deliver(handler);
             }
         });
     }
@@ -205,12 +231,20 @@ impl Transport for MemoryTransport {
                 .map_err(|e| TransportError::Protocol(to.clone(), e.to_string()))?;
             let exchange = async {
                 tokio::time::sleep(injected).await;
-                let (handler, delay) = net.route(&from, &to)?;
-                tokio::time::sleep(delay).await;
+                let (handler, delay, twice) = net.route(&from, &to)?;
                 let req = rpc::decode::<Request>(&bytes).ok()?;
+                if let Some(again) = twice {
+                    // The duplicate is served too; its answer goes nowhere.
+                    let (handler, from, req) = (Arc::clone(&handler), from.clone(), req.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(again).await;
+                        handler.request(&from, req).await;
+                    });
+                }
+                tokio::time::sleep(delay).await;
                 let resp = handler.request(&from, req).await;
                 tokio::time::sleep(answer_delay).await;
-                let (_, back) = net.route(&to, &from)?;
+                let (_, back, _) = net.route(&to, &from)?;
                 tokio::time::sleep(back).await;
                 Some(resp)
             };
