@@ -96,6 +96,9 @@ impl Transfers {
     }
 }
 
+/// How long the member list must stay the same before a bootstrap starts.
+const SETTLE: Duration = Duration::from_millis(500);
+
 /// What a starting node waits for before it bootstraps.
 #[derive(Debug, Clone)]
 pub struct JoinPlan {
@@ -153,9 +156,25 @@ impl Coordinator {
     /// replicates from the other live replicas, and starts serving reads.
     pub async fn bootstrap(&self, plan: JoinPlan) {
         let start = Instant::now();
+        // Ready once every expected member is heard of and the member list has stopped
+        // changing for a moment (gossip brings the rest of the cluster right after the first
+        // member), so the keys pulled are those of the ring this node will serve in.
+        let mut members = Vec::new();
+        let mut stable_since = start;
         loop {
-            let missing = unheard(&self.view(), &plan);
-            let done = missing.is_empty() || start.elapsed() >= plan.grace;
+            let view = self.view();
+            let now: Vec<(String, u64)> = view
+                .members
+                .iter()
+                .map(|m| (m.info.id.clone(), m.info.generation))
+                .collect();
+            if now != members {
+                members = now;
+                stable_since = Instant::now();
+            }
+            let missing = unheard(&view, &plan);
+            let settled = stable_since.elapsed() >= SETTLE;
+            let done = (missing.is_empty() && settled) || start.elapsed() >= plan.grace;
             self.inner.transfers.update(|s| s.waiting_for = missing);
             if done {
                 break;
@@ -169,21 +188,26 @@ impl Coordinator {
         let view = self.view();
         let n = self.inner.defaults.n.min(view.ring.len() as u32) as usize;
         let mut stats = RoundStats::default();
+        // Every replica's differences first, so the total is known; a key that differs from
+        // several replicas is pulled from each (the join of all of them is what it must hold)
+        // but counts once.
         let mut work: Vec<(Peer, Vec<Key>)> = Vec::new();
+        let mut to_move = std::collections::HashSet::new();
         for (peer_id, arcs) in view.ring.shared_arcs(self.me(), n) {
             let Some(peer) = alive_peer(&view, &peer_id) else {
                 continue;
             };
             match self.differing_keys(&peer, &arcs, &mut stats).await {
                 Ok(keys) => {
-                    let found = keys.len() as u64;
-                    self.inner.transfers.update(|s| s.keys_to_move += found);
+                    to_move.extend(keys.iter().cloned());
+                    let total = to_move.len() as u64;
+                    self.inner.transfers.update(|s| s.keys_to_move = total);
                     work.push((peer, keys));
                 }
                 Err(e) => tracing::warn!(peer = %peer_id, "bootstrap: cannot diff: {e}"),
             }
         }
-        let mut moved = 0u64;
+        let mut moved = std::collections::HashSet::new();
         for (peer, keys) in work {
             for batch in keys.chunks(REPAIR_BATCH) {
                 let before = stats.bytes;
@@ -191,12 +215,12 @@ impl Coordinator {
                     tracing::warn!(peer = %peer.id, "bootstrap: batch failed: {e}");
                     continue;
                 }
-                moved += batch.len() as u64;
-                let bytes = (stats.bytes - before) as u64;
+                moved.extend(batch.iter().cloned());
+                let (count, bytes) = (moved.len() as u64, (stats.bytes - before) as u64);
                 self.inner.transfers.update(|s| {
-                    s.keys_moved = moved;
+                    s.keys_moved = count;
                     s.bytes_moved += bytes;
-                    s.bytes_to_move = s.bytes_moved * s.keys_to_move / moved.max(1);
+                    s.bytes_to_move = s.bytes_moved * s.keys_to_move / count.max(1);
                 });
             }
         }
