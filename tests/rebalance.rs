@@ -25,7 +25,10 @@ fn file_with(c: &TestCluster, name: &str, ids: &[&str]) -> PathBuf {
     let head = parts.next().expect("cluster table");
     let mut text = head.to_string();
     for part in parts {
-        if ids.iter().any(|id| part.starts_with(&format!("id = \"{id}\""))) {
+        if ids
+            .iter()
+            .any(|id| part.starts_with(&format!("id = \"{id}\"")))
+        {
             text.push_str("\n[[node]]\n");
             text.push_str(part);
         }
@@ -93,7 +96,11 @@ async fn a_joining_node_takes_its_keys_while_reads_keep_succeeding() {
         if c.get("n4", "/health").await.map(|(code, _)| code) == Some(200) {
             break;
         }
-        assert!(start.elapsed() < DEADLINE, "n4 never ready:\n{}", c.log("n4"));
+        assert!(
+            start.elapsed() < DEADLINE,
+            "n4 never ready:\n{}",
+            c.log("n4")
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let joined_after = start.elapsed();
@@ -105,13 +112,20 @@ async fn a_joining_node_takes_its_keys_while_reads_keep_succeeding() {
     }
     let reads = reads.load(Ordering::Relaxed);
     assert!(reads > 100, "only {reads} reads during the join");
-    assert!(wrong.is_empty(), "{} of {reads} reads failed: {wrong:?}", wrong.len());
+    assert!(
+        wrong.is_empty(),
+        "{} of {reads} reads failed: {wrong:?}",
+        wrong.len()
+    );
 
     // n4 holds exactly the keys it replicates in the four-node ring (N = 3).
     let config = Config::load(&c.config).expect("config");
-    let ring = Ring::new(config.nodes.iter().map(|n| {
-        RingMember::new(n.id.clone(), n.zone.clone(), config.cluster.vnodes)
-    }))
+    let ring = Ring::new(
+        config
+            .nodes
+            .iter()
+            .map(|n| RingMember::new(n.id.clone(), n.zone.clone(), config.cluster.vnodes)),
+    )
     .expect("ring");
     let expected: BTreeSet<usize> = (0..KEYS)
         .filter(|i| {
@@ -125,7 +139,11 @@ async fn a_joining_node_takes_its_keys_while_reads_keep_succeeding() {
     let st = status(&c, "n4").await;
     let transfer = &st["transfer"];
     assert_eq!(transfer["phase"], "serving", "{st}");
-    assert_eq!(st["store"]["keys"].as_u64(), Some(expected.len() as u64), "{st}");
+    assert_eq!(
+        st["store"]["keys"].as_u64(),
+        Some(expected.len() as u64),
+        "{st}"
+    );
     assert_eq!(
         transfer["keys_moved"].as_u64(),
         Some(expected.len() as u64),
