@@ -175,7 +175,12 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         hints: Arc::new(HintStore::new(Defaults::from(&config.cluster).hints)),
     });
     // No reads until the node has heard of its cluster and pulled its keys (bootstrap).
-    coordinator.begin_joining();
+    let join_plan = JoinPlan {
+        expected: seeds.iter().map(|s| s.id.clone()).collect(),
+        needs_a_peer: join.is_some(),
+        grace: http::JOIN_GRACE,
+    };
+    coordinator.begin_joining(&join_plan);
     let maintenance = coordinator.spawn_maintenance();
     transport.serve(Arc::new(PeerHandler {
         gossip: node.handler(),
@@ -186,15 +191,8 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         join_through(&transport, &node, &seeds, join).await?;
     }
     let bootstrap = {
-        let (coordinator, plan) = (
-            coordinator.clone(),
-            JoinPlan {
-                expected: seeds.iter().map(|s| s.id.clone()).collect(),
-                needs_a_peer: join.is_some(),
-                grace: http::JOIN_GRACE,
-            },
-        );
-        tokio::spawn(async move { coordinator.bootstrap(plan).await })
+        let coordinator = coordinator.clone();
+        tokio::spawn(async move { coordinator.bootstrap(join_plan).await })
     };
 
     let api = http::router(ApiState {

@@ -59,6 +59,7 @@ async fn a_restarted_replica_receives_the_writes_it_missed_as_hints() {
 
     c.start("n3");
     c.until_states(&all, &all, "alive").await;
+    c.until_healthy(&all).await;
     until_metric(&c, "n1", "quorumkv_hints_delivered_total", 40.0).await;
     assert_eq!(c.metric("n1", "quorumkv_hints_pending").await, 0.0);
     // n3, cut off from the others, holds every write on its own.
@@ -118,6 +119,7 @@ async fn sloppy_writes_count_a_fallback_and_strict_ones_do_not() {
 
     c.start("n5");
     c.until_states(&ids, &ids, "alive").await;
+    c.until_healthy(&ids).await;
     let start = Instant::now();
     loop {
         let mut pending = 0.0;

@@ -52,6 +52,7 @@ async fn a_joining_node_takes_its_keys_while_reads_keep_succeeding() {
     }
     c.until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
         .await;
+    c.until_healthy(&["n1", "n2", "n3"]).await;
     let n1 = c.client("n1");
     let all = Consistency {
         w: Some(Quorum::All),

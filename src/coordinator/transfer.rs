@@ -143,10 +143,12 @@ impl Coordinator {
 
     /// Marks the node as joining: it answers no reads until [`Coordinator::bootstrap`] is
     /// done. Call before the node is reachable.
-    pub fn begin_joining(&self) {
+    pub fn begin_joining(&self, plan: &JoinPlan) {
+        let waiting_for = plan.expected.clone();
         self.inner.transfers.update(|s| {
             *s = TransferStatus {
                 phase: Phase::Joining,
+                waiting_for,
                 ..TransferStatus::default()
             }
         });

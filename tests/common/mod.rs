@@ -250,12 +250,29 @@ impl TestCluster {
         quorumkv::Client::new(&self.base(id), Duration::from_secs(30)).expect("client")
     }
 
-    /// Starts the nodes and waits until each sees all of them alive.
+    /// Starts the nodes and waits until each sees all of them alive and serves (`/health`
+    /// is 200 once a node has pulled its keys: before, it answers no reads).
     pub async fn start_all(&mut self, ids: &[&str]) {
         for id in ids {
             self.start(id);
         }
         self.until_states(ids, ids, "alive").await;
+        self.until_healthy(ids).await;
+    }
+
+    /// Polls until every node of `ids` answers `/health` with 200.
+    pub async fn until_healthy(&self, ids: &[&str]) {
+        let start = Instant::now();
+        for id in ids {
+            while self.get(id, "/health").await.map(|(code, _)| code) != Some(200) {
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "{id} never healthy\n{}",
+                    self.all_logs()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     /// Sets `/admin/faults` so that `left` and `right` cannot reach each other.
