@@ -16,6 +16,7 @@
 //! - [`metrics`]: the node's Prometheus metrics.
 //! - [`coordinator`]: quorum reads and writes, forwarding, read repair; the replica side.
 //! - [`http`]: the HTTP API.
+//! - [`resp`]: the Redis protocol (RESP2) front end.
 //! - [`process`]: running a node as a process (pid file, signals) and a local cluster.
 //! - [`client`]: a Rust client of the HTTP API.
 //! - [`cli`]: the data commands of the `quorumkv` binary (`get`, `put`, `incr`, ...).
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod process;
+pub mod resp;
 pub mod ring;
 pub mod rpc;
 pub mod storage;

@@ -101,7 +101,8 @@ pub enum Write {
     KvPut {
         value: Bytes,
         context: Option<CausalContext>,
-        ttl_s: Option<u64>,
+        /// Time to live in milliseconds (HTTP's `ttl` is in seconds, Redis's `PX` in ms).
+        ttl_ms: Option<u64>,
     },
     /// `DELETE /kv`: removes what `context` covers, or what a read at R sees without one.
     KvDelete {
@@ -109,7 +110,8 @@ pub enum Write {
     },
     LwwPut {
         value: Bytes,
-        ttl_s: Option<u64>,
+        /// Time to live in milliseconds (HTTP's `ttl` is in seconds, Redis's `PX` in ms).
+        ttl_ms: Option<u64>,
     },
     LwwDelete,
     CounterAdd {

@@ -136,6 +136,9 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
     let listener = tokio::net::TcpListener::bind(settings.http)
         .await
         .map_err(|e| format!("cannot listen on http address {}: {e}", settings.http))?;
+    let resp_listener = tokio::net::TcpListener::bind(settings.resp)
+        .await
+        .map_err(|e| format!("cannot listen on resp address {}: {e}", settings.resp))?;
 
     // A new generation per process life: the newest life of a node wins over what others
     // remember of an older one.
@@ -209,7 +212,14 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
             })
             .await
     });
-    tracing::info!(node = id, peer = %settings.peer, http = %settings.http, "node started");
+    let resp_server = tokio::spawn(crate::resp::serve(resp_listener, coordinator.clone()));
+    tracing::info!(
+        node = id,
+        peer = %settings.peer,
+        http = %settings.http,
+        resp = %settings.resp,
+        "node started"
+    );
 
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -229,6 +239,7 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         .hand_off(tokio::time::Instant::now() + Duration::from_secs(1))
         .await;
     let _ = stop_http.send(());
+    resp_server.abort();
     maintenance.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), transport.endpoint().close()).await;

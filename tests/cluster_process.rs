@@ -249,6 +249,7 @@ fn a_node_without_a_certificate_refuses_to_start_and_names_the_fix() {
         id: "n1".into(),
         peer: free_udp(),
         http: free_tcp(),
+        resp: free_tcp(),
     }];
     let config = dir.join("cluster.toml");
     std::fs::write(&config, config_text("nocert", &nodes, false, "data")).expect("config");

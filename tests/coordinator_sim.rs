@@ -404,7 +404,10 @@ async fn client_op(
             let write = if delete {
                 Write::LwwDelete
             } else {
-                Write::LwwPut { value, ttl_s: None }
+                Write::LwwPut {
+                    value,
+                    ttl_ms: None,
+                }
             };
             let ok = c.write(&key, write, &cs).await.is_ok();
             if ok && !delete {
@@ -418,7 +421,7 @@ async fn client_op(
             let write = Write::KvPut {
                 value: value.clone(),
                 context: None,
-                ttl_s: None,
+                ttl_ms: None,
             };
             let result = c.write(&key, write, &cs).await;
             trace(&format!("{} put {key}={value:?}: {result:?}", c.me()));
@@ -458,7 +461,7 @@ async fn client_op(
                 Write::KvPut {
                     value: value.clone(),
                     context,
-                    ttl_s: None,
+                    ttl_ms: None,
                 }
             };
             let result = c.write(&key, write, &cs).await;
@@ -841,7 +844,7 @@ async fn without_faults_counters_are_exact_and_reads_repair_replicas() {
     for k in 0..20 {
         let w = Write::LwwPut {
             value: Bytes::from(format!("x{k}")),
-            ttl_s: None,
+            ttl_ms: None,
         };
         // Two of the three replicas are always on n0's side.
         let res = c

@@ -265,24 +265,27 @@ impl Coordinator {
     /// Refuses writes that are wrong in themselves, whatever the cluster's state.
     fn check_write(&self, write: &Write) -> Result<(), OpError> {
         let max = self.inner.defaults.max_value_bytes;
+        // A hundred years: far enough, and no overflow when added to the clock.
+        const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
         let check_ttl = |ttl: &Option<u64>| match ttl {
             Some(0) => Err(OpError::bad(
-                "ttl=0 would expire at once; use a ttl of 1 second or more",
+                "a ttl of 0 would expire at once; use a ttl of 1 second or more",
             )),
-            Some(t) if t.checked_mul(1000).is_none_or(|ms| ms > u64::MAX / 2) => Err(OpError::bad(
-                format!("ttl={t} is too large; use at most 100 years"),
-            )),
+            Some(t) if *t > MAX_TTL_MS => Err(OpError::bad(format!(
+                "a ttl of {} s is too large; use at most 100 years",
+                t / 1000
+            ))),
             _ => Ok(()),
         };
         match write {
-            Write::KvPut { value, ttl_s, .. } | Write::LwwPut { value, ttl_s } => {
+            Write::KvPut { value, ttl_ms, .. } | Write::LwwPut { value, ttl_ms } => {
                 if value.len() > max {
                     return Err(OpError::TooLarge(format!(
                         "the value is {} bytes; this cluster stores values of at most {max} bytes",
                         value.len()
                     )));
                 }
-                check_ttl(ttl_s)
+                check_ttl(ttl_ms)
             }
             Write::SetUpdate { add, remove } => {
                 if add.is_empty() && remove.is_empty() {
@@ -360,17 +363,17 @@ impl Coordinator {
             added: 0,
             removed: 0,
         };
-        let expiry = |ttl: Option<u64>| ttl.map(|t| now.saturating_add(t.saturating_mul(1000)));
+        let expiry = |ttl_ms: Option<u64>| ttl_ms.map(|t| now.saturating_add(t));
         let store = &self.inner.store;
         // The delta to send, and whether this node's replica already holds it.
         let (delta, applied_locally) = match write {
             Write::KvPut {
                 value,
                 context,
-                ttl_s,
+                ttl_ms,
             } => {
                 let seen = context.unwrap_or_default();
-                let version = Version::new(value, expiry(ttl_s));
+                let version = Version::new(value, expiry(ttl_ms));
                 let applied = store
                     .update(&key, now, &mut |cur, actor| {
                         let delta = match cur {
@@ -451,10 +454,10 @@ impl Coordinator {
                 written.context = Some(seen.clone());
                 (Value::Kv(MvRegister::delete(&seen, now)), false)
             }
-            Write::LwwPut { value, ttl_s } => {
+            Write::LwwPut { value, ttl_ms } => {
                 let ts = self.timestamp(now);
                 (
-                    Value::Lww(LwwRegister::set(ts, value, expiry(ttl_s))),
+                    Value::Lww(LwwRegister::set(ts, value, expiry(ttl_ms))),
                     false,
                 )
             }

@@ -120,10 +120,10 @@ fn params<const K: usize>(
     Ok((consistency, found))
 }
 
-/// `ttl` in whole seconds, at least 1.
+/// `ttl` in whole seconds, at least 1; returned in milliseconds.
 fn ttl(raw: Option<String>) -> Result<Option<u64>, ApiError> {
     raw.map(|t| match t.parse::<u64>() {
-        Ok(s) if s >= 1 => Ok(s),
+        Ok(s) if s >= 1 => Ok(s.saturating_mul(1000)),
         _ => Err(ApiError::bad_request(format!(
             "ttl={t:?} is not allowed; use whole seconds, 1 or more"
         ))),
@@ -278,7 +278,7 @@ pub async fn kv_put(
         let (c, [t]) = params(query, ["ttl"])?;
         let write = Write::KvPut {
             context: context(&headers)?,
-            ttl_s: ttl(t)?,
+            ttl_ms: ttl(t)?,
             value: body(&state.coordinator, &headers, raw).await?,
         };
         let done = state.coordinator.write(&key, write, &c).await?;
@@ -346,7 +346,7 @@ pub async fn lww_put(
         let key = key(path)?;
         let (c, [t]) = params(query, ["ttl"])?;
         let write = Write::LwwPut {
-            ttl_s: ttl(t)?,
+            ttl_ms: ttl(t)?,
             value: body(&state.coordinator, &headers, raw).await?,
         };
         state.coordinator.write(&key, write, &c).await?;

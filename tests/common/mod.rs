@@ -30,6 +30,7 @@ pub struct NodeAddrs {
     pub id: String,
     pub peer: SocketAddr,
     pub http: SocketAddr,
+    pub resp: SocketAddr,
 }
 
 /// A cluster of real processes in a temporary directory; stops them all when dropped.
@@ -66,6 +67,7 @@ impl TestCluster {
                 id: format!("n{i}"),
                 peer: free_udp(),
                 http: free_tcp(),
+                resp: free_tcp(),
             })
             .collect();
         let config = dir.join("cluster.toml");
@@ -368,10 +370,7 @@ pub fn config_text(
         let _ = write!(
             s,
             "\n[[node]]\nid = \"{}\"\nzone = \"{zone}\"\npeer = \"{}\"\nhttp = \"{}\"\nresp = \"{}\"\n",
-            n.id,
-            n.peer,
-            n.http,
-            free_tcp()
+            n.id, n.peer, n.http, n.resp
         );
     }
     s

@@ -1,0 +1,329 @@
+//! The Redis protocol with real `quorumkv node` processes: every command of API.md through a
+//! Rust Redis client (and `redis-cli` where installed), values crossing between RESP and
+//! HTTP, pipelining, `QUORUM` and its errors, and malformed input closing only its own
+//! connection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestCluster;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, RedisResult, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ALL3: [&str; 3] = ["n1", "n2", "n3"];
+
+async fn connect(c: &TestCluster, id: &str) -> MultiplexedConnection {
+    let url = format!("redis://{}/", c.node(id).resp);
+    let client = redis::Client::open(url).expect("redis client");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect over RESP")
+}
+
+async fn cmd<T: redis::FromRedisValue>(
+    con: &mut MultiplexedConnection,
+    args: &[&str],
+) -> RedisResult<T> {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query_async(con).await
+}
+
+fn error_text<T: std::fmt::Debug>(r: RedisResult<T>) -> String {
+    let e = r.expect_err("an error reply");
+    e.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_through_a_redis_client() {
+    let mut c = TestCluster::new("resp", 3, true);
+    c.start_all(&ALL3).await;
+    let mut r1 = connect(&c, "n1").await;
+    let mut r2 = connect(&c, "n2").await;
+
+    // Connection commands.
+    assert_eq!(cmd::<String>(&mut r1, &["PING"]).await.unwrap(), "PONG");
+    assert_eq!(cmd::<String>(&mut r1, &["PING", "hi"]).await.unwrap(), "hi");
+    assert_eq!(
+        cmd::<String>(&mut r1, &["ECHO", "x y"]).await.unwrap(),
+        "x y"
+    );
+    assert_eq!(
+        cmd::<String>(&mut r1, &["SELECT", "0"]).await.unwrap(),
+        "OK"
+    );
+    assert!(error_text(cmd::<String>(&mut r1, &["SELECT", "1"]).await).contains("out of range"));
+    let info: String = cmd(&mut r1, &["INFO"]).await.unwrap();
+    assert!(
+        info.contains("redis_version:") && info.contains("node:n1"),
+        "{info}"
+    );
+    let _: Value = cmd(&mut r1, &["COMMAND"]).await.unwrap();
+
+    // Strings: the /lww key space.
+    let _: () = r1.set("greeting", "hello").await.unwrap();
+    let got: Option<String> = r2.get("greeting").await.unwrap();
+    assert_eq!(got.as_deref(), Some("hello"));
+    let missing: Option<String> = r1.get("nope").await.unwrap();
+    assert_eq!(missing, None);
+    assert_eq!(
+        cmd::<Option<String>>(&mut r1, &["SET", "greeting", "x", "NX"])
+            .await
+            .unwrap(),
+        None,
+        "NX on an existing key does nothing"
+    );
+    assert_eq!(
+        cmd::<Option<String>>(&mut r1, &["SET", "fresh", "1", "XX"])
+            .await
+            .unwrap(),
+        None,
+        "XX on a missing key does nothing"
+    );
+    assert_eq!(
+        cmd::<String>(&mut r1, &["SET", "fresh", "1", "NX", "EX", "100"])
+            .await
+            .unwrap(),
+        "OK"
+    );
+    let ttl: i64 = cmd(&mut r2, &["TTL", "fresh"]).await.unwrap();
+    assert!((99..=100).contains(&ttl), "ttl {ttl}");
+    assert_eq!(cmd::<i64>(&mut r1, &["TTL", "greeting"]).await.unwrap(), -1);
+    assert_eq!(cmd::<i64>(&mut r1, &["TTL", "nope"]).await.unwrap(), -2);
+    assert_eq!(
+        cmd::<i64>(&mut r1, &["EXPIRE", "greeting", "50"])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        cmd::<i64>(&mut r1, &["EXPIRE", "nope", "50"])
+            .await
+            .unwrap(),
+        0
+    );
+    let ttl: i64 = cmd(&mut r2, &["TTL", "greeting"]).await.unwrap();
+    assert!((49..=50).contains(&ttl), "ttl {ttl}");
+    let _: () = cmd(&mut r1, &["SET", "short", "v", "PX", "300"])
+        .await
+        .unwrap();
+    let pttl: i64 = cmd(&mut r1, &["PTTL", "short"]).await.unwrap();
+    assert!((1..=300).contains(&pttl), "pttl {pttl}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let gone: Option<String> = r2.get("short").await.unwrap();
+    assert_eq!(gone, None, "PX expired");
+    assert_eq!(
+        cmd::<i64>(&mut r1, &["EXISTS", "greeting", "nope", "fresh"])
+            .await
+            .unwrap(),
+        2
+    );
+    let many: Vec<Option<String>> = cmd(&mut r1, &["MGET", "greeting", "nope", "fresh"])
+        .await
+        .unwrap();
+    assert_eq!(many, vec![Some("hello".into()), None, Some("1".into())]);
+    assert_eq!(
+        cmd::<i64>(&mut r1, &["DEL", "greeting", "nope"])
+            .await
+            .unwrap(),
+        1
+    );
+    let deleted: Option<String> = r2.get("greeting").await.unwrap();
+    assert_eq!(deleted, None);
+    assert!(error_text(cmd::<String>(&mut r1, &["SET", "k"]).await).contains("wrong number"));
+    assert!(
+        error_text(cmd::<String>(&mut r1, &["SET", "k", "v", "EX", "0"]).await).contains("expire")
+    );
+    assert!(
+        error_text(cmd::<String>(&mut r1, &["SET", "k", "v", "BOGUS"]).await).contains("syntax")
+    );
+    let big = "x".repeat(1024 * 1024 + 1);
+    assert!(error_text(cmd::<String>(&mut r1, &["SET", "big", &big]).await).contains("at most"));
+
+    // Counters: the /counter key space.
+    assert_eq!(cmd::<i64>(&mut r1, &["INCR", "hits"]).await.unwrap(), 1);
+    assert_eq!(
+        cmd::<i64>(&mut r2, &["INCRBY", "hits", "10"])
+            .await
+            .unwrap(),
+        11
+    );
+    assert_eq!(cmd::<i64>(&mut r1, &["DECR", "hits"]).await.unwrap(), 10);
+    assert_eq!(
+        cmd::<i64>(&mut r2, &["DECRBY", "hits", "4"]).await.unwrap(),
+        6
+    );
+    assert_eq!(
+        cmd::<i64>(&mut r1, &["COUNTER.GET", "hits"]).await.unwrap(),
+        6
+    );
+    assert_eq!(
+        cmd::<i64>(&mut r1, &["COUNTER.GET", "never"])
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(error_text(cmd::<i64>(&mut r1, &["INCRBY", "hits", "x"]).await).contains("integer"));
+
+    // Sets: the /set key space.
+    assert_eq!(
+        cmd::<i64>(&mut r1, &["SADD", "team", "a", "b", "c", "a"])
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        cmd::<i64>(&mut r2, &["SADD", "team", "c", "d"])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        cmd::<i64>(&mut r1, &["SREM", "team", "b", "zz"])
+            .await
+            .unwrap(),
+        1
+    );
+    let members: Vec<String> = cmd(&mut r2, &["SMEMBERS", "team"]).await.unwrap();
+    assert_eq!(members, ["a", "c", "d"]);
+    assert_eq!(cmd::<i64>(&mut r1, &["SCARD", "team"]).await.unwrap(), 3);
+    assert_eq!(
+        cmd::<i64>(&mut r1, &["SISMEMBER", "team", "a"])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        cmd::<i64>(&mut r1, &["SISMEMBER", "team", "b"])
+            .await
+            .unwrap(),
+        0
+    );
+
+    // The key spaces meet HTTP: what RESP wrote, HTTP reads on another node, and back.
+    let http = c.client("n3");
+    let q = quorumkv::ops::Consistency::default();
+    assert_eq!(
+        http.lww_get("fresh", &q).await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(http.counter_get("hits", &q).await.unwrap(), 6);
+    assert_eq!(http.set_get("team", &q).await.unwrap(), ["a", "c", "d"]);
+    http.lww_put("from-http", "hi", None, &q).await.unwrap();
+    let got: Option<String> = r1.get("from-http").await.unwrap();
+    assert_eq!(got.as_deref(), Some("hi"));
+
+    // Pipelining: replies come back in order.
+    let mut pipe = redis::pipe();
+    for i in 0..100 {
+        pipe.cmd("SET").arg(format!("p{i}")).arg(i).ignore();
+        pipe.cmd("INCR").arg("piped");
+    }
+    for i in 0..100 {
+        pipe.cmd("GET").arg(format!("p{i}"));
+    }
+    let replies: Vec<Value> = pipe.query_async(&mut r1).await.unwrap();
+    let counts: Vec<i64> = replies[..100]
+        .iter()
+        .map(|v| redis::from_redis_value(v).unwrap())
+        .collect();
+    assert_eq!(counts, (1..=100).collect::<Vec<i64>>());
+    let values: Vec<String> = replies[100..]
+        .iter()
+        .map(|v| redis::from_redis_value(v).unwrap())
+        .collect();
+    assert_eq!(values, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
+
+    // QUORUM: validated like the HTTP parameters, per connection.
+    assert!(error_text(cmd::<String>(&mut r1, &["QUORUM", "3", "4", "2"]).await).contains("w=4"));
+    assert!(error_text(cmd::<String>(&mut r1, &["QUORUM", "9", "1", "1"]).await).contains("n=9"));
+    assert!(
+        error_text(cmd::<String>(&mut r1, &["QUORUM", "3", "x", "1"]).await).contains("quorum")
+    );
+    assert!(error_text(cmd::<String>(&mut r1, &["QUORUM", "3"]).await).contains("wrong number"));
+    assert_eq!(
+        cmd::<String>(&mut r1, &["QUORUM", "3", "all", "one"])
+            .await
+            .unwrap(),
+        "OK"
+    );
+    assert_eq!(
+        cmd::<String>(&mut r1, &["SET", "q", "v"]).await.unwrap(),
+        "OK"
+    );
+    c.kill9("n3");
+    let e = error_text(cmd::<String>(&mut r1, &["SET", "q", "v2"]).await);
+    // The error line is "-QUORUM needed 3 acks, got 2: ..."; the client splits off the code.
+    assert!(
+        e.starts_with("QUORUM") && e.contains("needed 3 acks, got 2"),
+        "{e}"
+    );
+    // Other connections keep the defaults (quorum): they still write.
+    assert_eq!(
+        cmd::<String>(&mut r2, &["SET", "q", "v3"]).await.unwrap(),
+        "OK"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_closes_only_its_connection() {
+    let mut c = TestCluster::new("respbad", 1, false);
+    c.start_all(&["n1"]).await;
+    let addr = c.node("n1").resp;
+    let mut good = connect(&c, "n1").await;
+    for garbage in [
+        &b"*x\r\n"[..],
+        b"*1\r\n*1\r\n$1\r\na\r\n",
+        b"*99999999999\r\n",
+    ] {
+        let mut bad = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        bad.write_all(garbage).await.expect("write");
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut reply))
+            .await
+            .expect("the server closes the connection")
+            .expect("read");
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
+    }
+    // Inline commands work, as for telnet.
+    let mut inline = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    inline
+        .write_all(b"PING\r\nECHO hi\r\nQUIT\r\n")
+        .await
+        .expect("write");
+    let mut reply = Vec::new();
+    inline.read_to_end(&mut reply).await.expect("read");
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "+PONG\r\n$2\r\nhi\r\n+OK\r\n"
+    );
+    // The well-behaved connection never noticed.
+    assert_eq!(cmd::<String>(&mut good, &["PING"]).await.unwrap(), "PONG");
+    let e = error_text(cmd::<String>(&mut good, &["FLUSHALL"]).await);
+    assert!(e.contains("unknown command"), "{e}");
+
+    // redis-cli, where installed, works unchanged.
+    let port = addr.port().to_string();
+    let cli = |args: &[&str]| {
+        std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(args)
+            .output()
+    };
+    match cli(&["SET", "from-cli", "yes"]) {
+        Ok(out) => {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+            let out = cli(&["GET", "from-cli"]).expect("redis-cli");
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes");
+            let out = cli(&["SADD", "s", "a", "b"]).expect("redis-cli");
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+        }
+        Err(e) => eprintln!("redis-cli not installed ({e}); skipped its part"),
+    }
+}
