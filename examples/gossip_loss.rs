@@ -1,5 +1,6 @@
 //! False deaths under message loss, for tuning: `cargo run --release --example gossip_loss --
-//! [loss] [suspicion multiplier] [indirect probes] [seeds]`.
+//! [loss] [suspicion multiplier] [indirect probes] [seeds] [retransmit multiplier]
+//! [announce to dead every, ms]`.
 
 use quorumkv::membership::sim::{Sim, SimConfig};
 use quorumkv::membership::{GossipConfig, MemberState};
@@ -14,6 +15,12 @@ fn main() {
     let indirect = args.get(2).copied().unwrap_or(3.0) as usize;
     let seeds = args.get(3).copied().unwrap_or(10.0) as u64;
     let retransmit = args.get(4).copied().unwrap_or(4.0);
+    let defaults = GossipConfig::default();
+    let announce_ms = args
+        .get(5)
+        .copied()
+        .unwrap_or(defaults.announce_to_dead_every.as_millis() as f64);
+    let announce = std::time::Duration::from_millis(announce_ms as u64);
     let mut false_deaths = 0;
     let mut runs_with_death = 0;
     for seed in 0..seeds {
@@ -24,6 +31,7 @@ fn main() {
                 suspicion_multiplier: mult,
                 indirect_probes: indirect,
                 retransmit_multiplier: retransmit,
+                announce_to_dead_every: announce,
                 ..GossipConfig::default()
             },
             ..SimConfig::default()
@@ -47,6 +55,6 @@ fn main() {
         }
     }
     println!(
-        "loss {loss} mult {mult} indirect {indirect} retransmit {retransmit}: {runs_with_death}/{seeds} runs with a false death ({false_deaths} dead observations)"
+        "loss {loss} mult {mult} indirect {indirect} retransmit {retransmit} announce to dead every {announce_ms} ms: {runs_with_death}/{seeds} runs with a false death ({false_deaths} dead observations)"
     );
 }

@@ -1,6 +1,7 @@
 //! The data commands of the `quorumkv` binary: `get`, `put`, `delete`, `incr`, `sadd`, `srem`,
 //! `smembers`. Each one is a single request through [`Client`], printed for a person (values on
-//! stdout, contexts and notes on stderr) or, with `--json`, as one JSON object on stdout.
+//! stdout, contexts and notes on stderr) or, with `--json`, as one JSON object on stdout. And
+//! the operator's `admin remove`.
 //!
 //! Exit codes: 0 success, 1 not found (`get` of a missing key), 2 any error.
 
@@ -120,6 +121,48 @@ pub enum DataCommand {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// Operator commands on a running cluster.
+#[derive(Subcommand, Debug, Clone)]
+pub enum AdminCommand {
+    /// Removes a dead member for good: every member then shows it `left`, and its ring share
+    /// goes to the others. Only a member the asked node sees `dead` can be removed (stop it
+    /// first, or let it leave); if its process starts again later, it joins as a new member.
+    Remove {
+        /// The id of the dead member, as /admin/status lists it.
+        #[arg(value_name = "NODE")]
+        id: String,
+        /// The node to ask: http://HOST:PORT or HOST:PORT (any member).
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "QUORUMKV_NODE",
+            default_value = "http://127.0.0.1:8101"
+        )]
+        node: String,
+    },
+}
+
+/// Runs one admin command.
+pub async fn admin(command: AdminCommand) -> Outcome {
+    let mut o = Outcome::default();
+    match command {
+        AdminCommand::Remove { id, node } => {
+            let result = match Client::new(&node, Duration::from_secs(10)) {
+                Ok(client) => client.remove_member(&id).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => o.out(format!(
+                    "{id} removed: it is left on every member within seconds, and its ring \
+                     share goes to the others\n"
+                )),
+                Err(e) => fail(&mut o, false, &e),
+            }
+        }
+    }
+    o
 }
 
 /// What a command printed and how it ended.
@@ -499,6 +542,19 @@ mod tests {
         assert_eq!(o.code, 1);
         let v: Json = serde_json::from_slice(&o.stdout).expect("json");
         assert_eq!(v["found"], false);
+    }
+
+    #[tokio::test]
+    async fn admin_remove_of_an_unreachable_node_is_an_error_with_exit_code_2() {
+        let o = admin(AdminCommand::Remove {
+            id: "n3".into(),
+            node: "127.0.0.1:1".into(),
+        })
+        .await;
+        assert_eq!(o.code, 2);
+        assert!(o.stdout.is_empty());
+        assert!(o.stderr.starts_with("error: cannot reach"), "{}", o.stderr);
+        assert!(o.stderr.contains("/admin/members/n3"), "{}", o.stderr);
     }
 
     #[tokio::test]

@@ -311,6 +311,19 @@ impl Client {
         }
     }
 
+    /// `DELETE /admin/members/{id}`: removes a dead member from the cluster (an operator's
+    /// decision; see the README). `Ok` also when it had left or was removed already.
+    pub async fn remove_member(&self, id: &str) -> Result<(), ClientError> {
+        if matches!(id, "" | "." | "..") {
+            return Err(ClientError::Invalid(format!(
+                "{id:?} is not a member id; give the id of a dead member, as /admin/status lists it"
+            )));
+        }
+        let url = self.url(&["admin", "members", id]);
+        let resp = self.exchange(self.http.delete(url.clone()), url).await?;
+        resp.no_content()
+    }
+
     /// The URL of `segments` below the base, each percent-encoded as one path segment.
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use quorumkv::bench::BenchArgs;
-use quorumkv::cli::DataCommand;
+use quorumkv::cli::{AdminCommand, DataCommand, Outcome};
 use quorumkv::config::Config;
 use quorumkv::process;
 use quorumkv::storage::{Key, Kind};
@@ -63,6 +63,11 @@ enum Command {
     },
     /// Drives a running cluster with concurrent requests; prints throughput and latency.
     Bench(BenchArgs),
+    /// Operator commands on a running cluster (exit code 0 on success, 2 on error).
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
     #[command(flatten)]
     Data(DataCommand),
 }
@@ -95,6 +100,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(command) => return run_data(command),
+        Command::Admin { action } => {
+            return match runtime() {
+                Ok(rt) => print_outcome(rt.block_on(quorumkv::cli::admin(action))),
+                Err(e) => {
+                    eprintln!("quorumkv: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Bench(args) => runtime().and_then(|rt| {
             let json = args.json;
             let report = rt.block_on(quorumkv::bench::run(args))?;
@@ -148,6 +162,11 @@ fn run_data(command: DataCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    print_outcome(outcome)
+}
+
+/// Prints what a client command printed and exits with its code.
+fn print_outcome(outcome: Outcome) -> ExitCode {
     use std::io::Write;
     let _ = std::io::stdout().write_all(&outcome.stdout);
     let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());

@@ -203,6 +203,7 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         faults: transport.faults().clone(),
         fault_injection: config.cluster.fault_injection,
         coordinator: coordinator.clone(),
+        membership: node.control(),
     });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {

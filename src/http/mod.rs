@@ -1,5 +1,5 @@
 //! The client-facing HTTP API (axum): the data endpoints ([`data`]), health, metrics, cluster
-//! status and fault injection.
+//! status, removal of dead members and fault injection.
 //!
 //! Every error is JSON `{"error": code, "message": ...}` as API.md specifies, including the
 //! ones axum would otherwise answer in plain text (bad JSON, unknown routes).
@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
@@ -22,7 +22,7 @@ pub mod data;
 
 use crate::coordinator::Coordinator;
 use crate::coordinator::transfer::{Phase, TransferStatus};
-use crate::node::ClusterView;
+use crate::node::{ClusterView, ControlError, MembershipControl};
 use crate::transport::{FaultTable, Faults};
 
 /// What the handlers need.
@@ -33,6 +33,8 @@ pub struct ApiState {
     /// `fault_injection` from the config; `/admin/faults` answers 403 without it.
     pub fault_injection: bool,
     pub coordinator: Coordinator,
+    /// Operator actions on the membership (`DELETE /admin/members/{id}`).
+    pub membership: MembershipControl,
 }
 
 /// How long a starting node waits to hear of the members of its cluster file before it
@@ -100,6 +102,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/set/", any(data::empty_key))
         .route_layer(axum::middleware::from_fn(data::check_context))
         .route("/admin/status", get(status))
+        .route("/admin/members/{id}", delete(remove_member))
         .route("/health", get(health))
         .route("/metrics", get(data::metrics))
         .route(
@@ -215,6 +218,44 @@ async fn status(State(state): State<ApiState>) -> axum::Json<StatusBody> {
         },
         transfer: state.coordinator.transfer_status(),
     })
+}
+
+/// `DELETE /admin/members/{id}`: an operator removes a dead member, as Riak's `cluster
+/// force-remove` or Cassandra's `nodetool removenode` (a dead member is never removed
+/// automatically: it keeps its ring share, its keys going to fallbacks meanwhile). `204` once
+/// removed: this node shows it `left` and owns its share out to the others at once, and every
+/// other member within seconds, including those down at the time (see
+/// `membership::removal`). Idempotent: `204` for a member that left or was removed already.
+/// `404` for an id no member has; `400` for this node's own id, or a member this node does not
+/// see dead (`alive` or `suspect`). Not gated by `fault_injection`: it is an operation, not a
+/// fault.
+async fn remove_member(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match state.membership.remove(&id).await {
+        Ok(removed) => {
+            tracing::warn!(member = %id, ?removed, "operator removed a dead member");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(ControlError::Refused(e)) => {
+            let status = match e {
+                crate::membership::RemoveError::Unknown { .. } => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let code = if status == StatusCode::NOT_FOUND {
+                "not_found"
+            } else {
+                "bad_request"
+            };
+            Err(ApiError::new(status, code, e.to_string()))
+        }
+        Err(e @ ControlError::Stopped) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )),
+    }
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,10 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::{GossipConfig, GossipTimer, MemberState, MemberView, Membership, NodeInfo, Output};
+use super::{
+    GossipConfig, GossipTimer, MemberState, MemberView, Membership, NodeInfo, Output, RemoveError,
+    Removed,
+};
 
 /// Settings of a simulated cluster.
 #[derive(Debug, Clone)]
@@ -271,6 +274,14 @@ impl Sim {
         // Let the goodbye go out before the process stops.
         self.run_for(50);
         self.nodes[i].up = false;
+    }
+
+    /// An operator removes node `j` through node `via` (see [`Membership::remove`]).
+    pub fn remove(&mut self, via: usize, j: usize) -> Result<Removed, RemoveError> {
+        let id = self.infos[j].id.clone();
+        let (removed, out) = self.nodes[via].membership.remove(&id)?;
+        self.apply(via, out);
+        Ok(removed)
     }
 
     /// Splits the network: messages cross only between nodes of the same group. Nodes not

@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::membership::{
-    GossipConfig, GossipTimer, MemberState, MemberView, Membership, NodeInfo, Output, ring_of,
+    GossipConfig, GossipTimer, MemberState, MemberView, Membership, NodeInfo, Output, RemoveError,
+    Removed, ring_of,
 };
 use crate::ring::Ring;
 use crate::rpc::{OneWay, Request, Response};
@@ -61,6 +62,7 @@ enum Event {
     Gossip(String, Bytes),
     Timer(GossipTimer),
     Announce(NodeInfo),
+    Remove(String, oneshot::Sender<Result<Removed, RemoveError>>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -70,6 +72,34 @@ pub struct Node {
     view: watch::Receiver<Arc<ClusterView>>,
     handler: Arc<NodeHandler>,
     task: JoinHandle<()>,
+}
+
+/// Operator actions on a running node's membership, for the HTTP API. Cheap to clone.
+#[derive(Clone)]
+pub struct MembershipControl {
+    events: mpsc::Sender<Event>,
+}
+
+/// Why a [`MembershipControl`] call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Refused(#[from] RemoveError),
+    #[error("the node's membership runtime has stopped (the node is shutting down)")]
+    Stopped,
+}
+
+impl MembershipControl {
+    /// Removes a dead member from the cluster (see [`Membership::remove`]); the new view,
+    /// without it on the ring, is published before this returns.
+    pub async fn remove(&self, id: &str) -> Result<Removed, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.events
+            .send(Event::Remove(id.to_string(), tx))
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+    }
 }
 
 /// What peers' messages are handed to.
@@ -148,6 +178,13 @@ impl Node {
         self.view.clone()
     }
 
+    /// A handle for operator actions (removing a dead member).
+    pub fn control(&self) -> MembershipControl {
+        MembershipControl {
+            events: self.events.clone(),
+        }
+    }
+
     /// Announces this node to another (how `--join` works).
     pub async fn announce(&self, to: NodeInfo) {
         let _ = self.events.send(Event::Announce(to)).await;
@@ -193,6 +230,18 @@ impl Driver {
                 },
                 Event::Timer(timer) => self.membership.handle_timer(timer),
                 Event::Announce(to) => self.membership.announce(to),
+                Event::Remove(id, done) => match self.membership.remove(&id) {
+                    Ok((removed, out)) => {
+                        self.apply(out);
+                        self.publish();
+                        let _ = done.send(Ok(removed));
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e));
+                        continue;
+                    }
+                },
                 Event::Leave(done) => {
                     let out = self.membership.leave();
                     self.apply(out);
@@ -267,4 +316,101 @@ fn snapshot(m: &Membership) -> ClusterView {
         ring: Arc::new(ring_of(&members)),
         members,
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::memory::MemoryNetwork;
+
+    fn info(i: usize) -> NodeInfo {
+        NodeInfo {
+            id: format!("n{i}"),
+            zone: "z".into(),
+            peer: format!("10.0.0.{i}:7000").parse().expect("addr"),
+            http: format!("10.0.0.{i}:8000").parse().expect("addr"),
+            resp: format!("10.0.0.{i}:6000").parse().expect("addr"),
+            vnodes: 16,
+            generation: 1,
+            leaving: false,
+        }
+    }
+
+    fn state(node: &Node, of: usize) -> Option<MemberState> {
+        node.view().member(&format!("n{of}")).map(|m| m.state)
+    }
+
+    async fn until(nodes: &[&Node], of: usize, want: MemberState, limit: Duration) {
+        let start = tokio::time::Instant::now();
+        while !nodes.iter().all(|n| state(n, of) == Some(want)) {
+            assert!(
+                start.elapsed() < limit,
+                "n{of} not {want:?} within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The runtime carries an operator's removal to the membership and publishes the view
+    /// without the removed member on the ring before it answers.
+    #[tokio::test(start_paused = true)]
+    async fn removal_through_the_runtime_publishes_the_new_ring_before_answering() {
+        let net = MemoryNetwork::new(7);
+        let mut nodes: Vec<Node> = (0..4)
+            .map(|i| {
+                let node = Node::start(
+                    NodeSpec {
+                        me: info(i),
+                        seeds: (0..4).filter(|&j| j != i).map(info).collect(),
+                        gossip: GossipConfig::default(),
+                        rng_seed: i as u64,
+                    },
+                    Arc::new(net.transport(&format!("n{i}"))) as Arc<dyn Transport>,
+                );
+                net.attach(&format!("n{i}"), node.handler());
+                node
+            })
+            .collect();
+        for of in 0..4 {
+            until(
+                &nodes.iter().collect::<Vec<_>>(),
+                of,
+                MemberState::Alive,
+                SETTLE,
+            )
+            .await;
+        }
+        net.crash("n3");
+        nodes.pop().expect("n3").abort();
+        let live: Vec<&Node> = nodes.iter().collect();
+        until(&live, 3, MemberState::Dead, SETTLE).await;
+
+        let control = nodes[1].control();
+        assert!(matches!(
+            control.remove("n1").await,
+            Err(ControlError::Refused(RemoveError::Myself(_)))
+        ));
+        assert!(matches!(
+            control.remove("n2").await,
+            Err(ControlError::Refused(RemoveError::NotDead { .. }))
+        ));
+        assert!(matches!(
+            control.remove("n9").await,
+            Err(ControlError::Refused(RemoveError::Unknown { .. }))
+        ));
+        assert_eq!(control.remove("n3").await, Ok(Removed::Now));
+        let view = nodes[1].view();
+        assert_eq!(state(&nodes[1], 3), Some(MemberState::Left));
+        assert!(view.ring.member("n3").is_none());
+        until(&live, 3, MemberState::Left, Duration::from_secs(3)).await;
+        for node in &live {
+            let view = node.view();
+            let shares = view.ring.shares();
+            assert_eq!(shares.len(), 3);
+            assert!((shares.values().sum::<f64>() - 1.0).abs() < 1e-9);
+        }
+        assert_eq!(control.remove("n3").await, Ok(Removed::Already));
+    }
+
+    const SETTLE: Duration = Duration::from_secs(30);
 }
