@@ -17,6 +17,11 @@ pub struct InFlight<T> {
 }
 
 impl<T> InFlight<T> {
+    /// Calls still running.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
     /// The next late answer, or `None` once all are in or the deadline passed.
     pub async fn next(&mut self, deadline: Instant) -> Option<Answer<T>> {
         if self.pending == 0 {

@@ -691,13 +691,17 @@ impl Coordinator {
                 let _ = self.inner.store.merge(key, value, now);
             }
         }
-        // Repairs go out once every answer is in (or the deadline passed).
-        let this = self.clone();
-        let (repair_key, answered) = (key.clone(), ok.clone());
-        tokio::spawn(async move {
-            this.read_repair(repair_key, targets, answered, rest, deadline)
-                .await;
-        });
+        // Repairs go out once every answer is in (or the deadline passed); nothing to wait
+        // for and nobody behind (a single-replica read, or all agreed) means no repair task.
+        let behind = ok.iter().any(|(_, v)| v.as_ref() != merged.as_ref());
+        if rest.pending() > 0 || behind {
+            let this = self.clone();
+            let (repair_key, answered) = (key.clone(), ok.clone());
+            tokio::spawn(async move {
+                this.read_repair(repair_key, targets, answered, rest, deadline)
+                    .await;
+            });
+        }
         if answers < plan.r {
             return Err(unavailable(plan.r, answers, &failed, "read"));
         }
