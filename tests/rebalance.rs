@@ -206,3 +206,56 @@ async fn a_leaving_node_hands_its_keys_to_the_nodes_that_take_over() {
     let log = c.log("n4");
     assert!(log.contains("handed off"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_dead_node_re_replicates_its_keys_from_the_survivors() {
+    // No hints (they would not help: n4 never comes back); anti-entropy at its default.
+    let mut c = TestCluster::with_settings("remove4", 4, true, "hinted_handoff = false");
+    let ids = ["n1", "n2", "n3", "n4"];
+    c.start_all(&ids).await;
+    let n1 = c.client("n1");
+    let all = Consistency {
+        w: Some(Quorum::All),
+        ..Consistency::default()
+    };
+    for i in 0..KEYS {
+        n1.lww_put(&format!("k{i}"), format!("v{i}"), None, &all)
+            .await
+            .expect("load");
+    }
+    c.kill9("n4");
+    c.until_states(&["n1", "n2", "n3"], &["n4"], "dead").await;
+    // Dead but not removed: its keys have two live replicas each.
+    let before = status(&c, "n1").await["store"]["keys"].as_u64();
+    assert!(before < Some(KEYS as u64), "n1 held {before:?} of {KEYS}");
+    let out = std::process::Command::new(common::BIN)
+        .args(["admin", "remove", "n4", "--node"])
+        .arg(c.base("n2"))
+        .output()
+        .expect("quorumkv admin remove");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.until_states(&["n1", "n2", "n3"], &["n4"], "left").await;
+    // N = 3 of three nodes now: the survivors re-replicate until each holds every key.
+    let start = Instant::now();
+    for id in ["n1", "n2", "n3"] {
+        loop {
+            let keys = status(&c, id).await["store"]["keys"].as_u64();
+            if keys == Some(KEYS as u64) {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{id} holds {keys:?} of {KEYS} keys after the removal"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!(
+        "after removing n4 every survivor held all {KEYS} keys within {:?}",
+        start.elapsed()
+    );
+}

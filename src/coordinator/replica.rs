@@ -15,6 +15,9 @@ use crate::transport::{BoxFuture, Handler};
 /// How often expired values turn into tombstones and old tombstones are forgotten.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long after a change of the ring's members anti-entropy runs.
+const RING_CHANGE_SETTLE: Duration = Duration::from_secs(1);
+
 /// How long a replica remembers a forwarded write's id: longer than any request deadline
 /// (60 s), so no duplicate or retry of it can still be on its way after.
 const FORWARD_MEMORY: Duration = Duration::from_secs(120);
@@ -158,8 +161,27 @@ impl Coordinator {
             let mut ae = ticker(Duration::from_millis(ae_interval.max(1)));
             ae.reset();
             let mut rounds = tokio::task::JoinSet::new();
+            // A change of the ring's members (a join, a leave, a removal) moves replicas:
+            // anti-entropy runs a second after it rather than at its next tick.
+            let mut view = this.inner.view.clone();
+            let ring_ids = |v: &crate::node::ClusterView| -> Vec<String> {
+                v.ring.members().iter().map(|m| m.id.clone()).collect()
+            };
+            let mut members = ring_ids(&view.borrow());
+            let mut view_open = true;
             loop {
                 tokio::select! {
+                    changed = view.changed(), if view_open => {
+                        if changed.is_err() {
+                            view_open = false;
+                            continue;
+                        }
+                        let now = ring_ids(&view.borrow_and_update());
+                        if now != members {
+                            members = now;
+                            ae.reset_after(RING_CHANGE_SETTLE);
+                        }
+                    }
                     _ = purge.tick() => {
                         this.inner.forwarded.forget_old(tokio::time::Instant::now());
                         let stats = this.store().purge(this.now_ms());
