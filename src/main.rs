@@ -98,6 +98,17 @@ enum ClusterAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node { .. }) {
+        // A command piped into `head` should stop quietly when the pipe closes, as Unix tools
+        // do, instead of panicking on a failed print.
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let result = match cli.command {
         Command::Data(command) => return run_data(command),
         Command::Admin { action } => {
