@@ -25,8 +25,14 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+## Criterion micro-benchmarks, then quorumkv against redis-server with redis-benchmark
+## (installs Debian's redis-server and redis-tools when missing and run as root).
 bench:
 	$(CARGO) bench --locked --bench core
+	@command -v redis-benchmark >/dev/null && command -v redis-server >/dev/null || \
+	  { test "$$(id -u)" = 0 && apt-get install -y redis-server redis-tools >/dev/null; } || \
+	  { echo "make bench needs redis-server and redis-benchmark (apt-get install redis-server redis-tools)"; exit 2; }
+	$(CARGO) bench --locked --bench resp
 
 ## Shows the ring the cluster file describes.
 ring: build

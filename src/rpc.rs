@@ -13,6 +13,9 @@ use crate::ring::Arc;
 use crate::storage::merkle::{Answer, Hash, Query};
 use crate::storage::{Key, Value};
 
+/// Most requests one [`Request::Batch`] may carry.
+pub const MAX_BATCH: usize = 1024;
+
 /// Most arcs one [`Request::ArcHashes`] may name.
 pub const MAX_ARCS: usize = 1 << 16;
 
@@ -70,6 +73,10 @@ pub enum Request {
     ArcHashes { arcs: Vec<Arc> },
     /// One step of a Merkle diff; answered with [`Response::Merkle`].
     Merkle { query: Query },
+    /// Several requests, each encoded as its own frame, sent together by the transport when
+    /// many are on their way to one peer at once; answered with [`Response::Batch`], one
+    /// encoded answer per request, in order. Never nested.
+    Batch(Vec<Bytes>),
 }
 
 /// Answers to [`Request`]s.
@@ -92,6 +99,8 @@ pub enum Response {
     Hashes(Vec<Hash>),
     /// Answer to [`Request::Merkle`].
     Merkle(Answer<Key>),
+    /// Answer to [`Request::Batch`].
+    Batch(Vec<Bytes>),
     /// The request could not be served; says why.
     Error(String),
 }

@@ -702,10 +702,13 @@ impl Handler for TestHandler {
     fn request(&self, _from: &str, req: Request) -> BoxFuture<Response> {
         let node = self.node.clone();
         Box::pin(async move {
-            if matches!(req, Request::Ping) {
-                Response::Pong { node }
-            } else {
-                Response::Error(format!("unexpected request {req:?}"))
+            match req {
+                Request::Ping => Response::Pong { node },
+                // Answers name what they answer, to check batched answers go to their caller.
+                Request::Read { key } => Response::Pong {
+                    node: format!("{node} read {}", key.name),
+                },
+                req => Response::Error(format!("unexpected request {req:?}")),
             }
         })
     }
@@ -807,6 +810,39 @@ async fn transport_sends_and_calls_both_ways() {
         assert_eq!(n2.next().await, ("n1".into(), gossip("burst")));
     }
 
+    n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replica_requests_are_batched_and_each_gets_its_own_answer() {
+    let ca = ClusterCa::generate("alpha").expect("ca");
+    let n1 = TestNode::start(&ca, "n1");
+    let n2 = TestNode::start(&ca, "n2");
+    let calls: Vec<_> = (0..500)
+        .map(|i| {
+            let key = quorumkv::storage::Key::new(quorumkv::storage::Kind::Lww, format!("k{i}"));
+            n1.transport.call(&n2.peer, Request::Read { key }, T)
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(
+            call.await.expect("batched call"),
+            Response::Pong {
+                node: format!("n2 read k{i}")
+            }
+        );
+    }
+    // A batch inside a batch is refused, item by item, not served.
+    let inner = quorumkv::rpc::encode(&Request::Batch(vec![])).expect("encode");
+    let outer = Request::Batch(vec![Bytes::from(inner)]);
+    match n1.transport.call(&n2.peer, outer, T).await.expect("call") {
+        Response::Batch(answers) => {
+            let answer: Response = quorumkv::rpc::decode(&answers[0]).expect("decode");
+            assert!(matches!(answer, Response::Error(e) if e.contains("nested")));
+        }
+        other => panic!("{other:?}"),
+    }
     n1.stop().await;
     n2.stop().await;
 }

@@ -43,6 +43,7 @@ use quinn::{
     ReadError, ReadToEndError, RecvStream, SendStream, TransportConfig, VarInt, WriteError,
 };
 use rustls::pki_types::CertificateDer;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use crate::tls::{self, MAX_NODE_ID_LEN, NodeCredentials, TlsError};
@@ -666,6 +667,8 @@ struct Inner {
     endpoint: NodeEndpoint,
     faults: FaultTable,
     peers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<PeerSlot>>>>,
+    /// Per peer, the queue of replica requests waiting to be sent in batches.
+    batchers: std::sync::Mutex<std::collections::HashMap<String, mpsc::UnboundedSender<Queued>>>,
     /// Where incoming traffic goes, on accepted and on dialled connections alike. `None`
     /// until [`QuicTransport::serve`]: connections dialled before that (a node announces
     /// itself before it serves) wait for it, so the peer's traffic on them is not lost.
@@ -690,6 +693,7 @@ impl QuicTransport {
                 endpoint: NodeEndpoint::bind(addr, ca_cert, node)?,
                 faults: FaultTable::default(),
                 peers: Default::default(),
+                batchers: Default::default(),
                 handler: tokio::sync::watch::Sender::new(None),
             }),
         })
@@ -790,7 +794,10 @@ impl QuicTransport {
                                 tracing::warn!(peer = %id, "malformed request, stream closed: {e}");
                                 QuicError::Protocol("malformed request")
                             })?;
-                            let resp = handler.request(&id, req).await;
+                            let resp = match req {
+                                Request::Batch(items) => serve_batch(&*handler, &id, items).await,
+                                req => handler.request(&id, req).await,
+                            };
                             let bytes = rpc::encode(&resp)
                                 .map_err(|_| QuicError::Protocol("unencodable response"))?;
                             this.inner.faults.wait_delay(&id).await;
@@ -900,12 +907,24 @@ impl QuicTransport {
         bytes: Vec<u8>,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
+        let frame = self.call_raw(peer, &bytes, timeout).await?;
+        rpc::decode::<Response>(&frame)
+            .map_err(|e| TransportError::Protocol(peer.id.clone(), e.to_string()))
+    }
+
+    /// One request frame out, one answer frame back, undecoded.
+    async fn call_raw(
+        &self,
+        peer: &Peer,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
         let deadline = Instant::now() + timeout;
         let timed_out = || TransportError::Timeout(peer.id.clone(), timeout);
         let conn = timeout_at(deadline, self.connection(peer))
             .await
             .map_err(|_| timed_out())??;
-        let frame = exchange(&conn, &bytes, deadline, MAX_FRAME_PAYLOAD)
+        let frame = exchange(&conn, bytes, deadline, MAX_FRAME_PAYLOAD)
             .await
             .map_err(|e| match e {
                 QuicError::Timeout(_) => timed_out(),
@@ -914,9 +933,190 @@ impl QuicTransport {
         if self.inner.faults.drops(&peer.id) {
             return Err(TransportError::Dropped(peer.id.clone()));
         }
+        Ok(frame)
+    }
+
+    /// Sends an encoded replica request through `peer`'s batch queue and waits for its
+    /// answer until `deadline`.
+    async fn call_batched(
+        &self,
+        peer: &Peer,
+        frame: Vec<u8>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            frame,
+            deadline,
+            reply,
+        };
+        let queued = match self.batch_queue(peer).send(queued) {
+            Ok(()) => None,
+            Err(mpsc::error::SendError(q)) => Some(q),
+        };
+        let frame = match queued {
+            // The queue's task is gone (the transport is shutting down): go alone.
+            Some(q) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                self.call_raw(peer, &q.frame, left).await?
+            }
+            None => match timeout_at(deadline, answer).await {
+                Ok(Ok(result)) => result?,
+                Ok(Err(_)) => {
+                    return Err(TransportError::Unreachable(
+                        peer.id.clone(),
+                        "the request was dropped unsent".into(),
+                    ));
+                }
+                Err(_) => return Err(TransportError::Timeout(peer.id.clone(), timeout)),
+            },
+        };
         rpc::decode::<Response>(&frame)
             .map_err(|e| TransportError::Protocol(peer.id.clone(), e.to_string()))
     }
+
+    /// The batch queue of `peer`, started on first use.
+    fn batch_queue(&self, peer: &Peer) -> mpsc::UnboundedSender<Queued> {
+        let mut queues = self
+            .inner
+            .batchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = queues.get(&peer.id).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        queues.insert(peer.id.clone(), tx.clone());
+        tokio::spawn(batch_loop(Arc::downgrade(&self.inner), peer.clone(), rx));
+        tx
+    }
+
+    /// Sends what the queue gathered: alone when it is one request, else as one batch.
+    async fn send_batch(&self, peer: &Peer, mut batch: Vec<Queued>) {
+        // Callers that gave up need no answer.
+        batch.retain(|q| !q.reply.is_closed());
+        let Some(deadline) = batch.iter().map(|q| q.deadline).max() else {
+            return;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if batch.len() == 1 {
+            let q = batch.remove(0);
+            let result = self.call_raw(peer, &q.frame, left).await;
+            let _ = q.reply.send(result);
+            return;
+        }
+        let (frames, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|q| (bytes::Bytes::from(q.frame), q.reply))
+            .unzip();
+        let count = frames.len();
+        let outcome =
+            match rpc::encode(&Request::Batch(frames)) {
+                Ok(bytes) => self.call_raw(peer, &bytes, left).await.and_then(|frame| {
+                    match rpc::decode::<Response>(&frame) {
+                        Ok(Response::Batch(answers)) if answers.len() == count => Ok(answers),
+                        Ok(other) => Err(TransportError::Protocol(
+                            peer.id.clone(),
+                            format!("a batch of {count} answered with {other:?}"),
+                        )),
+                        Err(e) => Err(TransportError::Protocol(peer.id.clone(), e.to_string())),
+                    }
+                }),
+                Err(e) => Err(TransportError::Protocol(peer.id.clone(), e.to_string())),
+            };
+        match outcome {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer.to_vec()));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// A replica request waiting in a peer's batch queue.
+struct Queued {
+    /// The encoded request.
+    frame: Vec<u8>,
+    deadline: Instant,
+    /// Where the encoded answer (or the failure) goes.
+    reply: oneshot::Sender<Result<Vec<u8>, TransportError>>,
+}
+
+/// Most requests, and bytes of requests, sent in one batch.
+const BATCH_MAX_REQUESTS: usize = 64;
+const BATCH_MAX_BYTES: usize = 1024 * 1024;
+
+/// Requests bigger than this go alone: a batch stays small enough that its answers fit a
+/// frame as well.
+const BATCH_MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+/// Gathers the replica requests queued for one peer into batches: whatever arrived while
+/// the previous batch was being sent goes out together, so under load many requests share
+/// one stream and a few packets, and a request alone goes at once.
+async fn batch_loop(
+    inner: std::sync::Weak<Inner>,
+    peer: Peer,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+) {
+    while let Some(first) = rx.recv().await {
+        // Let requests that are being made right now join this batch.
+        tokio::task::yield_now().await;
+        let mut bytes = first.frame.len();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX_REQUESTS && bytes < BATCH_MAX_BYTES {
+            match rx.try_recv() {
+                Ok(q) => {
+                    bytes += q.frame.len();
+                    batch.push(q);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let this = QuicTransport { inner };
+        let peer = peer.clone();
+        tokio::spawn(async move { this.send_batch(&peer, batch).await });
+    }
+}
+
+/// Whether a request may travel in a batch: the small, quick replica requests that
+/// coordinators send by the thousand.
+fn batchable(req: &Request, encoded_len: usize) -> bool {
+    matches!(req, Request::Read { .. } | Request::Merge { .. })
+        && encoded_len <= BATCH_MAX_REQUEST_BYTES
+}
+
+/// Serves every request of a batch, in order, and packs the answers.
+async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<bytes::Bytes>) -> Response {
+    if items.len() > rpc::MAX_BATCH {
+        return Response::Error(format!(
+            "a batch of {} requests; at most {}",
+            items.len(),
+            rpc::MAX_BATCH
+        ));
+    }
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        let resp = match rpc::decode::<Request>(&item) {
+            Ok(Request::Batch(_)) => Response::Error("batches cannot be nested".into()),
+            Ok(req) => handler.request(from, req).await,
+            Err(e) => Response::Error(format!("malformed request in a batch: {e}")),
+        };
+        match rpc::encode(&resp) {
+            Ok(bytes) => answers.push(bytes::Bytes::from(bytes)),
+            Err(e) => answers.push(bytes::Bytes::from(
+                rpc::encode(&Response::Error(e.to_string())).unwrap_or_default(),
+            )),
+        }
+    }
+    Response::Batch(answers)
 }
 
 impl Transport for QuicTransport {
@@ -968,7 +1168,11 @@ impl Transport for QuicTransport {
                 tokio::time::sleep(delay).await;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            this.call_now(&to, bytes, left).await
+            if batchable(&req, bytes.len()) {
+                this.call_batched(&to, bytes, deadline, left).await
+            } else {
+                this.call_now(&to, bytes, left).await
+            }
         })
     }
 
