@@ -125,24 +125,28 @@ impl Session {
         let mut input = BytesMut::with_capacity(16 * 1024);
         let mut output = BytesMut::with_capacity(16 * 1024);
         loop {
-            // Run every complete command already here; answer them in one write.
+            // Take every complete command already here, run them, answer in one write.
+            let mut commands = Vec::new();
+            let mut malformed = None;
             loop {
                 match next_command(&mut input, max_frame) {
-                    Ok(Some(args)) => {
-                        let reply = self.execute(args).await;
-                        encode(&mut output, reply);
-                        if self.quit {
-                            stream.write_all(&output).await?;
-                            return Ok(());
-                        }
-                    }
+                    Ok(Some(args)) => commands.push(args),
                     Ok(None) => break,
                     Err(e) => {
-                        encode(&mut output, Reply::err(format!("ERR Protocol error: {e}")));
-                        stream.write_all(&output).await?;
-                        return Err(SessionError::Protocol(e));
+                        malformed = Some(e);
+                        break;
                     }
                 }
+            }
+            self.run_pipeline(commands, &mut output).await;
+            if let Some(e) = malformed {
+                encode(&mut output, Reply::err(format!("ERR Protocol error: {e}")));
+                stream.write_all(&output).await?;
+                return Err(SessionError::Protocol(e));
+            }
+            if self.quit {
+                stream.write_all(&output).await?;
+                return Ok(());
             }
             if !output.is_empty() {
                 stream.write_all(&output).await?;
@@ -154,20 +158,94 @@ impl Session {
         }
     }
 
+    /// Runs pipelined commands with the replies in order. Consecutive commands on distinct
+    /// keys run concurrently (each waits for its replicas, not for the one before); a
+    /// command on a key already in the group, one on several keys, and one that changes the
+    /// connection (`QUORUM`, `QUIT`) wait for everything before them, so a pipeline behaves
+    /// as if run one command at a time.
+    async fn run_pipeline(&mut self, commands: Vec<Vec<Bytes>>, output: &mut BytesMut) {
+        let mut rest = commands.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            if self.quit {
+                return;
+            }
+            if touches(&first) == Touch::Session {
+                let reply = self.execute(first).await;
+                encode(output, reply);
+                continue;
+            }
+            let mut group = vec![first];
+            let mut keys: Vec<Bytes> = Vec::new();
+            if let Touch::Key(k) = touches(&group[0]) {
+                keys.push(k);
+            }
+            while let Some(next) = rest.peek() {
+                match touches(next) {
+                    Touch::Session => break,
+                    Touch::Key(k) if keys.contains(&k) => break,
+                    Touch::Key(k) => keys.push(k),
+                    Touch::Nothing => {}
+                }
+                group.extend(rest.next());
+            }
+            if group.len() == 1 {
+                let reply = self.execute(group.remove(0)).await;
+                encode(output, reply);
+            } else {
+                let this = &*self;
+                let replies =
+                    futures_util::future::join_all(group.into_iter().map(|c| this.run_command(c)))
+                        .await;
+                for reply in replies {
+                    encode(output, reply);
+                }
+            }
+        }
+    }
+
     /// Runs one command (its name first) and answers it.
     pub async fn execute(&mut self, args: Vec<Bytes>) -> Reply {
         let Some(name) = args.first() else {
             return Reply::err("ERR empty command");
         };
+        match String::from_utf8_lossy(name).to_ascii_uppercase().as_str() {
+            "QUIT" => {
+                self.quit = true;
+                Reply::Ok
+            }
+            "QUORUM" => match self.set_quorum(&args[1..]) {
+                Ok(()) => Reply::Ok,
+                Err(reply) => reply,
+            },
+            _ => self.run_command(args).await,
+        }
+    }
+
+    /// Runs a command that leaves the connection as it is.
+    async fn run_command(&self, args: Vec<Bytes>) -> Reply {
+        let Some(name) = args.first() else {
+            return Reply::err("ERR empty command");
+        };
         let name = String::from_utf8_lossy(name).to_ascii_uppercase();
-        let args = &args[1..];
-        match self.dispatch(&name, args).await {
+        let start = std::time::Instant::now();
+        let result = self.dispatch(&name, &args[1..]).await;
+        if let Some(op) = operation(&name) {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(Reply::Error(e)) if e.starts_with("QUORUM") => "unavailable",
+                Err(_) => "bad_request",
+            };
+            self.coordinator
+                .metrics()
+                .request(op, outcome, start.elapsed().as_secs_f64());
+        }
+        match result {
             Ok(reply) => reply,
             Err(reply) => reply,
         }
     }
 
-    async fn dispatch(&mut self, name: &str, args: &[Bytes]) -> Result<Reply, Reply> {
+    async fn dispatch(&self, name: &str, args: &[Bytes]) -> Result<Reply, Reply> {
         let arity = |min: usize, max: Option<usize>| {
             if args.len() < min || max.is_some_and(|m| args.len() > m) {
                 Err(Reply::err(format!(
@@ -190,10 +268,6 @@ impl Session {
                 arity(1, Some(1))?;
                 Ok(Reply::Bulk(args[0].clone()))
             }
-            "QUIT" => {
-                self.quit = true;
-                Ok(Reply::Ok)
-            }
             "SELECT" => {
                 arity(1, Some(1))?;
                 match text(&args[0])? {
@@ -213,11 +287,6 @@ impl Session {
             // Client libraries send these on connect; nothing to configure here.
             "CLIENT" => Ok(Reply::Ok),
             "CONFIG" => Ok(Reply::Array(Vec::new())),
-            "QUORUM" => {
-                arity(3, Some(3))?;
-                self.set_quorum(args)?;
-                Ok(Reply::Ok)
-            }
             "GET" => {
                 arity(1, Some(1))?;
                 let read = self.read(Kind::Lww, &args[0]).await?;
@@ -391,7 +460,7 @@ impl Session {
     }
 
     /// `SET key value [EX s | PX ms] [NX | XX]`.
-    async fn set(&mut self, args: &[Bytes]) -> Result<Reply, Reply> {
+    async fn set(&self, args: &[Bytes]) -> Result<Reply, Reply> {
         if args.len() < 2 {
             return Err(Reply::err(
                 "ERR wrong number of arguments for 'set' command",
@@ -439,6 +508,11 @@ impl Session {
     }
 
     fn set_quorum(&mut self, args: &[Bytes]) -> Result<(), Reply> {
+        if args.len() != 3 {
+            return Err(Reply::err(
+                "ERR wrong number of arguments for 'quorum' command; use QUORUM n w r",
+            ));
+        }
         let mut c = Consistency::default();
         for (name, value) in ["n", "w", "r"].iter().zip(args) {
             c.set(name, text(value)?).map_err(Reply::from)?;
@@ -481,6 +555,44 @@ impl Session {
             self.coordinator.me()
         ))
     }
+}
+
+/// What a command touches, for running pipelined commands side by side.
+#[derive(Debug, PartialEq, Eq)]
+enum Touch {
+    /// The connection itself, or several keys: runs alone.
+    Session,
+    Key(Bytes),
+    Nothing,
+}
+
+fn touches(args: &[Bytes]) -> Touch {
+    let Some(name) = args.first() else {
+        return Touch::Nothing;
+    };
+    let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+    match name.as_str() {
+        "PING" | "ECHO" | "INFO" | "COMMAND" | "CLIENT" | "CONFIG" | "SELECT" => Touch::Nothing,
+        "QUIT" | "QUORUM" | "DEL" | "EXISTS" | "MGET" => Touch::Session,
+        _ => match args.get(1) {
+            Some(key) => Touch::Key(key.clone()),
+            None => Touch::Nothing,
+        },
+    }
+}
+
+/// The metrics operation of a data command (the HTTP endpoints' names).
+fn operation(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "GET" | "MGET" | "EXISTS" | "TTL" | "PTTL" => "lww_get",
+        "SET" | "EXPIRE" | "PEXPIRE" => "lww_put",
+        "DEL" => "lww_delete",
+        "INCR" | "INCRBY" | "DECR" | "DECRBY" => "counter_add",
+        "COUNTER.GET" => "counter_get",
+        "SADD" | "SREM" => "set_update",
+        "SMEMBERS" | "SCARD" | "SISMEMBER" => "set_get",
+        _ => return None,
+    })
 }
 
 /// The commands this server knows, for `COMMAND COUNT` and unknown-command errors.

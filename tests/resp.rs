@@ -239,6 +239,22 @@ async fn every_command_through_a_redis_client() {
         .collect();
     assert_eq!(values, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
 
+    // Pipelined commands on one key keep their order; on distinct keys they run side by
+    // side, and a QUORUM in the middle applies to what follows it only.
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg("o").arg("1");
+    pipe.cmd("GET").arg("o");
+    pipe.cmd("SET").arg("o").arg("2");
+    pipe.cmd("GET").arg("o");
+    pipe.cmd("DEL").arg("o");
+    pipe.cmd("GET").arg("o");
+    let replies: Vec<Option<String>> = pipe.query_async(&mut r1).await.unwrap();
+    assert_eq!(
+        replies,
+        [Some("OK"), Some("1"), Some("OK"), Some("2"), Some("1"), None]
+            .map(|v| v.map(str::to_string))
+    );
+
     // QUORUM: validated like the HTTP parameters, per connection.
     assert!(error_text(cmd::<String>(&mut r1, &["QUORUM", "3", "4", "2"]).await).contains("w=4"));
     assert!(error_text(cmd::<String>(&mut r1, &["QUORUM", "9", "1", "1"]).await).contains("n=9"));
