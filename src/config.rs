@@ -102,6 +102,9 @@ pub struct ClusterSettings {
     /// it, like Cassandra's gc_grace_seconds: a replica that was away longer than this and
     /// still holds the old value can bring it back.
     pub tombstone_grace_s: u64,
+    /// Threads of each node's async runtime; 0 (the default): one per core. Several nodes
+    /// sharing one machine run faster with fewer each (README, Benchmarks).
+    pub worker_threads: usize,
     /// Anti-entropy: time between rounds (0: off) and most keys repaired per second.
     pub anti_entropy_interval_ms: u64,
     pub anti_entropy_keys_per_sec: u64,
@@ -124,6 +127,7 @@ impl Default for ClusterSettings {
             hint_max_bytes: 64 * 1024 * 1024,
             hint_max_age_s: 1800,
             tombstone_grace_s: 3600,
+            worker_threads: 0,
             anti_entropy_interval_ms: 10_000,
             anti_entropy_keys_per_sec: 2_000,
         }

@@ -140,7 +140,10 @@ fn main() -> ExitCode {
         Command::Certs { config } => process::certs(&config),
         Command::Node { config, id, join } => {
             init_tracing();
-            runtime().and_then(|rt| rt.block_on(process::run_node(&config, &id, join.as_deref())))
+            // The file's worker_threads, if it loads (run_node reports a file that does not).
+            let threads = Config::load(&config).map_or(0, |c| c.cluster.worker_threads);
+            node_runtime(threads)
+                .and_then(|rt| rt.block_on(process::run_node(&config, &id, join.as_deref())))
         }
         Command::Cluster { action, config } => runtime().and_then(|rt| {
             rt.block_on(async {
@@ -187,6 +190,18 @@ fn print_outcome(outcome: Outcome) -> ExitCode {
     let _ = std::io::stdout().write_all(&outcome.stdout);
     let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
     ExitCode::from(outcome.code)
+}
+
+/// A node's runtime: `threads` workers, or one per core for 0.
+fn node_runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
