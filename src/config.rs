@@ -19,6 +19,10 @@ pub enum Quorum {
     Quorum,
     All,
     Count(u32),
+    /// A quorum of the key's replicas in the coordinating node's zone.
+    LocalQuorum,
+    /// A quorum of the key's replicas in every zone that has some.
+    EachQuorum,
 }
 
 impl Quorum {
@@ -28,21 +32,25 @@ impl Quorum {
             "one" => Ok(Quorum::One),
             "quorum" => Ok(Quorum::Quorum),
             "all" => Ok(Quorum::All),
+            "local_quorum" => Ok(Quorum::LocalQuorum),
+            "each_quorum" => Ok(Quorum::EachQuorum),
             _ => match s.parse::<u32>() {
                 Ok(0) => Err("a quorum of 0 is not allowed; use 1 or more".into()),
                 Ok(n) => Ok(Quorum::Count(n)),
                 Err(_) => Err(format!(
-                    "{s:?} is not a quorum; use an integer from 1, or one, quorum or all"
+                    "{s:?} is not a quorum; use an integer from 1, or one, quorum, all, \
+                     local_quorum or each_quorum"
                 )),
             },
         }
     }
 
-    /// The number of replicas this quorum needs out of `n`.
+    /// The number of replicas this quorum needs out of `n`; for the zone forms, which
+    /// depend on where a key's replicas are, a majority of `n` (never more than `n`).
     pub fn resolve(self, n: u32) -> u32 {
         match self {
             Quorum::One => 1,
-            Quorum::Quorum => n / 2 + 1,
+            Quorum::Quorum | Quorum::LocalQuorum | Quorum::EachQuorum => n / 2 + 1,
             Quorum::All => n,
             Quorum::Count(k) => k,
         }
@@ -57,6 +65,8 @@ impl std::fmt::Display for Quorum {
             Quorum::Quorum => f.write_str("quorum"),
             Quorum::All => f.write_str("all"),
             Quorum::Count(k) => write!(f, "{k}"),
+            Quorum::LocalQuorum => f.write_str("local_quorum"),
+            Quorum::EachQuorum => f.write_str("each_quorum"),
         }
     }
 }
@@ -102,6 +112,10 @@ pub struct ClusterSettings {
     /// it, like Cassandra's gc_grace_seconds: a replica that was away longer than this and
     /// still holds the old value can bring it back.
     pub tombstone_grace_s: u64,
+    /// Round-trip time added between nodes of different zones, to run a geo-distributed
+    /// cluster on one machine: each node holds what it sends to a node of another zone back
+    /// by half of it. 0 (the default): none.
+    pub zone_delay_ms: u64,
     /// Threads of each node's async runtime; 0 (the default): one per core. Several nodes
     /// sharing one machine run faster with fewer each (README, Benchmarks).
     pub worker_threads: usize,
@@ -128,6 +142,7 @@ impl Default for ClusterSettings {
             hint_max_age_s: 1800,
             tombstone_grace_s: 3600,
             worker_threads: 0,
+            zone_delay_ms: 0,
             anti_entropy_interval_ms: 10_000,
             anti_entropy_keys_per_sec: 2_000,
         }
@@ -365,6 +380,18 @@ resp = "127.0.0.1:6101"
             "replicas = 3\nanti_entropy_keys_per_sec = 0",
         );
         assert!(Config::parse(&bad, Path::new("")).is_err());
+    }
+
+    #[test]
+    fn the_repository_geo_file_loads_with_three_zones_and_zone_quorums() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("geo.toml");
+        let c = Config::load(&path).unwrap();
+        let zones: BTreeSet<_> = c.nodes.iter().map(|n| n.zone.as_str()).collect();
+        assert_eq!((c.nodes.len(), zones.len()), (6, 3));
+        assert_eq!(c.cluster.write_quorum, Quorum::LocalQuorum);
+        assert_eq!(c.cluster.zone_delay_ms, 80);
+        assert_eq!(Quorum::parse("each_quorum"), Ok(Quorum::EachQuorum));
+        assert_eq!(Quorum::EachQuorum.to_string(), "each_quorum");
     }
 
     #[test]

@@ -84,12 +84,34 @@ impl Consistency {
     }
 }
 
-/// Consistency settings checked against the cluster: numbers the coordinator can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How many replica answers an operation needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Need {
+    /// That many, from any replicas.
+    Count(u32),
+    /// A majority of the key's replicas in this zone (`local_quorum`, resolved to the zone
+    /// of the node the client asked, so a forwarded write keeps it).
+    ZoneQuorum(String),
+    /// A majority of the key's replicas in every zone that has some (`each_quorum`).
+    EachZone,
+}
+
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Need::Count(k) => write!(f, "{k}"),
+            Need::ZoneQuorum(zone) => write!(f, "local_quorum (zone {zone})"),
+            Need::EachZone => f.write_str("each_quorum"),
+        }
+    }
+}
+
+/// Consistency settings checked against the cluster: what the coordinator acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub n: u32,
-    pub w: u32,
-    pub r: u32,
+    pub w: Need,
+    pub r: Need,
     pub timeout_ms: u64,
     pub sloppy: bool,
 }

@@ -152,6 +152,13 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         .filter(|n| n.id != id)
         .map(|n| node_info(&config, n, 0))
         .collect();
+    // Other zones are far away, by zone_delay_ms, from the first message on.
+    let zone_delay = Duration::from_millis(config.cluster.zone_delay_ms / 2);
+    if !zone_delay.is_zero() {
+        for n in config.nodes.iter().filter(|n| n.zone != settings.zone) {
+            transport.faults().set_base_delay(&n.id, zone_delay);
+        }
+    }
     let node = Node::start(
         NodeSpec {
             me,
@@ -189,6 +196,22 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         gossip: node.handler(),
         coordinator: coordinator.clone(),
     }));
+    if !zone_delay.is_zero() {
+        // Members learned by gossip (joined with --join) are far away too.
+        let (mut view, faults, zone) = (
+            node.subscribe(),
+            transport.faults().clone(),
+            settings.zone.clone(),
+        );
+        tokio::spawn(async move {
+            while view.changed().await.is_ok() {
+                let members = view.borrow_and_update().members.clone();
+                for m in members.iter().filter(|m| m.info.zone != zone) {
+                    faults.set_base_delay(&m.info.id, zone_delay);
+                }
+            }
+        });
+    }
 
     if let Some(join) = join {
         join_through(&transport, &node, &seeds, join).await?;

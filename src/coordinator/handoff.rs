@@ -63,7 +63,7 @@ impl Coordinator {
         delta: &Value,
         targets: &[Target],
         fallbacks: Vec<Target>,
-        plan: Plan,
+        plan: &Plan,
         deadline: Instant,
         reply_state: bool,
     ) -> Vec<ReplicaCall> {

@@ -35,13 +35,13 @@ use crate::crdt::{Crdt, LwwRegister, MvRegister, OrSet, PnCounter, Version};
 use crate::membership::MemberState;
 use crate::metrics::Metrics;
 use crate::node::ClusterView;
-use crate::ops::{Consistency, OpError, Plan, ReadResult, Write, Written, check_key};
+use crate::ops::{Consistency, Need, OpError, Plan, ReadResult, Write, Written, check_key};
 use crate::rpc::{Request, Response};
 use crate::storage::{Key, Kind, Store, StoreError, Value};
 use crate::transport::{BoxFuture, Peer, Transport, TransportError};
 
 use antientropy::{AntiEntropySettings, Budget};
-use gather::{Gathered, InFlight, gather};
+use gather::{Gathered, InFlight, Needed, gather};
 use hints::{HintLimits, HintStore};
 
 /// How far ahead of this node's clock another node's LWW timestamp may be before the clock
@@ -135,6 +135,7 @@ struct Inner {
 #[derive(Debug, Clone)]
 struct Target {
     id: String,
+    zone: String,
     peer: Option<Peer>,
     state: MemberState,
 }
@@ -189,7 +190,8 @@ impl Coordinator {
     /// Defaults are clamped to the cluster's size; explicit values are not.
     pub fn plan(&self, c: &Consistency) -> Result<Plan, OpError> {
         let d = self.inner.defaults;
-        let members = self.view().ring.len() as u32;
+        let view = self.view();
+        let members = view.ring.len() as u32;
         if members == 0 {
             return Err(OpError::Unavailable {
                 needed: 1,
@@ -206,19 +208,28 @@ impl Coordinator {
             Some(n) => n,
             None => d.n.min(members),
         };
-        let quorum = |name: &str, given: Option<Quorum>, default: Quorum| match given {
-            Some(q) => {
-                let k = q.resolve(n);
-                if k > n {
-                    Err(OpError::bad(format!(
-                        "{name}={k} is more than n={n}; use {name} from 1 to {n}, or one, quorum or all"
-                    )))
-                } else {
-                    Ok(k)
+        let quorum =
+            |name: &str, given: Option<Quorum>, default: Quorum| match given.unwrap_or(default) {
+                Quorum::LocalQuorum => {
+                    let zone = view
+                        .member(&self.inner.me)
+                        .map(|m| m.info.zone.clone())
+                        .unwrap_or_default();
+                    Ok(Need::ZoneQuorum(zone))
                 }
-            }
-            None => Ok(default.resolve(n).min(n)),
-        };
+                Quorum::EachQuorum => Ok(Need::EachZone),
+                q => {
+                    let k = q.resolve(n);
+                    if given.is_some() && k > n {
+                        Err(OpError::bad(format!(
+                            "{name}={k} is more than n={n}; use {name} from 1 to {n}, or one, \
+                         quorum, all, local_quorum or each_quorum"
+                        )))
+                    } else {
+                        Ok(Need::Count(k.min(n)))
+                    }
+                }
+            };
         Ok(Plan {
             n,
             w: quorum("w", c.w, d.w)?,
@@ -240,7 +251,7 @@ impl Coordinator {
         let plan = self.plan(c)?;
         let key = Key::new(kind, name);
         let deadline = deadline(plan.timeout_ms);
-        let value = self.quorum_read(&key, plan, deadline).await?;
+        let value = self.quorum_read(&key, &plan, deadline).await?;
         Ok(ReadResult {
             value: value.merged,
             answers: value.answers,
@@ -322,6 +333,7 @@ impl Coordinator {
             let member = view.member(&m.id);
             Target {
                 id: m.id.clone(),
+                zone: m.zone.clone(),
                 peer: member.map(|v| Peer {
                     id: v.info.id.clone(),
                     addr: v.info.peer,
@@ -352,8 +364,11 @@ impl Coordinator {
         let view = self.view();
         let (targets, fallbacks) = self.placement(&view, &key, plan.n);
         let local = targets.iter().any(|t| t.id == self.inner.me);
+        let needed = needed(&plan.w, &targets)?;
         if write.issues_dots() && !local && may_forward {
-            return self.forward(key, write, plan, &targets, deadline).await;
+            return self
+                .forward(key, write, plan, &targets, needed.total as u32, deadline)
+                .await;
         }
         let now = self.now_ms();
         let mut written = Written {
@@ -411,7 +426,7 @@ impl Coordinator {
                 if !remove.is_empty() && local {
                     // A remove removes what it observed: observe at R first, so that adds
                     // acknowledged elsewhere are seen, not only what this replica holds.
-                    self.quorum_read(&key, plan, deadline).await?;
+                    self.quorum_read(&key, &plan, deadline).await?;
                 }
                 let (mut added, mut removed) = (0, 0);
                 let applied = store
@@ -440,7 +455,7 @@ impl Coordinator {
                 let seen = match context {
                     Some(ctx) => ctx,
                     None => {
-                        let read = self.quorum_read(&key, plan, deadline).await?;
+                        let read = self.quorum_read(&key, &plan, deadline).await?;
                         match read.merged {
                             Some(Value::Kv(reg)) => reg.context().clone(),
                             // Nothing seen, nothing to delete.
@@ -477,12 +492,12 @@ impl Coordinator {
             ready.push((self.inner.me.clone(), merged));
         }
         let calls = self.replicate(
-            &key, &delta, &targets, fallbacks, plan, deadline, want_state,
+            &key, &delta, &targets, fallbacks, &plan, deadline, want_state,
         );
-        let g = gather(ready, calls, plan.w as usize, deadline).await;
+        let g = gather(ready, calls, &needed, deadline).await;
         written.acks = g.ok.len() as u32;
-        if written.acks < plan.w {
-            return Err(unavailable(plan.w, written.acks, &g.failed, "write"));
+        if !needed.met(&g.ok) {
+            return Err(unavailable(&needed, written.acks, &g.failed, "write"));
         }
         if want_state {
             // The value as merged from the replicas that acknowledged the write.
@@ -509,9 +524,17 @@ impl Coordinator {
         write: Write,
         plan: Plan,
         targets: &[Target],
+        needed: u32,
         deadline: Instant,
     ) -> Result<Written, OpError> {
         let mut tried = Vec::new();
+        // Replicas in this node's zone first: across zones is the long way round.
+        let my_zone = self
+            .view()
+            .member(&self.inner.me)
+            .map(|m| m.info.zone.clone());
+        let mut targets: Vec<&Target> = targets.iter().collect();
+        targets.sort_by_key(|t| Some(&t.zone) != my_zone.as_ref());
         // One id for every attempt: a replica that got the write already answers from memory.
         let id = format!(
             "{}/{}/{}",
@@ -521,7 +544,7 @@ impl Coordinator {
                 .forward_seq
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        for t in targets.iter().filter(|t| is_reachable(t.state)) {
+        for t in targets.into_iter().filter(|t| is_reachable(t.state)) {
             let Some(peer) = &t.peer else { continue };
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -535,7 +558,7 @@ impl Coordinator {
                 write: write.clone(),
                 plan: Plan {
                     timeout_ms: inner_ms,
-                    ..plan
+                    ..plan.clone()
                 },
             };
             let result = self.inner.transport.call(peer, req, remaining).await;
@@ -548,7 +571,7 @@ impl Coordinator {
                 }
                 Err(e) => {
                     return Err(OpError::Unavailable {
-                        needed: plan.w,
+                        needed,
                         acks: 0,
                         message: format!(
                             "this node is not a replica of the key and forwarded the write to {}, \
@@ -561,7 +584,7 @@ impl Coordinator {
             }
         }
         Err(OpError::Unavailable {
-            needed: plan.w,
+            needed,
             acks: 0,
             message: format!(
                 "no replica of the key could take the write; tried: {}",
@@ -642,11 +665,12 @@ impl Coordinator {
     async fn quorum_read(
         &self,
         key: &Key,
-        plan: Plan,
+        plan: &Plan,
         deadline: Instant,
     ) -> Result<Merged, OpError> {
         let view = self.view();
         let targets = self.targets(&view, key, plan.n);
+        let needed = needed(&plan.r, &targets)?;
         let now = self.now_ms();
         let mut ready = Vec::new();
         let mut calls = Vec::new();
@@ -673,8 +697,9 @@ impl Coordinator {
             mut ok,
             failed,
             rest,
-        } = gather(ready, calls, plan.r as usize, deadline).await;
+        } = gather(ready, calls, &needed, deadline).await;
         let answers = ok.len() as u32;
+        let enough = needed.met(&ok);
         let merged = merge_all(ok.iter().map(|(_, v)| v));
         if let Some(value) = &merged {
             self.observe(value);
@@ -702,8 +727,8 @@ impl Coordinator {
                     .await;
             });
         }
-        if answers < plan.r {
-            return Err(unavailable(plan.r, answers, &failed, "read"));
+        if !enough {
+            return Err(unavailable(&needed, answers, &failed, "read"));
         }
         Ok(Merged { merged, answers })
     }
@@ -801,7 +826,65 @@ fn store_error(e: StoreError) -> OpError {
     OpError::BadRequest(e.to_string())
 }
 
-fn unavailable(needed: u32, acks: u32, failed: &[(String, String)], what: &str) -> OpError {
+/// What a plan's `need` asks of the replicas in `targets`.
+fn needed(need: &Need, targets: &[Target]) -> Result<Needed, OpError> {
+    let zone_of = || {
+        targets
+            .iter()
+            .map(|t| (t.id.clone(), t.zone.clone()))
+            .collect()
+    };
+    let majority_in = |zone: &str| targets.iter().filter(|t| t.zone == zone).count() / 2 + 1;
+    Ok(match need {
+        Need::Count(k) => Needed::count(*k as usize),
+        Need::ZoneQuorum(zone) => {
+            if !targets.iter().any(|t| t.zone == *zone) {
+                return Err(OpError::Unavailable {
+                    needed: 1,
+                    acks: 0,
+                    message: format!(
+                        "local_quorum: this key has no replica in zone {zone:?} (the zone of \
+                         the node asked); ask a node in a zone that holds it, raise n, or use \
+                         quorum"
+                    ),
+                });
+            }
+            let k = majority_in(zone);
+            Needed {
+                total: k,
+                per_zone: vec![(zone.clone(), k)],
+                zone_of: zone_of(),
+            }
+        }
+        Need::EachZone => {
+            let mut zones: Vec<&str> = targets.iter().map(|t| t.zone.as_str()).collect();
+            zones.sort_unstable();
+            zones.dedup();
+            let per_zone: Vec<(String, usize)> = zones
+                .into_iter()
+                .map(|z| (z.to_string(), majority_in(z)))
+                .collect();
+            Needed {
+                total: per_zone.iter().map(|(_, k)| k).sum(),
+                per_zone,
+                zone_of: zone_of(),
+            }
+        }
+    })
+}
+
+fn unavailable(needed: &Needed, acks: u32, failed: &[(String, String)], what: &str) -> OpError {
+    let zones: Vec<String> = needed
+        .per_zone
+        .iter()
+        .map(|(zone, k)| format!("{k} in zone {zone}"))
+        .collect();
+    let needed_text = if zones.is_empty() {
+        String::new()
+    } else {
+        format!(", of them {}", zones.join(" and "))
+    };
+    let needed_count = needed.total as u32;
     let why = if failed.is_empty() {
         "the others did not answer in time".to_string()
     } else {
@@ -812,10 +895,11 @@ fn unavailable(needed: u32, acks: u32, failed: &[(String, String)], what: &str) 
             .join("; ")
     };
     OpError::Unavailable {
-        needed,
+        needed: needed_count,
         acks,
         message: format!(
-            "the {what} needed {needed} replica answers and got {acks} ({why}); retry, or lower {}",
+            "the {what} needed {needed_count} replica answers{needed_text} and got {acks} \
+             ({why}); retry, or lower {}",
             if what == "read" { "r" } else { "w" }
         ),
     }

@@ -82,6 +82,10 @@ pub struct Faults {
 #[derive(Debug, Default, Clone)]
 pub struct FaultTable {
     inner: Arc<RwLock<Faults>>,
+    /// Delays that are part of the setup rather than faults (`zone_delay_ms`, a local
+    /// stand-in for the distance between zones): `/admin/faults` neither shows nor clears
+    /// them, and an injected delay to a peer replaces its base delay.
+    base_delay: Arc<RwLock<BTreeMap<String, Duration>>>,
 }
 
 impl FaultTable {
@@ -111,7 +115,28 @@ impl FaultTable {
 
     /// How long traffic to `peer` waits before leaving.
     pub fn delay(&self, peer: &str) -> Duration {
-        self.read().delay.get(peer).copied().unwrap_or_default()
+        if let Some(d) = self.read().delay.get(peer) {
+            return *d;
+        }
+        self.base_delay
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(peer)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Sets the base delay of traffic to `peer` (zero removes it).
+    pub fn set_base_delay(&self, peer: &str, delay: Duration) {
+        let mut base = self
+            .base_delay
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if delay.is_zero() {
+            base.remove(peer);
+        } else {
+            base.insert(peer.to_string(), delay);
+        }
     }
 
     /// Waits out the delay to `peer`. Without one it returns at once: even a zero-length
