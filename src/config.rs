@@ -112,6 +112,10 @@ pub struct ClusterSettings {
     /// it, like Cassandra's gc_grace_seconds: a replica that was away longer than this and
     /// still holds the old value can bring it back.
     pub tombstone_grace_s: u64,
+    /// A node's memory limit for stored data (estimated: keys, encoded values and a fixed
+    /// overhead each), past which it evicts the least recently used `/lww` keys, as Redis's
+    /// allkeys-lru. 0 (the default): no limit.
+    pub max_memory_bytes: u64,
     /// Round-trip time added between nodes of different zones, to run a geo-distributed
     /// cluster on one machine: each node holds what it sends to a node of another zone back
     /// by half of it. 0 (the default): none.
@@ -143,6 +147,7 @@ impl Default for ClusterSettings {
             tombstone_grace_s: 3600,
             worker_threads: 0,
             zone_delay_ms: 0,
+            max_memory_bytes: 0,
             anti_entropy_interval_ms: 10_000,
             anti_entropy_keys_per_sec: 2_000,
         }

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub members: IntGaugeVec,
     /// Keys (tombstones included) in this node's store; set at scrape time.
     pub keys: IntGauge,
+    /// Estimated bytes of stored data (what the memory limit compares); set at scrape time.
+    pub memory_bytes: IntGauge,
+    /// `/lww` keys evicted past the memory limit.
+    pub evictions: IntCounter,
 }
 
 /// Latency buckets from 100 µs to 10 s: loopback quorum calls take well under a millisecond,
@@ -85,6 +89,10 @@ impl Metrics {
             &["reason"],
         );
         let hints_pending = IntGauge::new("hints_pending", "Hints held for other nodes");
+        let memory_bytes = IntGauge::new(
+            "memory_bytes",
+            "Estimated bytes of stored keys and values (what max_memory_bytes limits)",
+        );
         // Names and label sets are fixed literals, so construction cannot fail at run time;
         // the expect documents that invariant.
         let m = Metrics {
@@ -113,6 +121,12 @@ impl Metrics {
             .expect("valid metric"),
             members: members.expect("valid metric"),
             keys: keys.expect("valid metric"),
+            memory_bytes: memory_bytes.expect("valid metric"),
+            evictions: counter(
+                "evictions_total",
+                "Least recently used /lww keys evicted past the memory limit",
+            )
+            .expect("valid metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -129,6 +143,8 @@ impl Metrics {
             Box::new(m.anti_entropy_bytes.clone()),
             Box::new(m.members.clone()),
             Box::new(m.keys.clone()),
+            Box::new(m.memory_bytes.clone()),
+            Box::new(m.evictions.clone()),
         ];
         for c in collectors {
             // Distinct names, registered once: cannot collide.

@@ -93,6 +93,7 @@ fn sim_defaults(hinted_handoff: bool, anti_entropy: bool) -> Defaults {
             interval_ms: if anti_entropy { 2_000 } else { 0 },
             keys_per_sec: 2_000,
         },
+        max_memory_bytes: 0,
     }
 }
 

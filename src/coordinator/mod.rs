@@ -16,6 +16,7 @@
 //! a process over QUIC and in a simulated cluster on tokio's paused clock.
 
 pub mod antientropy;
+pub mod evict;
 pub mod gather;
 pub mod handoff;
 pub mod hints;
@@ -59,6 +60,8 @@ pub struct Defaults {
     /// Bounds on the hints this node holds for others.
     pub hints: HintLimits,
     pub anti_entropy: AntiEntropySettings,
+    /// Evict least recently used `/lww` keys past this many stored bytes (0: never).
+    pub max_memory_bytes: u64,
 }
 
 impl Default for Defaults {
@@ -85,6 +88,7 @@ impl From<&crate::config::ClusterSettings> for Defaults {
                 interval_ms: c.anti_entropy_interval_ms,
                 keys_per_sec: c.anti_entropy_keys_per_sec,
             },
+            max_memory_bytes: c.max_memory_bytes,
         }
     }
 }
@@ -129,6 +133,8 @@ struct Inner {
     started_ms: u64,
     forward_seq: std::sync::atomic::AtomicU64,
     forwarded: replica::ForwardedWrites,
+    /// An eviction task is running.
+    evicting: std::sync::atomic::AtomicBool,
 }
 
 /// One replica of a key, as the coordinator will reach it.
@@ -151,6 +157,7 @@ impl Coordinator {
                 started_ms: spec.clock.now_ms(),
                 forward_seq: std::sync::atomic::AtomicU64::new(0),
                 forwarded: replica::ForwardedWrites::default(),
+                evicting: std::sync::atomic::AtomicBool::new(false),
                 me: spec.me,
                 view: spec.view,
                 transport: spec.transport,
@@ -270,7 +277,9 @@ impl Coordinator {
         self.check_write(&write)?;
         let plan = self.plan(c)?;
         let key = Key::new(write.kind(), name);
-        self.execute(key, write, plan, true).await
+        let written = self.execute(key, write, plan, true).await;
+        self.evict_if_full();
+        written
     }
 
     /// Refuses writes that are wrong in themselves, whatever the cluster's state.

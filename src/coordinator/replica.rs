@@ -184,6 +184,8 @@ impl Coordinator {
                     }
                     _ = purge.tick() => {
                         this.inner.forwarded.forget_old(tokio::time::Instant::now());
+                        // Replicas' writes land here without a client write: check too.
+                        this.evict_if_full();
                         let stats = this.store().purge(this.now_ms());
                         if stats.expired + stats.reaped > 0 {
                             tracing::debug!(

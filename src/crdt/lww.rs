@@ -20,6 +20,11 @@ pub struct LwwRegister {
     pub value: Option<Bytes>,
     /// Unix milliseconds after which the value reads as absent; `None` never expires.
     pub expires_at: Option<u64>,
+    /// A tombstone left by cache eviction (a node over its memory limit), not by a client:
+    /// replicas forget it after a short grace period (`EVICTED_GRACE_MS` in the store), since
+    /// an evicted value coming back from a lagging replica harms no one.
+    #[serde(default)]
+    pub evicted: bool,
 }
 
 impl LwwRegister {
@@ -29,6 +34,7 @@ impl LwwRegister {
             ts,
             value: Some(value.into()),
             expires_at,
+            evicted: false,
         }
     }
 
@@ -38,6 +44,15 @@ impl LwwRegister {
             ts,
             value: None,
             expires_at: None,
+            evicted: false,
+        }
+    }
+
+    /// The delta of an eviction: a delete that replicas keep only briefly.
+    pub fn evict(ts: Timestamp) -> Self {
+        LwwRegister {
+            evicted: true,
+            ..LwwRegister::delete(ts)
         }
     }
 
@@ -82,6 +97,7 @@ impl LwwRegister {
             .then_with(|| other.value.is_some().cmp(&self.value.is_some()))
             .then_with(|| self.value.cmp(&other.value))
             .then_with(|| self.expires_at.cmp(&other.expires_at))
+            .then_with(|| self.evicted.cmp(&other.evicted))
     }
 }
 

@@ -498,6 +498,8 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
             .set(view.count(s) as i64);
     }
     m.keys.set(state.coordinator.store().len() as i64);
+    m.memory_bytes
+        .set(state.coordinator.store().memory_used() as i64);
     m.hints_pending
         .set(state.coordinator.pending_hints().0 as i64);
     (

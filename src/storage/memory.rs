@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
@@ -15,6 +15,11 @@ use crate::causality::Actor;
 /// replica cut off for longer than this may bring a deleted value back (as with Cassandra's
 /// gc_grace_seconds), so anti-entropy must run more often than this.
 pub const DEFAULT_TOMBSTONE_GRACE_MS: u64 = 60 * 60 * 1000;
+
+/// How long a tombstone left by cache eviction is kept: long enough to reach the key's
+/// other replicas, short enough that evictions free memory. An evicted value coming back from
+/// a replica that missed the tombstone for longer is a cache refill, not a resurrection.
+pub const EVICTED_GRACE_MS: u64 = 10_000;
 
 /// Default Merkle depth: 65,536 leaves, a few keys each at a hundred thousand keys.
 pub const DEFAULT_MERKLE_DEPTH: u8 = 16;
@@ -42,9 +47,17 @@ impl Default for StoreOptions {
     }
 }
 
+/// Bytes counted for a key on top of its name and encoded value (map slot, Merkle item,
+/// bookkeeping): an estimate, so the memory limit means roughly what it says.
+const ENTRY_OVERHEAD: usize = 160;
+
 struct Entry {
     value: Value,
     item_hash: Hash,
+    /// What this entry counts in [`MemStore::memory_used`].
+    size: usize,
+    /// When it was last read or written (`now_ms` of that call): the LRU clock.
+    last_access: AtomicU64,
     /// The actor this node issues dots under for this key, chosen at its first local write
     /// since the entry was created. Local: never replicated.
     writer: Option<Actor>,
@@ -59,6 +72,8 @@ pub struct MemStore {
     timers: Mutex<BTreeSet<(u64, Key)>>,
     options: StoreOptions,
     writers: AtomicU64,
+    /// Sum of the entries' sizes.
+    bytes: AtomicUsize,
 }
 
 impl Default for MemStore {
@@ -75,6 +90,7 @@ impl MemStore {
             timers: Mutex::new(BTreeSet::new()),
             options,
             writers: AtomicU64::new(0),
+            bytes: AtomicUsize::new(0),
         }
     }
 
@@ -99,22 +115,40 @@ impl MemStore {
             .insert((due, key.clone()));
     }
 
-    /// When a tombstone that died at `death` may be forgotten.
-    fn reap_at(&self, death: u64) -> u64 {
-        death.saturating_add(self.options.tombstone_grace_ms)
+    /// When `value`, a tombstone that died at `death`, may be forgotten.
+    fn reap_at(&self, value: &Value, death: u64) -> u64 {
+        let grace = if value.is_eviction() {
+            self.options.tombstone_grace_ms.min(EVICTED_GRACE_MS)
+        } else {
+            self.options.tombstone_grace_ms
+        };
+        death.saturating_add(grace)
     }
 
     /// Records a new state for `key` in `entry`: rehash, update the Merkle tree, and schedule
     /// its next expiry or its reaping.
     fn settle(&self, key: &Key, entry: &mut Entry, now_ms: u64) {
         entry.value.expire(now_ms);
-        let hash = entry.value.item_hash(key);
+        entry.last_access.store(now_ms, Ordering::Relaxed);
+        let (hash, encoded) = entry.value.item_hash_and_size(key);
+        // An eviction's tombstone lives seconds: counting it would only make the node evict
+        // more live keys to make room for tombstones that are about to go anyway.
+        let size = if entry.value.is_eviction() {
+            0
+        } else {
+            key.name.len() + encoded + ENTRY_OVERHEAD
+        };
+        if size != entry.size {
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            self.bytes.fetch_sub(entry.size, Ordering::Relaxed);
+            entry.size = size;
+        }
         if hash != entry.item_hash {
             entry.item_hash = hash;
             self.merkle.set(key.position(), key, Some(hash));
         }
         match entry.value.death_time(now_ms) {
-            Some(death) => self.schedule(self.reap_at(death), key),
+            Some(death) => self.schedule(self.reap_at(&entry.value, death), key),
             None => {
                 if let Some(t) = entry.value.next_expiry() {
                     self.schedule(t, key);
@@ -138,6 +172,7 @@ impl MemStore {
 impl Store for MemStore {
     fn get(&self, key: &Key, now_ms: u64) -> Option<Value> {
         let entry = self.entries.get(key)?;
+        entry.last_access.fetch_max(now_ms, Ordering::Relaxed);
         let mut value = entry.value.clone();
         drop(entry);
         value.expire(now_ms);
@@ -160,13 +195,15 @@ impl Store for MemStore {
                 // replica; taking it in again would only start its grace period over.
                 if value
                     .death_time(now_ms)
-                    .is_some_and(|death| self.reap_at(death) <= now_ms)
+                    .is_some_and(|death| self.reap_at(&value, death) <= now_ms)
                 {
                     return Ok(value);
                 }
                 let mut entry = Entry {
                     value,
                     item_hash: [0; 32],
+                    size: 0,
+                    last_access: AtomicU64::new(now_ms),
                     writer: None,
                 };
                 self.settle(key, &mut entry, now_ms);
@@ -209,6 +246,8 @@ impl Store for MemStore {
                 let mut entry = Entry {
                     value: delta.clone(),
                     item_hash: [0; 32],
+                    size: 0,
+                    last_access: AtomicU64::new(now_ms),
                     writer: Some(writer),
                 };
                 self.settle(key, &mut entry, now_ms);
@@ -242,11 +281,12 @@ impl Store for MemStore {
             let reap = entry
                 .value
                 .death_time(now_ms)
-                .is_some_and(|death| self.reap_at(death) <= now_ms);
+                .is_some_and(|death| self.reap_at(&entry.value, death) <= now_ms);
             if reap {
                 // Out of the Merkle tree while the shard lock is still held, so a concurrent
                 // write to the key cannot slip in between and lose its Merkle item.
                 self.merkle.set(key.position(), &key, None);
+                self.bytes.fetch_sub(entry.size, Ordering::Relaxed);
                 slot.remove();
                 stats.reaped += 1;
             }
@@ -260,6 +300,38 @@ impl Store for MemStore {
 
     fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    fn memory_used(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn lru_sample(&self, count: usize, seed: u64, now_ms: u64) -> Vec<(Key, u64)> {
+        let leaves = 1u64 << self.merkle.depth();
+        let mut picked = Vec::with_capacity(count);
+        // A bounded number of leaves: in a sparse tree most are empty, and a sample of one or
+        // two keys would evict whatever it found, however recently used.
+        let mut state = seed | 1;
+        for _ in 0..count.saturating_mul(4096) {
+            if picked.len() >= count {
+                break;
+            }
+            // xorshift64: a cheap, seeded walk over leaves.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            for (_, key, _) in self.merkle.leaf_items(state % leaves) {
+                if key.kind != super::Kind::Lww {
+                    continue;
+                }
+                if let Some(entry) = self.entries.get(&key)
+                    && !entry.value.is_tombstone(now_ms)
+                {
+                    picked.push((key.clone(), entry.last_access.load(Ordering::Relaxed)));
+                }
+            }
+        }
+        picked
     }
 }
 
@@ -443,5 +515,43 @@ mod tests {
             in_tree += s.merkle().leaf_items(leaf).len();
         }
         assert_eq!(in_tree, s.len());
+    }
+}
+
+#[cfg(test)]
+mod lru_tests {
+    use super::*;
+    use crate::causality::Timestamp;
+    use crate::crdt::LwwRegister;
+    use crate::storage::Kind;
+
+    fn put(store: &MemStore, name: &str, now: u64) {
+        let ts = Timestamp {
+            millis: now,
+            logical: 0,
+            node: "n1".into(),
+        };
+        let v = Value::Lww(LwwRegister::set(ts, vec![b'x'; 100], None));
+        store
+            .merge(&Key::new(Kind::Lww, name), &v, now)
+            .expect("merge");
+    }
+
+    #[test]
+    fn samples_carry_the_last_access_and_skip_tombstones() {
+        let store = MemStore::default();
+        for i in 0..500u64 {
+            put(&store, &format!("k{i}"), 1000 + i);
+        }
+        // k0 is read late: it is no longer the least recently used.
+        store.get(&Key::new(Kind::Lww, "k0"), 5000);
+        let sample = store.lru_sample(16, 42, 6000);
+        assert!(sample.len() >= 8, "{} sampled", sample.len());
+        for (key, at) in &sample {
+            let i: u64 = key.name[1..].parse().expect("number");
+            let expected = if i == 0 { 5000 } else { 1000 + i };
+            assert_eq!(*at, expected, "{key:?}");
+        }
+        assert!(store.memory_used() > 500 * 100);
     }
 }

@@ -164,6 +164,11 @@ impl Value {
         }
     }
 
+    /// Whether the value is a tombstone left by cache eviction (kept only briefly).
+    pub fn is_eviction(&self) -> bool {
+        matches!(self, Value::Lww(r) if r.evicted && r.value.is_none())
+    }
+
     /// The earliest time something in the value expires.
     pub fn next_expiry(&self) -> Option<u64> {
         match self {
@@ -176,13 +181,19 @@ impl Value {
     /// The hash that stands for (key, value) in the Merkle tree. Values are normalised, so
     /// equal states hash equal on every replica.
     pub fn item_hash(&self, key: &Key) -> Hash {
+        self.item_hash_and_size(key).0
+    }
+
+    /// [`Value::item_hash`], and the size of the encoded value (what memory accounting uses).
+    pub fn item_hash_and_size(&self, key: &Key) -> (Hash, usize) {
         let mut h = blake3::Hasher::new();
         h.update(&[key.kind.tag()]);
         h.update(&(key.name.len() as u64).to_le_bytes());
         h.update(key.name.as_bytes());
         // Encoding in-memory maps of strings, integers and bytes cannot fail.
-        h.update(&rmp_serde::to_vec(self).unwrap_or_default());
-        *h.finalize().as_bytes()
+        let encoded = rmp_serde::to_vec(self).unwrap_or_default();
+        h.update(&encoded);
+        (*h.finalize().as_bytes(), encoded.len())
     }
 }
 
@@ -242,6 +253,19 @@ pub trait Store: Send + Sync {
 
     /// Number of keys stored, tombstones included.
     fn len(&self) -> usize;
+
+    /// An estimate of the bytes the stored keys and values take (their encoded size plus a
+    /// fixed overhead per key), for the memory limit; 0 if the engine does not count.
+    fn memory_used(&self) -> usize {
+        0
+    }
+
+    /// About `count` live `/lww` keys picked at random (from random Merkle leaves, so the
+    /// pick costs no scan), each with when it was last read or written: eviction takes the
+    /// least recently used of them, as Redis's allkeys-lru samples.
+    fn lru_sample(&self, _count: usize, _seed: u64, _now_ms: u64) -> Vec<(Key, u64)> {
+        Vec::new()
+    }
 
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -1,0 +1,96 @@
+//! Cache eviction: past the node's memory limit, the least recently used `/lww` keys go, as
+//! Redis's allkeys-lru does, by sampling.
+//!
+//! An evicted key is deleted, not just dropped here: the node writes an LWW tombstone for it
+//! (newer than its value, on this node's hybrid clock) and sends it to the key's replicas at
+//! W = 1 in the background. Dropping the key on this node alone would not free anything
+//! for long: anti-entropy and read repair would bring it back from the other replicas. The
+//! tombstone is marked as an eviction, so every replica forgets it after
+//! `EVICTED_GRACE_MS` (10 s) instead of the tombstone grace period: a cache needs no
+//! protection against an evicted value coming back.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Coordinator;
+use super::gather::{Needed, gather};
+use crate::crdt::LwwRegister;
+use crate::ops::{Need, Plan};
+use crate::storage::{Key, Value};
+
+/// Keys sampled per eviction; the least recently used of them goes.
+const SAMPLE: usize = 16;
+
+impl Coordinator {
+    /// Starts evicting in the background if the store is over the memory limit.
+    pub fn evict_if_full(&self) {
+        let limit = self.inner.defaults.max_memory_bytes;
+        if limit == 0 || (self.inner.store.memory_used() as u64) <= limit {
+            return;
+        }
+        if self.inner.evicting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let evicted = this.evict_until(limit);
+            this.inner.evicting.store(false, Ordering::Release);
+            if evicted > 0 {
+                tracing::debug!(evicted, "evicted least recently used keys");
+            }
+        });
+    }
+
+    /// Evicts until the store is within `limit` (or no live `/lww` key is left to evict);
+    /// returns how many keys went.
+    fn evict_until(&self, limit: u64) -> usize {
+        let store = &self.inner.store;
+        let mut evicted = 0;
+        let mut seed = self.now_ms() ^ 0x9e37_79b9_7f4a_7c15;
+        while store.memory_used() as u64 > limit {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let now = self.now_ms();
+            let Some((key, _)) = store
+                .lru_sample(SAMPLE, seed, now)
+                .into_iter()
+                .min_by_key(|(_, at)| *at)
+            else {
+                break;
+            };
+            self.evict(key);
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Deletes `key` here at once and on its replicas in the background.
+    fn evict(&self, key: Key) {
+        let now = self.now_ms();
+        let tombstone = Value::Lww(LwwRegister::evict(self.timestamp(now)));
+        if let Err(e) = self.inner.store.merge(&key, &tombstone, now) {
+            tracing::warn!(?key, "cannot evict: {e}");
+            return;
+        }
+        self.inner.metrics.evictions.inc();
+        let view = self.view();
+        let n = self.inner.defaults.n.min(view.ring.len() as u32);
+        let (targets, fallbacks) = self.placement(&view, &key, n);
+        let plan = Plan {
+            n,
+            w: Need::Count(1),
+            r: Need::Count(1),
+            timeout_ms: self.inner.defaults.timeout_ms,
+            sloppy: true,
+        };
+        let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
+        let calls = self.replicate(
+            &key, &tombstone, &targets, fallbacks, &plan, deadline, false,
+        );
+        // Nothing to wait for: the calls run on (and leave hints if they fail).
+        tokio::spawn(async move {
+            let _ = gather(Vec::new(), calls, &Needed::count(0), deadline).await;
+        });
+    }
+}
