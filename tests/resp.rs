@@ -251,8 +251,15 @@ async fn every_command_through_a_redis_client() {
     let replies: Vec<Option<String>> = pipe.query_async(&mut r1).await.unwrap();
     assert_eq!(
         replies,
-        [Some("OK"), Some("1"), Some("OK"), Some("2"), Some("1"), None]
-            .map(|v| v.map(str::to_string))
+        [
+            Some("OK"),
+            Some("1"),
+            Some("OK"),
+            Some("2"),
+            Some("1"),
+            None
+        ]
+        .map(|v| v.map(str::to_string))
     );
 
     // QUORUM: validated like the HTTP parameters, per connection.
