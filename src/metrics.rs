@@ -3,15 +3,51 @@
 //! One registry per node (not the process-global one) so that a test running several nodes in
 //! one process sees each node's own figures.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// Operations and outcomes of client requests, and kinds of replica calls, known in advance
+/// so that counting one is a lookup in a fixed map rather than the labelled vector's.
+const OPS: &[&str] = &[
+    "kv_get",
+    "kv_put",
+    "kv_delete",
+    "lww_get",
+    "lww_put",
+    "lww_delete",
+    "counter_get",
+    "counter_add",
+    "set_get",
+    "set_update",
+];
+const OUTCOMES: &[&str] = &["ok", "not_found", "bad_request", "too_large", "unavailable"];
+const RPCS: &[&str] = &[
+    "read",
+    "merge",
+    "forward",
+    "repair",
+    "hint",
+    "hint_delivery",
+    "anti_entropy",
+];
+
+/// Pre-resolved children of the labelled metrics on the hot path.
+#[derive(Default)]
+struct Handles {
+    requests: HashMap<(&'static str, &'static str), (IntCounter, Histogram)>,
+    rpcs: HashMap<(&'static str, &'static str), IntCounter>,
+}
 
 /// Every metric a node exports.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    handles: Arc<Handles>,
     /// Client requests by operation (`kv_get`, `lww_put`, ...) and outcome (`ok`,
     /// `not_found`, `bad_request`, `too_large`, `unavailable`).
     pub requests: IntCounterVec,
@@ -119,6 +155,7 @@ impl Metrics {
                 "Anti-entropy request and answer payload bytes",
             )
             .expect("valid metric"),
+            handles: Arc::default(),
             members: members.expect("valid metric"),
             keys: keys.expect("valid metric"),
             memory_bytes: memory_bytes.expect("valid metric"),
@@ -150,22 +187,55 @@ impl Metrics {
             // Distinct names, registered once: cannot collide.
             let _ = m.registry.register(c);
         }
-        m
+        let mut handles = Handles::default();
+        for op in OPS {
+            for outcome in OUTCOMES {
+                handles.requests.insert(
+                    (op, outcome),
+                    (
+                        m.requests.with_label_values(&[op, outcome]),
+                        m.request_seconds.with_label_values(&[op, outcome]),
+                    ),
+                );
+            }
+        }
+        for rpc in RPCS {
+            for outcome in ["ok", "error"] {
+                handles.rpcs.insert(
+                    (rpc, outcome),
+                    m.replica_rpcs.with_label_values(&[rpc, outcome]),
+                );
+            }
+        }
+        Metrics {
+            handles: Arc::new(handles),
+            ..m
+        }
     }
 
     /// Counts one replica call.
     pub fn rpc(&self, rpc: &str, ok: bool) {
-        self.replica_rpcs
-            .with_label_values(&[rpc, if ok { "ok" } else { "error" }])
-            .inc();
+        let outcome = if ok { "ok" } else { "error" };
+        match self.handles.rpcs.get(&(rpc, outcome)) {
+            Some(counter) => counter.inc(),
+            None => self.replica_rpcs.with_label_values(&[rpc, outcome]).inc(),
+        }
     }
 
     /// Counts one client request and its latency.
     pub fn request(&self, op: &str, outcome: &str, seconds: f64) {
-        self.requests.with_label_values(&[op, outcome]).inc();
-        self.request_seconds
-            .with_label_values(&[op, outcome])
-            .observe(seconds);
+        match self.handles.requests.get(&(op, outcome)) {
+            Some((count, latency)) => {
+                count.inc();
+                latency.observe(seconds);
+            }
+            None => {
+                self.requests.with_label_values(&[op, outcome]).inc();
+                self.request_seconds
+                    .with_label_values(&[op, outcome])
+                    .observe(seconds);
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -208,7 +208,8 @@ impl Session {
         let Some(name) = args.first() else {
             return Reply::err("ERR empty command");
         };
-        match String::from_utf8_lossy(name).to_ascii_uppercase().as_str() {
+        let mut buf = NameBuf::default();
+        match upper(name, &mut buf) {
             "QUIT" => {
                 self.quit = true;
                 Reply::Ok
@@ -226,10 +227,11 @@ impl Session {
         let Some(name) = args.first() else {
             return Reply::err("ERR empty command");
         };
-        let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        let mut buf = NameBuf::default();
+        let name = upper(name, &mut buf);
         let start = std::time::Instant::now();
-        let result = self.dispatch(&name, &args[1..]).await;
-        if let Some(op) = operation(&name) {
+        let result = self.dispatch(name, &args[1..]).await;
+        if let Some(op) = operation(name) {
             let outcome = match &result {
                 Ok(_) => "ok",
                 Err(Reply::Error(e)) if e.starts_with("QUORUM") => "unavailable",
@@ -557,6 +559,20 @@ impl Session {
     }
 }
 
+/// Room for a command name in upper case: longer names are no command of ours.
+type NameBuf = [u8; 16];
+
+/// A command's name in upper case, without allocating; `"?"` for what cannot be one.
+fn upper<'a>(name: &[u8], buf: &'a mut NameBuf) -> &'a str {
+    if name.len() > buf.len() {
+        return "?";
+    }
+    let out = &mut buf[..name.len()];
+    out.copy_from_slice(name);
+    out.make_ascii_uppercase();
+    std::str::from_utf8(out).unwrap_or("?")
+}
+
 /// What a command touches, for running pipelined commands side by side.
 #[derive(Debug, PartialEq, Eq)]
 enum Touch {
@@ -570,8 +586,8 @@ fn touches(args: &[Bytes]) -> Touch {
     let Some(name) = args.first() else {
         return Touch::Nothing;
     };
-    let name = String::from_utf8_lossy(name).to_ascii_uppercase();
-    match name.as_str() {
+    let mut buf = NameBuf::default();
+    match upper(name, &mut buf) {
         "PING" | "ECHO" | "INFO" | "COMMAND" | "CLIENT" | "CONFIG" | "SELECT" => Touch::Nothing,
         "QUIT" | "QUORUM" | "DEL" | "EXISTS" | "MGET" => Touch::Session,
         _ => match args.get(1) {

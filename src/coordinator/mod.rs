@@ -121,6 +121,9 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     hlc: Mutex<HybridClock>,
+    /// The milliseconds the hybrid clock has reached (issued or observed): lets `observe`
+    /// skip the lock for timestamps already behind it.
+    hlc_millis: std::sync::atomic::AtomicU64,
     defaults: Defaults,
     metrics: Metrics,
     /// Writes held for replicas that could not take them (hinted handoff).
@@ -151,6 +154,7 @@ impl Coordinator {
         Coordinator {
             inner: Arc::new(Inner {
                 hlc: Mutex::new(HybridClock::new(spec.me.clone(), MAX_CLOCK_DRIFT_MS)),
+                hlc_millis: std::sync::atomic::AtomicU64::new(0),
                 hints: spec.hints,
                 anti_entropy_budget: Budget::new(spec.defaults.anti_entropy.keys_per_sec),
                 transfers: transfer::Transfers::default(),
@@ -608,16 +612,30 @@ impl Coordinator {
 
     /// A last-write-wins timestamp after everything this node has issued or seen.
     fn timestamp(&self, now: u64) -> crate::causality::Timestamp {
-        self.inner
+        let ts = self
+            .inner
             .hlc
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .now(now)
+            .now(now);
+        self.inner
+            .hlc_millis
+            .fetch_max(ts.millis, std::sync::atomic::Ordering::Relaxed);
+        ts
     }
 
     /// Lets later local timestamps order after `value`'s, if it is an LWW register.
     fn observe(&self, value: &Value) {
         if let Value::Lww(reg) = value {
+            // Older in milliseconds than what the clock has reached: every later local
+            // timestamp orders after it already, no need for the lock.
+            let reached = self
+                .inner
+                .hlc_millis
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if reg.ts.millis < reached {
+                return;
+            }
             let now = self.now_ms();
             let mut hlc = self
                 .inner
@@ -627,6 +645,9 @@ impl Coordinator {
             if let Err(e) = hlc.observe(&reg.ts, now) {
                 tracing::warn!(node = %reg.ts.node, "not following a remote clock: {e}");
             }
+            self.inner
+                .hlc_millis
+                .fetch_max(reg.ts.millis, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

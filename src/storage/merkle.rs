@@ -23,6 +23,10 @@ pub type Hash = [u8; 32];
 
 const ZERO: Hash = [0; 32];
 
+/// Levels above this one (the root and its first descendants) are not kept but computed:
+/// the XOR of at most 2^TOP_LEVELS kept nodes.
+const TOP_LEVELS: u8 = 8;
+
 /// Deepest tree allowed: 2^20 leaves.
 pub const MAX_DEPTH: u8 = 20;
 
@@ -157,8 +161,12 @@ impl<K: Ord + Clone> MerkleTree<K> {
         if delta == ZERO {
             return;
         }
+        // Only the levels from `TOP_LEVELS` down are kept up to date: every write would
+        // otherwise XOR into the same few top nodes, and writers on different cores would
+        // fight over those cache lines. The top levels are XORed together when asked for.
+        let lowest_kept = 1usize << self.depth.min(TOP_LEVELS);
         let mut heap = (1usize << self.depth) + leaf;
-        while heap >= 1 {
+        while heap >= lowest_kept {
             for (word, d) in self.nodes[heap].iter().zip(delta.chunks_exact(8)) {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(d);
@@ -170,6 +178,23 @@ impl<K: Ord + Clone> MerkleTree<K> {
 
     /// The hash of a node: XOR of the item hashes below it.
     pub fn hash(&self, node: NodeRef) -> Hash {
+        let kept = self.depth.min(TOP_LEVELS);
+        if node.level >= kept {
+            return self.stored(node);
+        }
+        // A top node: the XOR of its descendants on the highest kept level (at most
+        // 2^TOP_LEVELS of them, for the root).
+        let span = u32::from(kept - node.level);
+        let first = node.index << span;
+        let mut out = ZERO;
+        for index in first..first + (1 << span) {
+            out = xor(&out, &self.stored(NodeRef { level: kept, index }));
+        }
+        out
+    }
+
+    /// A node hash as kept in the tree.
+    fn stored(&self, node: NodeRef) -> Hash {
         let heap = (1usize << node.level) + node.index as usize;
         let mut out = [0u8; 32];
         for (chunk, word) in out.chunks_exact_mut(8).zip(&self.nodes[heap]) {
