@@ -70,15 +70,8 @@ pub struct BenchArgs {
     /// Bytes per value written.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
-    /// Replicas per key (default: the cluster's).
-    #[arg(long)]
-    pub n: Option<String>,
-    /// Write acks needed (integer, one, quorum, all).
-    #[arg(long)]
-    pub w: Option<String>,
-    /// Read answers needed (integer, one, quorum, all).
-    #[arg(long)]
-    pub r: Option<String>,
+    #[command(flatten)]
+    pub quorum: crate::cli::QuorumArgs,
     /// Key prefix, so that runs do not share keys.
     #[arg(long, default_value = "bench")]
     pub prefix: String,
@@ -127,12 +120,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
     if args.concurrency == 0 || args.requests == 0 || args.keys == 0 || args.nodes.is_empty() {
         return Err("--concurrency, --requests, --keys and --node must be at least 1".into());
     }
-    let mut c = Consistency::default();
-    for (name, value) in [("n", &args.n), ("w", &args.w), ("r", &args.r)] {
-        if let Some(value) = value {
-            c.set(name, value).map_err(|e| format!("--{name}: {e}"))?;
-        }
-    }
+    let c = args.quorum.consistency()?;
     let timeout = Duration::from_millis(MAX_TIMEOUT_MS + 5_000);
     let clients = args
         .nodes
@@ -163,9 +151,9 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
         concurrency: args.concurrency,
         keys: args.keys,
         value_size: args.value_size,
-        n: args.n,
-        w: args.w,
-        r: args.r,
+        n: args.quorum.n,
+        w: args.quorum.w,
+        r: args.quorum.r,
         phases,
     })
 }

@@ -22,13 +22,24 @@ pub struct Target {
     /// The node to ask: http://HOST:PORT or HOST:PORT (any node coordinates any request).
     #[arg(long, env = "QUORUMKV_NODE", default_value = "http://127.0.0.1:8101")]
     pub node: String,
+    #[command(flatten)]
+    pub quorum: QuorumArgs,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The consistency options of every command that sends requests (the data commands and
+/// `quorumkv bench`), as text: validated by [`QuorumArgs::consistency`].
+#[derive(Args, Debug, Clone, Default)]
+pub struct QuorumArgs {
     /// Replicas: an integer (default: the cluster's `replicas`).
     #[arg(long)]
     pub n: Option<String>,
-    /// Write acks needed: an integer, one, quorum or all.
+    /// Write acks needed: an integer, one, quorum, all, local_quorum or each_quorum.
     #[arg(long)]
     pub w: Option<String>,
-    /// Read answers needed: an integer, one, quorum or all.
+    /// Read answers needed: an integer, one, quorum, all, local_quorum or each_quorum.
     #[arg(long)]
     pub r: Option<String>,
     /// How long the node waits for replicas, 1 to 60000 ms.
@@ -37,9 +48,26 @@ pub struct Target {
     /// true: hinted writes to fallback nodes count toward w; false: only the preference list.
     #[arg(long)]
     pub sloppy: Option<String>,
-    /// Print one JSON object on stdout instead of text.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl QuorumArgs {
+    /// The settings, validated as the node would validate them.
+    pub fn consistency(&self) -> Result<Consistency, String> {
+        let mut c = Consistency::default();
+        let given = [
+            ("n", &self.n),
+            ("w", &self.w),
+            ("r", &self.r),
+            ("timeout_ms", &self.timeout_ms),
+            ("sloppy", &self.sloppy),
+        ];
+        for (name, value) in given {
+            if let Some(value) = value {
+                c.set(name, value).map_err(|e| format!("--{name}: {e}"))?;
+            }
+        }
+        Ok(c)
+    }
 }
 
 /// A key space that holds values (`/kv` with siblings and contexts, `/lww` last-write-wins).
@@ -190,23 +218,6 @@ impl Outcome {
 }
 
 /// The consistency settings of `target`, validated as the node would validate them.
-pub fn consistency(target: &Target) -> Result<Consistency, String> {
-    let mut c = Consistency::default();
-    let given = [
-        ("n", &target.n),
-        ("w", &target.w),
-        ("r", &target.r),
-        ("timeout_ms", &target.timeout_ms),
-        ("sloppy", &target.sloppy),
-    ];
-    for (name, value) in given {
-        if let Some(value) = value {
-            c.set(name, value).map_err(|e| format!("--{name}: {e}"))?;
-        }
-    }
-    Ok(c)
-}
-
 impl DataCommand {
     /// The node and consistency the command was given.
     pub fn target(&self) -> &Target {
@@ -227,7 +238,7 @@ pub async fn run(command: DataCommand) -> Outcome {
     let target = command.target().clone();
     let target = &target;
     let mut o = Outcome::default();
-    let c = match consistency(target) {
+    let c = match target.quorum.consistency() {
         Ok(c) => c,
         Err(e) => {
             fail(&mut o, target.json, &ClientError::Invalid(e));
@@ -496,11 +507,7 @@ mod tests {
     fn target() -> Target {
         Target {
             node: "127.0.0.1:1".into(),
-            n: None,
-            w: None,
-            r: None,
-            timeout_ms: None,
-            sloppy: None,
+            quorum: QuorumArgs::default(),
             json: false,
         }
     }
@@ -508,14 +515,14 @@ mod tests {
     #[test]
     fn consistency_is_validated_before_any_request() {
         let mut t = target();
-        t.w = Some("most".into());
-        let e = consistency(&t).expect_err("bad w");
+        t.quorum.w = Some("most".into());
+        let e = t.quorum.consistency().expect_err("bad w");
         assert!(e.starts_with("--w:"), "{e}");
-        t.w = Some("all".into());
-        t.timeout_ms = Some("0".into());
-        assert!(consistency(&t).is_err());
-        t.timeout_ms = Some("250".into());
-        let c = consistency(&t).expect("valid");
+        t.quorum.w = Some("all".into());
+        t.quorum.timeout_ms = Some("0".into());
+        assert!(t.quorum.consistency().is_err());
+        t.quorum.timeout_ms = Some("250".into());
+        let c = t.quorum.consistency().expect("valid");
         assert_eq!(c.timeout_ms, Some(250));
     }
 

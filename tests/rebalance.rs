@@ -38,6 +38,20 @@ fn file_with(c: &TestCluster, name: &str, ids: &[&str]) -> PathBuf {
     path
 }
 
+/// Writes `k0..KEYS` through n1 to every replica (W = all).
+async fn load(c: &TestCluster) {
+    let n1 = c.client("n1");
+    let all = Consistency {
+        w: Some(Quorum::All),
+        ..Consistency::default()
+    };
+    for i in 0..KEYS {
+        n1.lww_put(&format!("k{i}"), format!("v{i}"), None, &all)
+            .await
+            .expect("load");
+    }
+}
+
 async fn status(c: &TestCluster, id: &str) -> serde_json::Value {
     c.get(id, "/admin/status").await.expect("status").1
 }
@@ -53,16 +67,7 @@ async fn a_joining_node_takes_its_keys_while_reads_keep_succeeding() {
     c.until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
         .await;
     c.until_healthy(&["n1", "n2", "n3"]).await;
-    let n1 = c.client("n1");
-    let all = Consistency {
-        w: Some(Quorum::All),
-        ..Consistency::default()
-    };
-    for i in 0..KEYS {
-        n1.lww_put(&format!("k{i}"), format!("v{i}"), None, &all)
-            .await
-            .expect("load");
-    }
+    load(&c).await;
 
     // Readers (R = quorum) through the three old nodes, all through the join.
     let stop = Arc::new(AtomicBool::new(false));
@@ -183,16 +188,7 @@ async fn a_leaving_node_hands_its_keys_to_the_nodes_that_take_over() {
     );
     let ids = ["n1", "n2", "n3", "n4"];
     c.start_all(&ids).await;
-    let n1 = c.client("n1");
-    let all = Consistency {
-        w: Some(Quorum::All),
-        ..Consistency::default()
-    };
-    for i in 0..KEYS {
-        n1.lww_put(&format!("k{i}"), format!("v{i}"), None, &all)
-            .await
-            .expect("load");
-    }
+    load(&c).await;
     let status_code = c.terminate("n4");
     assert!(status_code.success());
     c.until_states(&["n1", "n2", "n3"], &["n4"], "left").await;
@@ -215,16 +211,7 @@ async fn removing_a_dead_node_re_replicates_its_keys_from_the_survivors() {
     let mut c = TestCluster::with_settings("remove4", 4, true, "hinted_handoff = false");
     let ids = ["n1", "n2", "n3", "n4"];
     c.start_all(&ids).await;
-    let n1 = c.client("n1");
-    let all = Consistency {
-        w: Some(Quorum::All),
-        ..Consistency::default()
-    };
-    for i in 0..KEYS {
-        n1.lww_put(&format!("k{i}"), format!("v{i}"), None, &all)
-            .await
-            .expect("load");
-    }
+    load(&c).await;
     c.kill9("n4");
     c.until_states(&["n1", "n2", "n3"], &["n4"], "dead").await;
     // Dead but not removed: its keys have two live replicas each.
