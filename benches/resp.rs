@@ -26,11 +26,6 @@ fn free_tcp() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
-fn free_udp() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-    s.local_addr().expect("addr")
-}
-
 /// Processes started here; killed on drop.
 struct Procs(Vec<Child>);
 
@@ -100,9 +95,24 @@ fn start_cluster(
         "[cluster]\nname = \"{name}\"\nreplicas = {replicas}\ndata_dir = \"{name}-data\"\n\
          worker_threads = {threads}\n"
     );
+    // Every socket stays bound until all ports are picked, so none is handed out twice.
+    let held: Vec<(UdpSocket, TcpListener, TcpListener)> = (0..nodes)
+        .map(|_| {
+            (
+                UdpSocket::bind("127.0.0.1:0").expect("bind udp"),
+                TcpListener::bind("127.0.0.1:0").expect("bind tcp"),
+                TcpListener::bind("127.0.0.1:0").expect("bind tcp"),
+            )
+        })
+        .collect();
     let mut addrs = Vec::new();
-    for i in 1..=nodes {
-        let (peer, http, resp) = (free_udp(), free_tcp(), free_tcp());
+    for (i, (u, h, r)) in (1..=nodes).zip(&held) {
+        let addr = |a: std::io::Result<SocketAddr>| a.expect("addr");
+        let (peer, http, resp) = (
+            addr(u.local_addr()),
+            addr(h.local_addr()),
+            addr(r.local_addr()),
+        );
         let _ = write!(
             text,
             "\n[[node]]\nid = \"n{i}\"\nzone = \"z\"\npeer = \"{peer}\"\nhttp = \"{http}\"\nresp = \"{resp}\"\n"
@@ -110,6 +120,7 @@ fn start_cluster(
         addrs.push((format!("n{i}"), http, resp));
     }
     std::fs::write(&config, text).expect("write config");
+    drop(held);
     let out = Command::new(BIN)
         .args(["certs", "--config"])
         .arg(&config)

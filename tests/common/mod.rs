@@ -26,6 +26,29 @@ pub fn free_udp() -> SocketAddr {
     s.local_addr().expect("addr")
 }
 
+/// Free addresses for `n` nodes: (peer over UDP, http, resp). All sockets stay bound until
+/// every address is picked, so the system cannot hand the same port out twice.
+pub fn free_node_addrs(n: usize) -> Vec<(SocketAddr, SocketAddr, SocketAddr)> {
+    let held: Vec<(UdpSocket, TcpListener, TcpListener)> = (0..n)
+        .map(|_| {
+            (
+                UdpSocket::bind("127.0.0.1:0").expect("bind udp"),
+                TcpListener::bind("127.0.0.1:0").expect("bind tcp"),
+                TcpListener::bind("127.0.0.1:0").expect("bind tcp"),
+            )
+        })
+        .collect();
+    held.iter()
+        .map(|(u, h, r)| {
+            (
+                u.local_addr().expect("addr"),
+                h.local_addr().expect("addr"),
+                r.local_addr().expect("addr"),
+            )
+        })
+        .collect()
+}
+
 pub struct NodeAddrs {
     pub id: String,
     pub peer: SocketAddr,
@@ -62,12 +85,14 @@ impl TestCluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let nodes: Vec<NodeAddrs> = (1..=n)
-            .map(|i| NodeAddrs {
-                id: format!("n{i}"),
-                peer: free_udp(),
-                http: free_tcp(),
-                resp: free_tcp(),
+        let nodes: Vec<NodeAddrs> = free_node_addrs(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (peer, http, resp))| NodeAddrs {
+                id: format!("n{}", i + 1),
+                peer,
+                http,
+                resp,
             })
             .collect();
         let config = dir.join("cluster.toml");
