@@ -51,6 +51,9 @@ use crate::tls::{self, MAX_NODE_ID_LEN, NodeCredentials, TlsError};
 use super::{BoxFuture, FaultTable, Handler, Peer, Transport, TransportError};
 use crate::rpc::{self, OneWay, Request, Response};
 
+/// The UDP socket buffers a node asks for (each way).
+const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
 /// Maximum number of concurrently open bidirectional streams a peer may open.
 pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 1024;
 /// Idle timeout in milliseconds (QUIC transport parameter unit).
@@ -371,7 +374,21 @@ impl NodeEndpoint {
         node: &NodeCredentials,
     ) -> Result<Self, QuicError> {
         let (server, client) = endpoint_configs(ca_cert, node)?;
-        let mut endpoint = Endpoint::server(server, addr).map_err(QuicError::Bind)?;
+        let socket = std::net::UdpSocket::bind(addr).map_err(QuicError::Bind)?;
+        // Bursts of replica traffic overflowed the default receive buffer (~208 KiB) and the
+        // lost packets waited for QUIC's retransmission timeout: stalls of ~200 ms. Ask for
+        // more; the kernel caps it at net.core.[rw]mem_max, and less is still fine.
+        use nix::sys::socket::{setsockopt, sockopt};
+        let receive = setsockopt(&socket, sockopt::RcvBuf, &UDP_BUFFER_BYTES);
+        let send = setsockopt(&socket, sockopt::SndBuf, &UDP_BUFFER_BYTES);
+        if let Err(e) = receive.and(send) {
+            tracing::debug!("cannot enlarge the UDP socket's buffers: {e}");
+        }
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| QuicError::Bind(io::Error::other("no async runtime")))?;
+        let mut endpoint =
+            Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
+                .map_err(QuicError::Bind)?;
         endpoint.set_default_client_config(client);
         Ok(Self {
             endpoint,
