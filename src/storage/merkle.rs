@@ -111,7 +111,9 @@ pub struct MerkleTree<K> {
     /// Node hashes in heap order (root at 1), each as four atomic words.
     nodes: Vec<[AtomicU64; 4]>,
     /// Items of each leaf, ordered by position.
-    leaves: Vec<Mutex<BTreeMap<(u64, K), Hash>>>,
+    /// Items of each leaf, sorted by position and key: a leaf holds a handful, so a sorted
+    /// vector is found by binary search without cloning the key, unlike a map keyed by it.
+    leaves: Vec<Mutex<Vec<LeafItem<K>>>>,
 }
 
 impl<K: Ord + Clone> MerkleTree<K> {
@@ -124,7 +126,7 @@ impl<K: Ord + Clone> MerkleTree<K> {
             depth,
             nodes: (0..node_count).map(|_| Default::default()).collect(),
             leaves: (0..1usize << depth)
-                .map(|_| Mutex::new(BTreeMap::new()))
+                .map(|_| Mutex::new(Vec::new()))
                 .collect(),
         }
     }
@@ -141,7 +143,7 @@ impl<K: Ord + Clone> MerkleTree<K> {
         }
     }
 
-    fn lock_leaf(&self, index: usize) -> std::sync::MutexGuard<'_, BTreeMap<(u64, K), Hash>> {
+    fn lock_leaf(&self, index: usize) -> std::sync::MutexGuard<'_, Vec<LeafItem<K>>> {
         // A panic while holding a leaf lock cannot leave the map half-updated (each update is
         // one insert or remove), so a poisoned lock is still safe to use.
         self.leaves[index]
@@ -153,9 +155,15 @@ impl<K: Ord + Clone> MerkleTree<K> {
     pub fn set(&self, pos: u64, key: &K, item: Option<Hash>) {
         let leaf = self.leaf_index(pos);
         let mut items = self.lock_leaf(leaf);
-        let old = match item {
-            Some(h) => items.insert((pos, key.clone()), h),
-            None => items.remove(&(pos, key.clone())),
+        let found = items.binary_search_by(|(p, k, _)| (*p, k).cmp(&(pos, key)));
+        let old = match (found, item) {
+            (Ok(i), Some(h)) => Some(std::mem::replace(&mut items[i].2, h)),
+            (Ok(i), None) => Some(items.remove(i).2),
+            (Err(i), Some(h)) => {
+                items.insert(i, (pos, key.clone(), h));
+                None
+            }
+            (Err(_), None) => None,
         };
         let delta = xor(&old.unwrap_or(ZERO), &item.unwrap_or(ZERO));
         if delta == ZERO {
@@ -211,10 +219,7 @@ impl<K: Ord + Clone> MerkleTree<K> {
 
     /// Items of a leaf.
     pub fn leaf_items(&self, leaf: u64) -> Vec<LeafItem<K>> {
-        self.lock_leaf(leaf as usize)
-            .iter()
-            .map(|((pos, k), h)| (*pos, k.clone(), *h))
-            .collect()
+        self.lock_leaf(leaf as usize).clone()
     }
 
     /// Keys whose positions lie in `arc`, in position order (from 0 for an arc that wraps).
@@ -232,9 +237,9 @@ impl<K: Ord + Clone> MerkleTree<K> {
         for leaf in leaves {
             out.extend(
                 self.lock_leaf(leaf as usize)
-                    .keys()
-                    .filter(|(pos, _)| arc.contains(*pos))
-                    .map(|(_, k)| k.clone()),
+                    .iter()
+                    .filter(|(pos, _, _)| arc.contains(*pos))
+                    .map(|(_, k, _)| k.clone()),
             );
         }
         out
@@ -258,7 +263,7 @@ impl<K: Ord + Clone> MerkleTree<K> {
             acc = xor(&acc, &self.hash(node));
         }
         for leaf in partial {
-            for ((pos, _), h) in self.lock_leaf(leaf as usize).iter() {
+            for (pos, _, h) in self.lock_leaf(leaf as usize).iter() {
                 if arc.contains(*pos) {
                     acc = xor(&acc, h);
                 }
