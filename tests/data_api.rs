@@ -91,6 +91,15 @@ async fn get(c: &TestCluster, id: &str, path: &str) -> Raw {
     raw(c, "GET", id, path, &[], "").await
 }
 
+/// Cuts n3 off from n1 and n2 and reads `/kv/k` from n3's own replica alone (r = 1).
+async fn n3_alone_reads_k(c: &TestCluster) -> quorumkv::client::KvRead {
+    c.partition(&["n3"], &["n1", "n2"]).await;
+    c.client("n3")
+        .kv_get("k", &wr("1", "1"))
+        .await
+        .expect("n3 alone at r=1")
+}
+
 /// Polls `check` until it holds, or fails with `what` after the deadline.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -557,12 +566,7 @@ async fn a_killed_node_fails_only_w_all_and_read_repair_restores_it() {
         get(&c, "n3", "/health").await.status == 200
     })
     .await;
-    c.partition(&["n3"], &["n1", "n2"]).await;
-    let alone = c
-        .client("n3")
-        .kv_get("k", &wr("1", "1"))
-        .await
-        .expect("n3 alone at r=1");
+    let alone = n3_alone_reads_k(&c).await;
     let values: BTreeSet<_> = alone.values.iter().map(|v| v.to_vec()).collect();
     assert_eq!(
         values,
@@ -609,12 +613,7 @@ async fn a_read_at_r_all_repairs_a_stale_replica() {
     })
     .await;
     // Cut n3 off and read its own replica alone: it holds what the repair sent.
-    c.partition(&["n3"], &["n1", "n2"]).await;
-    let alone = c
-        .client("n3")
-        .kv_get("k", &wr("1", "1"))
-        .await
-        .expect("n3 alone at r=1");
+    let alone = n3_alone_reads_k(&c).await;
     assert_eq!(alone.values, vec![bytes::Bytes::from("v2")]);
 }
 
