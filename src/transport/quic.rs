@@ -386,9 +386,13 @@ impl NodeEndpoint {
         }
         let runtime = quinn::default_runtime()
             .ok_or_else(|| QuicError::Bind(io::Error::other("no async runtime")))?;
-        let mut endpoint =
-            Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
-                .map_err(QuicError::Bind)?;
+        let mut endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            runtime,
+        )
+        .map_err(QuicError::Bind)?;
         endpoint.set_default_client_config(client);
         Ok(Self {
             endpoint,
