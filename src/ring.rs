@@ -58,7 +58,7 @@ fn vnode_position(id: &str, index: u32) -> u64 {
     first_u64(h.finalize().as_bytes())
 }
 
-fn first_u64(bytes: &[u8; 32]) -> u64 {
+pub(crate) fn first_u64(bytes: &[u8; 32]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&bytes[..8]);
     u64::from_le_bytes(b)

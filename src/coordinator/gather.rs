@@ -3,8 +3,12 @@
 //! hand back what is still in flight so the caller can keep listening in the background.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use crate::transport::BoxFuture;
@@ -12,29 +16,57 @@ use crate::transport::BoxFuture;
 /// One replica's answer: its id and the result of the call.
 pub type Answer<T> = (String, Result<T, String>);
 
-/// Calls still running after [`gather`] returned.
-pub struct InFlight<T> {
-    rx: mpsc::UnboundedReceiver<Answer<T>>,
-    pending: usize,
+/// A call that answers with its replica's id. The calls run inside the task that gathers
+/// them rather than in tasks of their own: a quorum write on the hot path then costs no
+/// spawn, channel or cross-task wake-up per replica.
+struct Tagged<T> {
+    id: String,
+    call: BoxFuture<Result<T, String>>,
 }
 
-impl<T> InFlight<T> {
+impl<T> Future for Tagged<T> {
+    type Output = Answer<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer<T>> {
+        let result = std::task::ready!(self.call.as_mut().poll(cx));
+        Poll::Ready((std::mem::take(&mut self.id), result))
+    }
+}
+
+/// Calls still running after [`gather`] returned. Dropping it does not cancel them: what is
+/// left runs to the end in a task of its own, so a write still reaches (or hints for) every
+/// replica after its quorum answered.
+pub struct InFlight<T: Send + 'static> {
+    calls: FuturesUnordered<Tagged<T>>,
+}
+
+impl<T: Send + 'static> InFlight<T> {
     /// Calls still running.
     pub fn pending(&self) -> usize {
-        self.pending
+        self.calls.len()
     }
 
     /// The next late answer, or `None` once all are in or the deadline passed.
     pub async fn next(&mut self, deadline: Instant) -> Option<Answer<T>> {
-        if self.pending == 0 {
+        if self.calls.is_empty() {
             return None;
         }
-        match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-            Ok(Some(answer)) => {
-                self.pending -= 1;
-                Some(answer)
-            }
-            _ => None,
+        tokio::time::timeout_at(deadline, self.calls.next())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl<T: Send + 'static> Drop for InFlight<T> {
+    fn drop(&mut self) {
+        if self.calls.is_empty() {
+            return;
+        }
+        let mut calls = std::mem::take(&mut self.calls);
+        // Outside a runtime (a test tearing down) there is nothing left to run them on.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { while calls.next().await.is_some() {} });
         }
     }
 }
@@ -85,7 +117,7 @@ impl Needed {
 }
 
 /// What [`gather`] collected before it returned.
-pub struct Gathered<T> {
+pub struct Gathered<T: Send + 'static> {
     pub ok: Vec<(String, T)>,
     pub failed: Vec<(String, String)>,
     pub rest: InFlight<T>,
@@ -99,20 +131,16 @@ pub async fn gather<T: Send + 'static>(
     needed: &Needed,
     deadline: Instant,
 ) -> Gathered<T> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let pending = calls.len();
     let mut waiting: Vec<String> = calls.iter().map(|(id, _)| id.clone()).collect();
-    for (id, call) in calls {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let result = call.await;
-            let _ = tx.send((id, result));
-        });
-    }
     let mut g = Gathered {
-        ok: Vec::new(),
+        ok: Vec::with_capacity(ready.len() + calls.len()),
         failed: Vec::new(),
-        rest: InFlight { rx, pending },
+        rest: InFlight {
+            calls: calls
+                .into_iter()
+                .map(|(id, call)| Tagged { id, call })
+                .collect(),
+        },
     };
     for (id, result) in ready {
         match result {
@@ -120,10 +148,19 @@ pub async fn gather<T: Send + 'static>(
             Err(e) => g.failed.push((id, e)),
         }
     }
+    if needed.met(&g.ok) || !needed.possible(&g.ok, &waiting) {
+        return g;
+    }
+    // One timer for the whole wait, not one per answer.
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
     while !needed.met(&g.ok) && needed.possible(&g.ok, &waiting) {
-        let Some((id, result)) = g.rest.next(deadline).await else {
-            break;
+        let next = tokio::select! {
+            biased;
+            next = g.rest.calls.next() => next,
+            () = &mut timer => None,
         };
+        let Some((id, result)) = next else { break };
         if let Some(i) = waiting.iter().position(|w| *w == id) {
             waiting.swap_remove(i);
         }
@@ -170,6 +207,30 @@ mod tests {
         let late = g.rest.next(deadline).await.expect("late answer");
         assert_eq!(late.0, "b");
         assert!(g.rest.next(deadline).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_left_when_the_caller_is_done_still_run_to_the_end() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&finished);
+        let slow: BoxFuture<Result<u32, String>> = Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            flag.store(true, Ordering::SeqCst);
+            Ok(500)
+        });
+        let calls = vec![("a".to_string(), after(10, true)), ("b".to_string(), slow)];
+        let g = gather(vec![], calls, &Needed::count(1), deadline).await;
+        assert_eq!(g.ok.len(), 1);
+        assert_eq!(g.rest.pending(), 1);
+        drop(g);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the dropped call was cancelled"
+        );
     }
 
     #[tokio::test(start_paused = true)]

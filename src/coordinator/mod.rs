@@ -356,10 +356,13 @@ impl Coordinator {
         };
         let list = view.ring.preference_list(key.position(), n as usize);
         let replicas = list.replicas.into_iter().map(target).collect();
+        // Each unreachable replica needs one fallback, and a fallback may fail in turn: twice
+        // `n` is plenty, and the walk round a large ring stops there.
         let fallbacks = list
             .fallbacks
             .map(target)
             .filter(|t| t.state == MemberState::Alive)
+            .take(2 * n as usize)
             .collect();
         (replicas, fallbacks)
     }
@@ -668,23 +671,23 @@ impl Coordinator {
                 }
             });
         }
-        let (peer, state) = (target.peer.clone(), target.state);
-        let transport = Arc::clone(&self.inner.transport);
-        let metrics = self.inner.metrics.clone();
-        let id = target.id.clone();
+        let peer = match &target.peer {
+            Some(peer) if is_reachable(target.state) => peer,
+            _ => {
+                let down = format!("{} is {}", target.id, target.state.as_str());
+                return Box::pin(std::future::ready(Err(down)));
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let call = self.inner.transport.call(peer, req, remaining);
+        let (this, id) = (self.clone(), target.id.clone());
         Box::pin(async move {
-            let peer = match peer {
-                Some(peer) if is_reachable(state) => peer,
-                _ => return Err(format!("{id} is {}", state.as_str())),
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = transport.call(&peer, req, remaining).await;
-            let result = match result {
+            let result = match call.await {
                 Ok(Response::Error(e)) => Err(format!("{id}: {e}")),
                 Ok(r) => Ok(r),
                 Err(e) => Err(e.to_string()),
             };
-            metrics.rpc(rpc, result.is_ok());
+            this.inner.metrics.rpc(rpc, result.is_ok());
             result
         })
     }

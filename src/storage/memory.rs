@@ -157,6 +157,44 @@ impl MemStore {
         }
     }
 
+    /// [`Store::merge`] into a key already in the map.
+    fn merge_entry(
+        &self,
+        key: &Key,
+        entry: &mut Entry,
+        incoming: &Value,
+        now_ms: u64,
+    ) -> Result<Value, StoreError> {
+        entry.value.merge(incoming)?;
+        self.settle(key, entry, now_ms);
+        Ok(entry.value.clone())
+    }
+
+    /// [`Store::update`] on a key already in the map.
+    fn update_entry(
+        &self,
+        key: &Key,
+        entry: &mut Entry,
+        now_ms: u64,
+        make_delta: &mut MakeDelta<'_>,
+    ) -> Result<Applied, StoreError> {
+        if entry.value.expire(now_ms) {
+            self.settle(key, entry, now_ms);
+        }
+        let writer = entry
+            .writer
+            .get_or_insert_with(|| self.new_writer())
+            .clone();
+        let delta = make_delta(Some(&entry.value), &writer)?;
+        Self::check_kind(key, &delta)?;
+        entry.value.merge(&delta)?;
+        self.settle(key, entry, now_ms);
+        Ok(Applied {
+            delta,
+            merged: entry.value.clone(),
+        })
+    }
+
     fn check_kind(key: &Key, value: &Value) -> Result<(), StoreError> {
         if value.kind() == key.kind {
             Ok(())
@@ -181,13 +219,12 @@ impl Store for MemStore {
 
     fn merge(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<Value, StoreError> {
         Self::check_kind(key, incoming)?;
+        // A key already here (the common case) needs no copy of its name for the map.
+        if let Some(mut slot) = self.entries.get_mut(key) {
+            return self.merge_entry(key, slot.value_mut(), incoming, now_ms);
+        }
         match self.entries.entry(key.clone()) {
-            MapEntry::Occupied(mut slot) => {
-                let entry = slot.get_mut();
-                entry.value.merge(incoming)?;
-                self.settle(key, entry, now_ms);
-                Ok(entry.value.clone())
-            }
+            MapEntry::Occupied(mut slot) => self.merge_entry(key, slot.get_mut(), incoming, now_ms),
             MapEntry::Vacant(slot) => {
                 let mut value = incoming.clone();
                 value.expire(now_ms);
@@ -220,24 +257,13 @@ impl Store for MemStore {
         now_ms: u64,
         make_delta: &mut MakeDelta<'_>,
     ) -> Result<Applied, StoreError> {
+        // A key already here (the common case) needs no copy of its name for the map.
+        if let Some(mut slot) = self.entries.get_mut(key) {
+            return self.update_entry(key, slot.value_mut(), now_ms, make_delta);
+        }
         match self.entries.entry(key.clone()) {
             MapEntry::Occupied(mut slot) => {
-                let entry = slot.get_mut();
-                if entry.value.expire(now_ms) {
-                    self.settle(key, entry, now_ms);
-                }
-                let writer = entry
-                    .writer
-                    .get_or_insert_with(|| self.new_writer())
-                    .clone();
-                let delta = make_delta(Some(&entry.value), &writer)?;
-                Self::check_kind(key, &delta)?;
-                entry.value.merge(&delta)?;
-                self.settle(key, entry, now_ms);
-                Ok(Applied {
-                    delta,
-                    merged: entry.value.clone(),
-                })
+                self.update_entry(key, slot.get_mut(), now_ms, make_delta)
             }
             MapEntry::Vacant(slot) => {
                 let writer = self.new_writer();

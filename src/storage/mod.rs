@@ -12,7 +12,7 @@ pub mod merkle;
 use serde::{Deserialize, Serialize};
 
 use crate::crdt::{Crdt, LwwRegister, MvRegister, OrSet, PnCounter};
-use crate::ring::{Arc, key_position};
+use crate::ring::Arc;
 
 pub use memory::MemStore;
 pub use memory::StoreOptions;
@@ -68,10 +68,10 @@ impl Key {
     /// The key's position on the ring (and in the Merkle tree): blake3 of its kind and name,
     /// so the four key spaces spread independently.
     pub fn position(&self) -> u64 {
-        let mut bytes = Vec::with_capacity(self.name.len() + 1);
-        bytes.push(self.kind.tag());
-        bytes.extend_from_slice(self.name.as_bytes());
-        key_position(&bytes)
+        let mut h = blake3::Hasher::new();
+        h.update(&[self.kind.tag()]);
+        h.update(self.name.as_bytes());
+        crate::ring::first_u64(h.finalize().as_bytes())
     }
 }
 
@@ -190,10 +190,49 @@ impl Value {
         h.update(&[key.kind.tag()]);
         h.update(&(key.name.len() as u64).to_le_bytes());
         h.update(key.name.as_bytes());
-        // Encoding in-memory maps of strings, integers and bytes cannot fail.
-        let encoded = rmp_serde::to_vec(self).unwrap_or_default();
-        h.update(&encoded);
-        (*h.finalize().as_bytes(), encoded.len())
+        if let Value::Lww(reg) = self {
+            // The hot path of a cache: fed to the hasher field by field, no encoding.
+            h.update(b"lww");
+            h.update(&reg.ts.millis.to_le_bytes());
+            h.update(&reg.ts.logical.to_le_bytes());
+            h.update(&(reg.ts.node.len() as u64).to_le_bytes());
+            h.update(reg.ts.node.as_bytes());
+            match &reg.value {
+                Some(v) => {
+                    h.update(&[1]);
+                    h.update(&(v.len() as u64).to_le_bytes());
+                    h.update(v);
+                }
+                None => {
+                    h.update(&[0]);
+                }
+            }
+            match reg.expires_at {
+                Some(t) => h.update(&[1]).update(&t.to_le_bytes()),
+                None => h.update(&[0]),
+            };
+            h.update(&[u8::from(reg.evicted)]);
+            // About what its encoding takes: the value, the node id and a few integers.
+            let size = reg.value.as_ref().map_or(0, |v| v.len()) + reg.ts.node.len() + 24;
+            return (*h.finalize().as_bytes(), size);
+        }
+        // Encoded into a buffer kept per thread: no allocation per write. Encoding in-memory
+        // maps of strings, integers and bytes cannot fail.
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            let _ = rmp_serde::encode::write(&mut *buffer, self);
+            h.update(&buffer);
+            let len = buffer.len();
+            // A large value's buffer is not kept around.
+            if buffer.capacity() > 64 * 1024 {
+                *buffer = Vec::new();
+            }
+            (*h.finalize().as_bytes(), len)
+        })
     }
 }
 

@@ -31,6 +31,7 @@
 //! [`QuicTransport`] keeps one long-lived connection per peer on top of this, reopened on
 //! failure with exponential backoff, and implements [`Transport`].
 
+use futures_util::StreamExt;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -1078,15 +1079,44 @@ const BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// frame as well.
 const BATCH_MAX_REQUEST_BYTES: usize = 16 * 1024;
 
-/// Gathers the replica requests queued for one peer into batches: whatever arrived while
-/// the previous batch was being sent goes out together, so under load many requests share
-/// one stream and a few packets, and a request alone goes at once.
+/// How long a batch may be the only one on the wire to a peer before the next goes out
+/// anyway. On a LAN a batch is answered well within it, so requests that arrive meanwhile
+/// wait and go together (fewer packets and wake-ups per request); over a slow link (another
+/// region) batches are pipelined instead of waiting a whole round trip each.
+const BATCH_SOLO: Duration = Duration::from_millis(1);
+
+/// Gathers the replica requests queued for one peer into batches, Nagle-style: a request goes
+/// at once when nothing is in flight to the peer; what arrives while a batch is in flight goes
+/// in the next one, sent when the batches in flight are answered or [`BATCH_SOLO`] after the
+/// last one left.
 async fn batch_loop(
     inner: std::sync::Weak<Inner>,
     peer: Peer,
     mut rx: mpsc::UnboundedReceiver<Queued>,
 ) {
-    while let Some(first) = rx.recv().await {
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut last_sent = Instant::now();
+    loop {
+        let first = if in_flight.is_empty() {
+            match rx.recv().await {
+                Some(q) => q,
+                None => break,
+            }
+        } else {
+            // Keep the batches out there moving; take the next request only once the solo
+            // time has passed.
+            let solo_until = last_sent + BATCH_SOLO;
+            let waited = Instant::now() >= solo_until;
+            tokio::select! {
+                biased;
+                Some(()) = in_flight.next() => continue,
+                q = rx.recv(), if waited => match q {
+                    Some(q) => q,
+                    None => break,
+                },
+                () = tokio::time::sleep_until(solo_until), if !waited => continue,
+            }
+        };
         // Let requests that are being made right now join this batch.
         tokio::task::yield_now().await;
         let mut bytes = first.frame.len();
@@ -1103,8 +1133,10 @@ async fn batch_loop(
         let Some(inner) = inner.upgrade() else { return };
         let this = QuicTransport { inner };
         let peer = peer.clone();
-        tokio::spawn(async move { this.send_batch(&peer, batch).await });
+        last_sent = Instant::now();
+        in_flight.push(async move { this.send_batch(&peer, batch).await });
     }
+    while in_flight.next().await.is_some() {}
 }
 
 /// Whether a request may travel in a batch: the small, quick replica requests that
