@@ -140,15 +140,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(WireError::TooLarge(bytes.len()));
     }
-    // The envelope is encoded as an array `[version, body]`: read the version alone first.
-    let (version, _): (u16, serde::de::IgnoredAny) =
-        rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
-    if version != PROTOCOL_VERSION {
-        return Err(WireError::Version(version));
+    // The envelope is encoded as an array `[version, body]`. One pass reads both; only when
+    // that fails is the version read alone, so that a frame from another protocol version is
+    // reported as such rather than as malformed.
+    match rmp_serde::from_slice::<Envelope<T>>(bytes) {
+        Ok(envelope) if envelope.version == PROTOCOL_VERSION => Ok(envelope.body),
+        Ok(envelope) => Err(WireError::Version(envelope.version)),
+        Err(e) => match rmp_serde::from_slice::<(u16, serde::de::IgnoredAny)>(bytes) {
+            Ok((version, _)) if version != PROTOCOL_VERSION => Err(WireError::Version(version)),
+            _ => Err(WireError::Malformed(e.to_string())),
+        },
     }
-    let envelope: Envelope<T> =
-        rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
-    Ok(envelope.body)
 }
 
 #[cfg(test)]

@@ -501,8 +501,8 @@ impl Coordinator {
                 Ok(None)
             } else {
                 store
-                    .merge(&key, &delta, now)
-                    .map(|_| None)
+                    .absorb(&key, &delta, now)
+                    .map(|()| None)
                     .map_err(|e| e.to_string())
             };
             ready.push((self.inner.me.clone(), merged));
@@ -738,7 +738,8 @@ impl Coordinator {
             self.observe(value);
             let me = &self.inner.me;
             if let Some((_, mine)) = ok.iter_mut().find(|(id, _)| id == me) {
-                if mine.as_ref() != Some(value) && self.inner.store.merge(key, value, now).is_ok() {
+                if mine.as_ref() != Some(value) && self.inner.store.absorb(key, value, now).is_ok()
+                {
                     self.inner.metrics.read_repairs.inc();
                     // What the background repair compares against: this replica holds it.
                     *mine = Some(value.clone());
@@ -746,7 +747,7 @@ impl Coordinator {
             } else if targets.iter().any(|t| t.id == *me) {
                 // This replica did not answer (it is bootstrapping): it still takes what the
                 // read saw, so a write that follows (a set remove, a delete) builds on it.
-                let _ = self.inner.store.merge(key, value, now);
+                let _ = self.inner.store.absorb(key, value, now);
             }
         }
         // Repairs go out once every answer is in (or the deadline passed); nothing to wait

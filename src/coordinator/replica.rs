@@ -70,8 +70,13 @@ impl Coordinator {
                 reply_state,
             } => {
                 self.observe(&value);
-                match self.store().merge(&key, &value, now) {
-                    Ok(merged) => Response::Merged(reply_state.then_some(merged)),
+                let merged = if reply_state {
+                    self.store().merge(&key, &value, now).map(Some)
+                } else {
+                    self.store().absorb(&key, &value, now).map(|()| None)
+                };
+                match merged {
+                    Ok(state) => Response::Merged(state),
                     Err(e) => Response::Error(e.to_string()),
                 }
             }
@@ -91,7 +96,7 @@ impl Coordinator {
                 let mut failed = Vec::new();
                 for (i, (key, value)) in items.iter().enumerate() {
                     self.observe(value);
-                    if let Err(e) = self.store().merge(key, value, now) {
+                    if let Err(e) = self.store().absorb(key, value, now) {
                         failed.push((i as u32, e.to_string()));
                     }
                 }

@@ -157,6 +157,49 @@ impl MemStore {
         }
     }
 
+    /// [`Store::merge`], with the merged state copied out only when `want_state`.
+    fn merge_in(
+        &self,
+        key: &Key,
+        incoming: &Value,
+        now_ms: u64,
+        want_state: bool,
+    ) -> Result<Option<Value>, StoreError> {
+        Self::check_kind(key, incoming)?;
+        // A key already here (the common case) needs no copy of its name for the map.
+        if let Some(mut slot) = self.entries.get_mut(key) {
+            return self.merge_entry(key, slot.value_mut(), incoming, now_ms, want_state);
+        }
+        match self.entries.entry(key.clone()) {
+            MapEntry::Occupied(mut slot) => {
+                self.merge_entry(key, slot.get_mut(), incoming, now_ms, want_state)
+            }
+            MapEntry::Vacant(slot) => {
+                let mut value = incoming.clone();
+                value.expire(now_ms);
+                // A tombstone past its grace period has been (or will be) forgotten by every
+                // replica; taking it in again would only start its grace period over.
+                if value
+                    .death_time(now_ms)
+                    .is_some_and(|death| self.reap_at(&value, death) <= now_ms)
+                {
+                    return Ok(Some(value));
+                }
+                let mut entry = Entry {
+                    value,
+                    item_hash: [0; 32],
+                    size: 0,
+                    last_access: AtomicU64::new(now_ms),
+                    writer: None,
+                };
+                self.settle(key, &mut entry, now_ms);
+                let merged = want_state.then(|| entry.value.clone());
+                slot.insert(entry);
+                Ok(merged)
+            }
+        }
+    }
+
     /// [`Store::merge`] into a key already in the map.
     fn merge_entry(
         &self,
@@ -164,10 +207,11 @@ impl MemStore {
         entry: &mut Entry,
         incoming: &Value,
         now_ms: u64,
-    ) -> Result<Value, StoreError> {
+        want_state: bool,
+    ) -> Result<Option<Value>, StoreError> {
         entry.value.merge(incoming)?;
         self.settle(key, entry, now_ms);
-        Ok(entry.value.clone())
+        Ok(want_state.then(|| entry.value.clone()))
     }
 
     /// [`Store::update`] on a key already in the map.
@@ -218,37 +262,12 @@ impl Store for MemStore {
     }
 
     fn merge(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<Value, StoreError> {
-        Self::check_kind(key, incoming)?;
-        // A key already here (the common case) needs no copy of its name for the map.
-        if let Some(mut slot) = self.entries.get_mut(key) {
-            return self.merge_entry(key, slot.value_mut(), incoming, now_ms);
-        }
-        match self.entries.entry(key.clone()) {
-            MapEntry::Occupied(mut slot) => self.merge_entry(key, slot.get_mut(), incoming, now_ms),
-            MapEntry::Vacant(slot) => {
-                let mut value = incoming.clone();
-                value.expire(now_ms);
-                // A tombstone past its grace period has been (or will be) forgotten by every
-                // replica; taking it in again would only start its grace period over.
-                if value
-                    .death_time(now_ms)
-                    .is_some_and(|death| self.reap_at(&value, death) <= now_ms)
-                {
-                    return Ok(value);
-                }
-                let mut entry = Entry {
-                    value,
-                    item_hash: [0; 32],
-                    size: 0,
-                    last_access: AtomicU64::new(now_ms),
-                    writer: None,
-                };
-                self.settle(key, &mut entry, now_ms);
-                let merged = entry.value.clone();
-                slot.insert(entry);
-                Ok(merged)
-            }
-        }
+        self.merge_in(key, incoming, now_ms, true)
+            .map(|merged| merged.unwrap_or_else(|| incoming.clone()))
+    }
+
+    fn absorb(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<(), StoreError> {
+        self.merge_in(key, incoming, now_ms, false).map(drop)
     }
 
     fn update(

@@ -266,6 +266,12 @@ pub trait Store: Send + Sync {
     /// Merges a delta or a whole state from another replica; returns the merged state.
     fn merge(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<Value, StoreError>;
 
+    /// [`Store::merge`] for a caller that does not need the merged state (a replica taking a
+    /// write): no copy of it is made.
+    fn absorb(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<(), StoreError> {
+        self.merge(key, incoming, now_ms).map(drop)
+    }
+
     /// Atomically reads the key's current state, lets `make_delta` derive a delta from it,
     /// and merges that delta in. For operations whose dots this node issues: `make_delta` gets
     /// the actor to issue them under, one that no other node and no earlier life of this key on
