@@ -88,9 +88,11 @@ fn start_cluster(
     procs: &mut Procs,
 ) -> SocketAddr {
     let config = dir.join(format!("{name}.toml"));
-    // Several nodes on this one 2-core machine: one runtime thread each (measured faster than
-    // one per core, which makes their threads wake each other across the two cores).
-    let threads = if nodes > 1 { 1 } else { 0 };
+    // One runtime thread per node, as redis-server runs its commands on one thread. Measured
+    // cheaper per request than one per core: three nodes share these two cores with
+    // redis-benchmark, and a single node's second thread mostly wakes and steals from the
+    // first (README, Benchmarks).
+    let threads = 1;
     let mut text = format!(
         "[cluster]\nname = \"{name}\"\nreplicas = {replicas}\ndata_dir = \"{name}-data\"\n\
          worker_threads = {threads}\n"
