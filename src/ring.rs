@@ -43,9 +43,15 @@ pub enum RingError {
     NoVnodes(String),
 }
 
-/// Position of a key on the ring: the first 8 bytes of its blake3 hash, little-endian.
-pub fn key_position(key: &[u8]) -> u64 {
-    first_u64(blake3::hash(key).as_bytes())
+/// Position of a key on the ring: the first 8 bytes of the blake3 hash of its bytes (given
+/// in parts, hashed as if joined, so a caller need not copy them into one buffer),
+/// little-endian.
+pub fn key_position(parts: &[&[u8]]) -> u64 {
+    let mut h = blake3::Hasher::new();
+    for part in parts {
+        h.update(part);
+    }
+    first_u64(h.finalize().as_bytes())
 }
 
 /// Position of a member's `index`-th vnode.
@@ -58,7 +64,7 @@ fn vnode_position(id: &str, index: u32) -> u64 {
     first_u64(h.finalize().as_bytes())
 }
 
-pub(crate) fn first_u64(bytes: &[u8; 32]) -> u64 {
+fn first_u64(bytes: &[u8; 32]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&bytes[..8]);
     u64::from_le_bytes(b)
@@ -423,7 +429,7 @@ mod tests {
             ("e", "z3"),
         ]);
         for k in 0..200u32 {
-            let all: Vec<_> = r.walk(key_position(&k.to_le_bytes())).collect();
+            let all: Vec<_> = r.walk(key_position(&[&k.to_le_bytes()])).collect();
             let mut names = ids(&all);
             names.sort();
             assert_eq!(names, ["a", "b", "c", "d", "e"]);

@@ -148,10 +148,7 @@ pub async fn gather<T: Send + 'static>(
             Err(e) => g.failed.push((id, e)),
         }
     }
-    if needed.met(&g.ok) || !needed.possible(&g.ok, &waiting) {
-        return g;
-    }
-    // One timer for the whole wait, not one per answer.
+    // One timer for the whole wait, not one per answer (registered only if polled).
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     while !needed.met(&g.ok) && needed.possible(&g.ok, &waiting) {

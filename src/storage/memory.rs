@@ -157,22 +157,23 @@ impl MemStore {
         }
     }
 
-    /// [`Store::merge`], with the merged state copied out only when `want_state`.
-    fn merge_in(
+    /// [`Store::merge`], answering with what `out` takes from the merged state (a copy of it,
+    /// or nothing).
+    fn merge_in<R>(
         &self,
         key: &Key,
         incoming: &Value,
         now_ms: u64,
-        want_state: bool,
-    ) -> Result<Option<Value>, StoreError> {
+        out: impl FnOnce(&Value) -> R,
+    ) -> Result<R, StoreError> {
         Self::check_kind(key, incoming)?;
         // A key already here (the common case) needs no copy of its name for the map.
         if let Some(mut slot) = self.entries.get_mut(key) {
-            return self.merge_entry(key, slot.value_mut(), incoming, now_ms, want_state);
+            return self.merge_entry(key, slot.value_mut(), incoming, now_ms, out);
         }
         match self.entries.entry(key.clone()) {
             MapEntry::Occupied(mut slot) => {
-                self.merge_entry(key, slot.get_mut(), incoming, now_ms, want_state)
+                self.merge_entry(key, slot.get_mut(), incoming, now_ms, out)
             }
             MapEntry::Vacant(slot) => {
                 let mut value = incoming.clone();
@@ -183,7 +184,7 @@ impl MemStore {
                     .death_time(now_ms)
                     .is_some_and(|death| self.reap_at(&value, death) <= now_ms)
                 {
-                    return Ok(Some(value));
+                    return Ok(out(&value));
                 }
                 let mut entry = Entry {
                     value,
@@ -193,7 +194,7 @@ impl MemStore {
                     writer: None,
                 };
                 self.settle(key, &mut entry, now_ms);
-                let merged = want_state.then(|| entry.value.clone());
+                let merged = out(&entry.value);
                 slot.insert(entry);
                 Ok(merged)
             }
@@ -201,17 +202,17 @@ impl MemStore {
     }
 
     /// [`Store::merge`] into a key already in the map.
-    fn merge_entry(
+    fn merge_entry<R>(
         &self,
         key: &Key,
         entry: &mut Entry,
         incoming: &Value,
         now_ms: u64,
-        want_state: bool,
-    ) -> Result<Option<Value>, StoreError> {
+        out: impl FnOnce(&Value) -> R,
+    ) -> Result<R, StoreError> {
         entry.value.merge(incoming)?;
         self.settle(key, entry, now_ms);
-        Ok(want_state.then(|| entry.value.clone()))
+        Ok(out(&entry.value))
     }
 
     /// [`Store::update`] on a key already in the map.
@@ -262,12 +263,11 @@ impl Store for MemStore {
     }
 
     fn merge(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<Value, StoreError> {
-        self.merge_in(key, incoming, now_ms, true)
-            .map(|merged| merged.unwrap_or_else(|| incoming.clone()))
+        self.merge_in(key, incoming, now_ms, Value::clone)
     }
 
     fn absorb(&self, key: &Key, incoming: &Value, now_ms: u64) -> Result<(), StoreError> {
-        self.merge_in(key, incoming, now_ms, false).map(drop)
+        self.merge_in(key, incoming, now_ms, |_| ())
     }
 
     fn update(

@@ -223,8 +223,8 @@ impl<K: Ord + Clone> MerkleTree<K> {
         if self.kept(node.level) {
             return self.stored(node);
         }
-        // The XOR of its descendants on the nearest kept level (at most 2^TOP_LEVELS of
-        // them, for the root).
+        // The XOR of its descendants on the nearest kept level (2^TOP_LEVELS of them for
+        // the root of a tree of depth 16).
         let below = self.kept_below(node.level);
         let span = u32::from(below - node.level);
         let first = node.index << span;

@@ -12,7 +12,7 @@ pub mod merkle;
 use serde::{Deserialize, Serialize};
 
 use crate::crdt::{Crdt, LwwRegister, MvRegister, OrSet, PnCounter};
-use crate::ring::Arc;
+use crate::ring::{Arc, key_position};
 
 pub use memory::MemStore;
 pub use memory::StoreOptions;
@@ -68,10 +68,7 @@ impl Key {
     /// The key's position on the ring (and in the Merkle tree): blake3 of its kind and name,
     /// so the four key spaces spread independently.
     pub fn position(&self) -> u64 {
-        let mut h = blake3::Hasher::new();
-        h.update(&[self.kind.tag()]);
-        h.update(self.name.as_bytes());
-        crate::ring::first_u64(h.finalize().as_bytes())
+        key_position(&[&[self.kind.tag()], self.name.as_bytes()])
     }
 }
 
@@ -190,14 +187,21 @@ impl Value {
         h.update(&[key.kind.tag()]);
         h.update(&(key.name.len() as u64).to_le_bytes());
         h.update(key.name.as_bytes());
-        if let Value::Lww(reg) = self {
-            // The hot path of a cache: fed to the hasher field by field, no encoding.
+        if let Value::Lww(LwwRegister {
+            ts,
+            value,
+            expires_at,
+            evicted,
+        }) = self
+        {
+            // The hot path of a cache: fed to the hasher field by field, no encoding. The
+            // pattern names every field, so a field added later cannot be left out of the hash.
             h.update(b"lww");
-            h.update(&reg.ts.millis.to_le_bytes());
-            h.update(&reg.ts.logical.to_le_bytes());
-            h.update(&(reg.ts.node.len() as u64).to_le_bytes());
-            h.update(reg.ts.node.as_bytes());
-            match &reg.value {
+            h.update(&ts.millis.to_le_bytes());
+            h.update(&ts.logical.to_le_bytes());
+            h.update(&(ts.node.len() as u64).to_le_bytes());
+            h.update(ts.node.as_bytes());
+            match value {
                 Some(v) => {
                     h.update(&[1]);
                     h.update(&(v.len() as u64).to_le_bytes());
@@ -207,13 +211,13 @@ impl Value {
                     h.update(&[0]);
                 }
             }
-            match reg.expires_at {
+            match expires_at {
                 Some(t) => h.update(&[1]).update(&t.to_le_bytes()),
                 None => h.update(&[0]),
             };
-            h.update(&[u8::from(reg.evicted)]);
+            h.update(&[u8::from(*evicted)]);
             // About what its encoding takes: the value, the node id and a few integers.
-            let size = reg.value.as_ref().map_or(0, |v| v.len()) + reg.ts.node.len() + 24;
+            let size = value.as_ref().map_or(0, |v| v.len()) + ts.node.len() + 24;
             return (*h.finalize().as_bytes(), size);
         }
         // Encoded into a buffer kept per thread: no allocation per write. Encoding in-memory

@@ -31,13 +31,14 @@
 //! [`QuicTransport`] keeps one long-lived connection per peer on top of this, reopened on
 //! failure with exponential backoff, and implements [`Transport`].
 
-use futures_util::StreamExt;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
 use quinn::{
     ClosedStream, ConnectError, Connection, ConnectionError, Endpoint, IdleTimeout, Incoming,
@@ -1094,7 +1095,7 @@ async fn batch_loop(
     peer: Peer,
     mut rx: mpsc::UnboundedReceiver<Queued>,
 ) {
-    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut in_flight = FuturesUnordered::new();
     let mut last_sent = Instant::now();
     loop {
         let first = if in_flight.is_empty() {
