@@ -331,22 +331,116 @@ async fn malformed_input_closes_only_its_connection() {
     let e = error_text(cmd::<String>(&mut good, &["FLUSHALL"]).await);
     assert!(e.contains("unknown command"), "{e}");
 
-    // redis-cli, where installed, works unchanged.
-    let port = addr.port().to_string();
-    let cli = |args: &[&str]| {
-        std::process::Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port])
-            .args(args)
-            .output()
-    };
-    match cli(&["SET", "from-cli", "yes"]) {
+}
+
+/// Runs `redis-cli` against `addr` and returns what it printed. `None` when redis-cli is not
+/// installed; CI installs it and sets `QKV_REQUIRE_REDIS_CLI`, which turns its absence into a
+/// failure rather than a skip.
+fn redis_cli(addr: std::net::SocketAddr, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(args)
+        .output();
+    match out {
         Ok(out) => {
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
-            let out = cli(&["GET", "from-cli"]).expect("redis-cli");
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes");
-            let out = cli(&["SADD", "s", "a", "b"]).expect("redis-cli");
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+            assert!(out.status.success() || !out.stdout.is_empty(), "{out:?}");
+            Some(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
         }
-        Err(e) => eprintln!("redis-cli not installed ({e}); skipped its part"),
+        Err(e) => {
+            assert!(
+                std::env::var_os("QKV_REQUIRE_REDIS_CLI").is_none(),
+                "redis-cli is required here but did not run: {e}"
+            );
+            None
+        }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_through_redis_cli() {
+    if redis_cli("127.0.0.1:1".parse().expect("addr"), &["--version"]).is_none() {
+        eprintln!("redis-cli is not installed; skipped");
+        return;
+    }
+    let mut c = TestCluster::new("respcli", 3, false);
+    c.start_all(&ALL3).await;
+    let (n1, n2) = (c.node("n1").resp, c.node("n2").resp);
+    // redis-cli blocks, so it runs off the runtime's threads.
+    let run = |addr, args: &'static [&'static str]| async move {
+        tokio::task::spawn_blocking(move || redis_cli(addr, args))
+            .await
+            .expect("redis-cli task")
+            .expect("redis-cli")
+    };
+    // (node, command, what redis-cli prints when not on a terminal: nil is an empty line,
+    // an array one element per line, an error its message).
+    let steps: &[(std::net::SocketAddr, &[&str], &str)] = &[
+        (n1, &["PING"], "PONG"),
+        (n1, &["ECHO", "hi there"], "hi there"),
+        (n1, &["SELECT", "0"], "OK"),
+        (n1, &["SET", "city", "Lyon"], "OK"),
+        (n2, &["GET", "city"], "Lyon"),
+        (n2, &["GET", "nowhere"], ""),
+        (n1, &["SET", "city", "Paris", "NX"], ""),
+        (n1, &["SET", "town", "Nice", "XX"], ""),
+        (n1, &["SET", "town", "Nice", "EX", "100", "NX"], "OK"),
+        (n1, &["SET", "tmp", "x", "PX", "100000"], "OK"),
+        (n2, &["EXISTS", "city", "town", "nowhere"], "2"),
+        (n2, &["MGET", "city", "nowhere", "town"], "Lyon\n\nNice"),
+        (n1, &["TTL", "city"], "-1"),
+        (n1, &["TTL", "nowhere"], "-2"),
+        (n1, &["EXPIRE", "city", "500"], "1"),
+        (n1, &["EXPIRE", "nowhere", "500"], "0"),
+        (n1, &["DEL", "tmp", "nowhere"], "1"),
+        (n2, &["GET", "tmp"], ""),
+        (n1, &["INCR", "visits"], "1"),
+        (n2, &["INCRBY", "visits", "41"], "42"),
+        (n1, &["DECR", "visits"], "41"),
+        (n2, &["DECRBY", "visits", "40"], "1"),
+        (n1, &["COUNTER.GET", "visits"], "1"),
+        (n1, &["COUNTER.GET", "never"], "0"),
+        (n1, &["SADD", "crew", "ann", "bob", "cy"], "3"),
+        (n2, &["SREM", "crew", "bob", "zed"], "1"),
+        (n1, &["SMEMBERS", "crew"], "ann\ncy"),
+        (n2, &["SISMEMBER", "crew", "ann"], "1"),
+        (n2, &["SISMEMBER", "crew", "bob"], "0"),
+        (n1, &["SCARD", "crew"], "2"),
+        (n1, &["QUORUM", "3", "all", "one"], "OK"),
+        (
+            n1,
+            &["QUORUM", "3", "4", "2"],
+            "ERR w=4 is more than n=3; use w from 1 to 3, or one, quorum, all, local_quorum or \
+             each_quorum",
+        ),
+        (
+            n1,
+            &["QUORUM", "4", "1", "1"],
+            "ERR n=4 but the cluster has 3 members; use n from 1 to 3",
+        ),
+        (
+            n1,
+            &["INCRBY", "visits", "many"],
+            "ERR value is not an integer or out of range",
+        ),
+        (n1, &["QUIT"], "OK"),
+    ];
+    for (addr, args, want) in steps {
+        let got = run(*addr, args).await;
+        assert_eq!(got, *want, "redis-cli {}", args.join(" "));
+    }
+    let ttl: i64 = run(n2, &["TTL", "town"]).await.parse().expect("ttl");
+    assert!((99..=100).contains(&ttl), "TTL town: {ttl}");
+    let ttl: i64 = run(n2, &["TTL", "city"]).await.parse().expect("ttl");
+    assert!((499..=500).contains(&ttl), "TTL city: {ttl}");
+    let info = run(n1, &["INFO"]).await;
+    assert!(info.contains("redis_version:"), "{info}");
+    // What redis-cli wrote is the same key over HTTP, on the third node.
+    let http = c.client("n3");
+    let q = quorumkv::ops::Consistency::default();
+    assert_eq!(
+        http.lww_get("city", &q).await.unwrap().as_deref(),
+        Some(&b"Lyon"[..])
+    );
+    assert_eq!(http.counter_get("visits", &q).await.unwrap(), 1);
+    assert_eq!(http.set_get("crew", &q).await.unwrap(), ["ann", "cy"]);
 }
