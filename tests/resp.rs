@@ -330,7 +330,6 @@ async fn malformed_input_closes_only_its_connection() {
     assert_eq!(cmd::<String>(&mut good, &["PING"]).await.unwrap(), "PONG");
     let e = error_text(cmd::<String>(&mut good, &["FLUSHALL"]).await);
     assert!(e.contains("unknown command"), "{e}");
-
 }
 
 /// Runs `redis-cli` against `addr` and returns what it printed. `None` when redis-cli is not

@@ -85,9 +85,7 @@ impl Coordinator {
             sloppy: true,
         };
         let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
-        let calls = self.replicate(
-            &key, &tombstone, &targets, fallbacks, &plan, deadline, false,
-        );
+        let calls = self.replicate(&key, tombstone, &targets, fallbacks, &plan, deadline, false);
         // Nothing to wait for: the calls run on (and leave hints if they fail).
         tokio::spawn(async move {
             let _ = gather(Vec::new(), calls, &Needed::count(0), deadline).await;

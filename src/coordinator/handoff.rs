@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::{Coordinator, Target, is_reachable};
 use crate::membership::MemberState;
 use crate::ops::Plan;
-use crate::rpc::{Request, Response};
+use crate::rpc::{EncodedRequest, Request, Response};
 use crate::storage::{Key, Value};
 use crate::transport::{BoxFuture, Peer};
 
@@ -60,54 +60,67 @@ impl Coordinator {
     pub(super) fn replicate(
         &self,
         key: &Key,
-        delta: &Value,
+        delta: Value,
         targets: &[Target],
         fallbacks: Vec<Target>,
         plan: &Plan,
         deadline: Instant,
         reply_state: bool,
     ) -> Vec<ReplicaCall> {
+        let others: Vec<&Target> = targets.iter().filter(|t| t.id != self.me()).collect();
+        if others.is_empty() {
+            return Vec::new();
+        }
         let hints = self.inner.defaults.hints.enabled;
         let pool: Pool = Arc::new(Mutex::new(if plan.sloppy && hints {
             fallbacks.into()
         } else {
             VecDeque::new()
         }));
-        targets
-            .iter()
-            .filter(|t| t.id != self.me())
+        // Encoded once for every replica; the key and the delta stay at hand for hints.
+        let merge = EncodedRequest::new(&Request::Merge {
+            key: key.clone(),
+            value: delta.clone(),
+            reply_state,
+        })
+        .map_err(|e| e.to_string());
+        let write = Arc::new((key.clone(), delta, merge));
+        others
+            .into_iter()
             .map(|target| {
                 let id = target.id.clone();
-                let (this, t, pool) = (self.clone(), target.clone(), Arc::clone(&pool));
-                let (key, delta) = (key.clone(), delta.clone());
+                let (this, t, pool, write) = (
+                    self.clone(),
+                    target.clone(),
+                    Arc::clone(&pool),
+                    Arc::clone(&write),
+                );
                 let call: BoxFuture<Result<Option<Value>, String>> = Box::pin(async move {
+                    let (key, delta, merge) = &*write;
                     // A suspect is skipped when a live fallback can stand in for it.
                     let direct = is_reachable(t.state)
                         && !(t.state == MemberState::Suspect && has_any(&pool));
-                    let error = if direct {
-                        let req = Request::Merge {
-                            key: key.clone(),
-                            value: delta.clone(),
-                            reply_state,
-                        };
-                        match this.call(&t, req, deadline, "merge").await {
-                            Ok(Response::Merged(state)) => return Ok(state),
-                            Ok(other) => format!("{}: unexpected answer {other:?}", t.id),
-                            Err(e) => e,
+                    let error = match merge {
+                        Ok(merge) if direct => {
+                            match this.call_remote(&t, merge.clone(), deadline, "merge").await {
+                                Ok(Response::Merged(state)) => return Ok(state),
+                                Ok(other) => format!("{}: unexpected answer {other:?}", t.id),
+                                Err(e) => e,
+                            }
                         }
-                    } else {
-                        format!("{} is {}", t.id, t.state.as_str())
+                        Ok(_) => format!("{} is {}", t.id, t.state.as_str()),
+                        Err(e) => format!("{}: the write could not be encoded: {e}", t.id),
                     };
                     while Instant::now() < deadline {
                         let Some(fallback) = take(&pool) else { break };
-                        match this.hint_on(&fallback, &t.id, &key, &delta, deadline).await {
+                        match this.hint_on(&fallback, &t.id, key, delta, deadline).await {
                             Ok(()) => return Ok(None),
                             Err(e) => tracing::debug!(fallback = %fallback.id, "hint refused: {e}"),
                         }
                     }
                     // Nobody stood in: keep the write here for the owner, uncounted.
                     if hints {
-                        this.keep_hint(&t.id, key, &delta);
+                        this.keep_hint(&t.id, key.clone(), delta);
                     }
                     Err(error)
                 });

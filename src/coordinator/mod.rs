@@ -37,7 +37,7 @@ use crate::membership::MemberState;
 use crate::metrics::Metrics;
 use crate::node::ClusterView;
 use crate::ops::{Consistency, Need, OpError, Plan, ReadResult, Write, Written, check_key};
-use crate::rpc::{Request, Response};
+use crate::rpc::{EncodedRequest, Request, Response};
 use crate::storage::{Key, Kind, Store, StoreError, Value};
 use crate::transport::{BoxFuture, Peer, Transport, TransportError};
 
@@ -508,7 +508,7 @@ impl Coordinator {
             ready.push((self.inner.me.clone(), merged));
         }
         let calls = self.replicate(
-            &key, &delta, &targets, fallbacks, &plan, deadline, want_state,
+            &key, delta, &targets, fallbacks, &plan, deadline, want_state,
         );
         let g = gather(ready, calls, &needed, deadline).await;
         written.acks = g.ok.len() as u32;
@@ -671,6 +671,23 @@ impl Coordinator {
                 }
             });
         }
+        match EncodedRequest::new(&req) {
+            Ok(req) => self.call_remote(target, req, deadline, rpc),
+            Err(e) => Box::pin(std::future::ready(Err(format!(
+                "{}: the request could not be encoded: {e}",
+                target.id
+            )))),
+        }
+    }
+
+    /// Sends an encoded request to another node's replica until `deadline`.
+    fn call_remote(
+        &self,
+        target: &Target,
+        req: EncodedRequest,
+        deadline: Instant,
+        rpc: &'static str,
+    ) -> BoxFuture<Result<Response, String>> {
         let peer = match &target.peer {
             Some(peer) if is_reachable(target.state) => peer,
             _ => {
@@ -679,7 +696,7 @@ impl Coordinator {
             }
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let call = self.inner.transport.call(peer, req, remaining);
+        let call = self.inner.transport.call_encoded(peer, req, remaining);
         let (this, id) = (self.clone(), target.id.clone());
         Box::pin(async move {
             let result = match call.await {
@@ -707,6 +724,8 @@ impl Coordinator {
         let now = self.now_ms();
         let mut ready = Vec::new();
         let mut calls = Vec::new();
+        // Encoded once for every replica asked.
+        let mut read: Option<Result<EncodedRequest, String>> = None;
         for t in &targets {
             if t.id == self.inner.me {
                 let mine = if self.serves_reads() {
@@ -716,9 +735,15 @@ impl Coordinator {
                 };
                 ready.push((t.id.clone(), mine));
             } else {
-                let call = self.call(t, Request::Read { key: key.clone() }, deadline, "read");
+                let encoded = read
+                    .get_or_insert_with(|| {
+                        EncodedRequest::new(&Request::Read { key: key.clone() })
+                            .map_err(|e| format!("the read could not be encoded: {e}"))
+                    })
+                    .clone();
+                let call = encoded.map(|req| self.call_remote(t, req, deadline, "read"));
                 let call: BoxFuture<Result<Option<Value>, String>> = Box::pin(async move {
-                    match call.await? {
+                    match call?.await? {
                         Response::State(state) => Ok(state),
                         other => Err(format!("unexpected answer {other:?}")),
                     }

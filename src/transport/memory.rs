@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::{BoxFuture, FaultTable, Handler, Peer, Transport, TransportError};
-use crate::rpc::{self, OneWay, Request, Response};
+use crate::rpc::{self, EncodedRequest, OneWay, Response};
 
 struct NodeSlot {
     handler: Option<Arc<dyn Handler>>,
@@ -206,10 +206,10 @@ impl Transport for MemoryTransport {
         });
     }
 
-    fn call(
+    fn call_encoded(
         &self,
         to: &Peer,
-        req: Request,
+        req: EncodedRequest,
         timeout: Duration,
     ) -> BoxFuture<Result<Response, TransportError>> {
         let (net, from, to) = (self.net.clone(), self.id.clone(), to.id.clone());
@@ -227,12 +227,10 @@ impl Transport for MemoryTransport {
                 return Err(TransportError::Dropped(to));
             }
             let deadline = tokio::time::Instant::now() + timeout;
-            let bytes = rpc::encode(&req)
-                .map_err(|e| TransportError::Protocol(to.clone(), e.to_string()))?;
             let exchange = async {
                 tokio::time::sleep(injected).await;
                 let (handler, delay, twice) = net.route(&from, &to)?;
-                let req = rpc::decode::<Request>(&bytes).ok()?;
+                let req = req.decode().ok()?;
                 if let Some(again) = twice {
                     // The duplicate is served too; its answer goes nowhere.
                     let (handler, from, req) = (Arc::clone(&handler), from.clone(), req.clone());

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::rpc::{OneWay, Request, Response};
+use crate::rpc::{EncodedRequest, OneWay, Request, Response};
 
 /// A boxed future, so the traits below stay object safe.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -63,6 +63,22 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         to: &Peer,
         req: Request,
+        timeout: Duration,
+    ) -> BoxFuture<Result<Response, TransportError>> {
+        match EncodedRequest::new(&req) {
+            Ok(req) => self.call_encoded(to, req, timeout),
+            Err(e) => {
+                let error = TransportError::Protocol(to.id.clone(), e.to_string());
+                Box::pin(std::future::ready(Err(error)))
+            }
+        }
+    }
+    /// [`Transport::call`] with a request encoded beforehand: a write to several replicas
+    /// is encoded once.
+    fn call_encoded(
+        &self,
+        to: &Peer,
+        req: EncodedRequest,
         timeout: Duration,
     ) -> BoxFuture<Result<Response, TransportError>>;
     /// The fault table this transport applies.

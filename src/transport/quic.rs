@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
@@ -51,7 +52,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::tls::{self, MAX_NODE_ID_LEN, NodeCredentials, TlsError};
 
 use super::{BoxFuture, FaultTable, Handler, Peer, Transport, TransportError};
-use crate::rpc::{self, OneWay, Request, Response};
+use crate::rpc::{self, EncodedRequest, OneWay, Request, Response};
 
 /// The UDP socket buffers a node asks for (each way).
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -273,15 +274,13 @@ fn read_error(e: ReadToEndError) -> QuicError {
     }
 }
 
-fn encode_frame(payload: &[u8]) -> Result<Vec<u8>, QuicError> {
-    if payload.len() > MAX_FRAME_PAYLOAD {
-        return Err(QuicError::FrameTooLarge(payload.len()));
+/// The length prefix of a frame carrying `len` payload bytes.
+fn frame_prefix(len: usize) -> Result<[u8; LEN_PREFIX], QuicError> {
+    if len > MAX_FRAME_PAYLOAD {
+        return Err(QuicError::FrameTooLarge(len));
     }
-    let len = u32::try_from(payload.len()).map_err(|_| QuicError::FrameTooLarge(payload.len()))?;
-    let mut frame = Vec::with_capacity(LEN_PREFIX + payload.len());
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(payload);
-    Ok(frame)
+    let len = u32::try_from(len).map_err(|_| QuicError::FrameTooLarge(len))?;
+    Ok(len.to_be_bytes())
 }
 
 /// Splits a complete stream (`u32` length + payload, nothing after) into its
@@ -299,14 +298,16 @@ fn decode_frame(buf: &[u8]) -> Result<&[u8], QuicError> {
     Ok(payload)
 }
 
-/// Writes one frame and finishes the send side, before `deadline`.
+/// Writes one frame and finishes the send side, before `deadline`. The payload is handed to
+/// quinn as it is, not copied.
 async fn write_frame(
     send: &mut SendStream,
-    payload: &[u8],
+    payload: Bytes,
     deadline: Instant,
 ) -> Result<(), QuicError> {
-    let frame = encode_frame(payload)?;
-    timeout_at(deadline, send.write_all(&frame))
+    let prefix = frame_prefix(payload.len())?;
+    let mut chunks = [Bytes::copy_from_slice(&prefix), payload];
+    timeout_at(deadline, send.write_all_chunks(&mut chunks))
         .await
         .map_err(|_| QuicError::Timeout("writing frame"))?
         .map_err(write_error)?;
@@ -314,17 +315,18 @@ async fn write_frame(
 }
 
 /// Reads the whole receive side (one frame) before `deadline`, refusing
-/// payloads larger than `max_payload`.
+/// payloads larger than `max_payload`. The payload is a view into what was read.
 async fn read_frame(
     recv: &mut RecvStream,
     max_payload: usize,
     deadline: Instant,
-) -> Result<Vec<u8>, QuicError> {
+) -> Result<Bytes, QuicError> {
     let buf = timeout_at(deadline, recv.read_to_end(LEN_PREFIX + max_payload))
         .await
         .map_err(|_| QuicError::Timeout("reading frame"))?
         .map_err(read_error)?;
-    decode_frame(&buf).map(<[u8]>::to_vec)
+    decode_frame(&buf)?;
+    Ok(Bytes::from(buf).slice(LEN_PREFIX..))
 }
 
 fn encode_hello(node_id: &str) -> Result<Vec<u8>, QuicError> {
@@ -511,7 +513,7 @@ async fn client_hello(
         .await
         .map_err(|_| QuicError::Timeout("opening hello stream"))?
         .map_err(QuicError::Connection)?;
-    write_frame(&mut send, &encode_hello(claimed_id)?, deadline).await?;
+    write_frame(&mut send, encode_hello(claimed_id)?.into(), deadline).await?;
     let ack = decode_hello(&read_frame(&mut recv, MAX_HELLO_PAYLOAD, deadline).await?)?;
     if ack != certified {
         return Err(QuicError::UnexpectedPeer {
@@ -572,7 +574,7 @@ async fn server_hello(
     if claimed != certified {
         return Err(QuicError::IdentityMismatch { claimed, certified });
     }
-    write_frame(&mut send, &encode_hello(our_id)?, deadline).await?;
+    write_frame(&mut send, encode_hello(our_id)?.into(), deadline).await?;
     Ok(certified)
 }
 
@@ -580,10 +582,10 @@ async fn server_hello(
 /// the answer (at most `max_response` bytes), all before `deadline`.
 async fn exchange(
     conn: &Connection,
-    body: &[u8],
+    body: Bytes,
     deadline: Instant,
     max_response: usize,
-) -> Result<Vec<u8>, QuicError> {
+) -> Result<Bytes, QuicError> {
     let (mut send, mut recv) = timeout_at(deadline, conn.open_bi())
         .await
         .map_err(|_| QuicError::Timeout("opening request stream"))?
@@ -624,7 +626,14 @@ impl PeerConnection {
         timeout: Duration,
         max_response: usize,
     ) -> Result<Vec<u8>, QuicError> {
-        exchange(&self.conn, body, Instant::now() + timeout, max_response).await
+        exchange(
+            &self.conn,
+            Bytes::copy_from_slice(body),
+            Instant::now() + timeout,
+            max_response,
+        )
+        .await
+        .map(Vec::from)
     }
 
     /// Serves requests until the connection ends, calling `handler(peer_id,
@@ -649,8 +658,8 @@ impl PeerConnection {
                 let deadline = Instant::now() + per_request_timeout;
                 let result = async {
                     let request = read_frame(&mut recv, MAX_FRAME_PAYLOAD, deadline).await?;
-                    let response = handler(&peer_id, request);
-                    write_frame(&mut send, &response, deadline).await
+                    let response = handler(&peer_id, request.to_vec());
+                    write_frame(&mut send, response.into(), deadline).await
                 }
                 .await;
                 if result.is_err() {
@@ -824,7 +833,7 @@ impl QuicTransport {
                             let bytes = rpc::encode(&resp)
                                 .map_err(|_| QuicError::Protocol("unencodable response"))?;
                             this.inner.faults.wait_delay(&id).await;
-                            write_frame(&mut send, &bytes, deadline).await
+                            write_frame(&mut send, bytes.into(), deadline).await
                         }
                         .await;
                         if let Err(e) = result {
@@ -910,7 +919,7 @@ impl QuicTransport {
         }
     }
 
-    async fn send_now(&self, peer: &Peer, bytes: &[u8]) -> Result<(), TransportError> {
+    async fn send_now(&self, peer: &Peer, bytes: Bytes) -> Result<(), TransportError> {
         let conn = self.connection(peer).await?;
         let deadline = Instant::now() + SEND_TIMEOUT;
         let unreachable =
@@ -927,10 +936,10 @@ impl QuicTransport {
     async fn call_now(
         &self,
         peer: &Peer,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
-        let frame = self.call_raw(peer, &bytes, timeout).await?;
+        let frame = self.call_raw(peer, bytes, timeout).await?;
         rpc::decode::<Response>(&frame)
             .map_err(|e| TransportError::Protocol(peer.id.clone(), e.to_string()))
     }
@@ -939,9 +948,9 @@ impl QuicTransport {
     async fn call_raw(
         &self,
         peer: &Peer,
-        bytes: &[u8],
+        bytes: Bytes,
         timeout: Duration,
-    ) -> Result<Vec<u8>, TransportError> {
+    ) -> Result<Bytes, TransportError> {
         let deadline = Instant::now() + timeout;
         let timed_out = || TransportError::Timeout(peer.id.clone(), timeout);
         let conn = timeout_at(deadline, self.connection(peer))
@@ -964,7 +973,7 @@ impl QuicTransport {
     async fn call_batched(
         &self,
         peer: &Peer,
-        frame: Vec<u8>,
+        frame: Bytes,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
@@ -982,7 +991,7 @@ impl QuicTransport {
             // The queue's task is gone (the transport is shutting down): go alone.
             Some(q) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                self.call_raw(peer, &q.frame, left).await?
+                self.call_raw(peer, q.frame, left).await?
             }
             None => match timeout_at(deadline, answer).await {
                 Ok(Ok(result)) => result?,
@@ -1025,33 +1034,33 @@ impl QuicTransport {
         let left = deadline.saturating_duration_since(Instant::now());
         if batch.len() == 1 {
             let q = batch.remove(0);
-            let result = self.call_raw(peer, &q.frame, left).await;
+            let result = self.call_raw(peer, q.frame, left).await;
             let _ = q.reply.send(result);
             return;
         }
-        let (frames, replies): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .map(|q| (bytes::Bytes::from(q.frame), q.reply))
-            .unzip();
+        // Each request, its length header and the envelope: the encoding is sized once.
+        let size: usize = batch.iter().map(|q| q.frame.len() + 8).sum::<usize>() + 16;
+        let (frames, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|q| (q.frame, q.reply)).unzip();
         let count = frames.len();
-        let outcome =
-            match rpc::encode(&Request::Batch(frames)) {
-                Ok(bytes) => self.call_raw(peer, &bytes, left).await.and_then(|frame| {
-                    match rpc::decode::<Response>(&frame) {
-                        Ok(Response::Batch(answers)) if answers.len() == count => Ok(answers),
-                        Ok(other) => Err(TransportError::Protocol(
-                            peer.id.clone(),
-                            format!("a batch of {count} answered with {other:?}"),
-                        )),
-                        Err(e) => Err(TransportError::Protocol(peer.id.clone(), e.to_string())),
-                    }
+        let outcome = match rpc::encode_sized(&Request::Batch(frames), size) {
+            Ok(bytes) => self
+                .call_raw(peer, bytes.into(), left)
+                .await
+                .and_then(|frame| match rpc::decode::<Response>(&frame) {
+                    Ok(Response::Batch(answers)) if answers.len() == count => Ok(answers),
+                    Ok(other) => Err(TransportError::Protocol(
+                        peer.id.clone(),
+                        format!("a batch of {count} answered with {other:?}"),
+                    )),
+                    Err(e) => Err(TransportError::Protocol(peer.id.clone(), e.to_string())),
                 }),
-                Err(e) => Err(TransportError::Protocol(peer.id.clone(), e.to_string())),
-            };
+            Err(e) => Err(TransportError::Protocol(peer.id.clone(), e.to_string())),
+        };
         match outcome {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer.to_vec()));
+                    let _ = reply.send(Ok(answer));
                 }
             }
             Err(e) => {
@@ -1066,10 +1075,10 @@ impl QuicTransport {
 /// A replica request waiting in a peer's batch queue.
 struct Queued {
     /// The encoded request.
-    frame: Vec<u8>,
+    frame: Bytes,
     deadline: Instant,
     /// Where the encoded answer (or the failure) goes.
-    reply: oneshot::Sender<Result<Vec<u8>, TransportError>>,
+    reply: oneshot::Sender<Result<Bytes, TransportError>>,
 }
 
 /// Most requests, and bytes of requests, sent in one batch.
@@ -1142,13 +1151,12 @@ async fn batch_loop(
 
 /// Whether a request may travel in a batch: the small, quick replica requests that
 /// coordinators send by the thousand.
-fn batchable(req: &Request, encoded_len: usize) -> bool {
-    matches!(req, Request::Read { .. } | Request::Merge { .. })
-        && encoded_len <= BATCH_MAX_REQUEST_BYTES
+fn batchable(req: &EncodedRequest) -> bool {
+    req.is_replica_op() && req.bytes().len() <= BATCH_MAX_REQUEST_BYTES
 }
 
 /// Serves every request of a batch, in order, and packs the answers.
-async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<bytes::Bytes>) -> Response {
+async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<Bytes>) -> Response {
     if items.len() > rpc::MAX_BATCH {
         return Response::Error(format!(
             "a batch of {} requests; at most {}",
@@ -1164,8 +1172,8 @@ async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<bytes::Bytes>
             Err(e) => Response::Error(format!("malformed request in a batch: {e}")),
         };
         match rpc::encode(&resp) {
-            Ok(bytes) => answers.push(bytes::Bytes::from(bytes)),
-            Err(e) => answers.push(bytes::Bytes::from(
+            Ok(bytes) => answers.push(Bytes::from(bytes)),
+            Err(e) => answers.push(Bytes::from(
                 rpc::encode(&Response::Error(e.to_string())).unwrap_or_default(),
             )),
         }
@@ -1192,16 +1200,16 @@ impl Transport for QuicTransport {
         let (this, to) = (self.clone(), to.clone());
         tokio::spawn(async move {
             this.inner.faults.wait_delay(&to.id).await;
-            if let Err(e) = this.send_now(&to, &bytes).await {
+            if let Err(e) = this.send_now(&to, bytes.into()).await {
                 tracing::trace!(peer = %to.id, "message not sent: {e}");
             }
         });
     }
 
-    fn call(
+    fn call_encoded(
         &self,
         to: &Peer,
-        req: Request,
+        req: EncodedRequest,
         timeout: Duration,
     ) -> BoxFuture<Result<Response, TransportError>> {
         let (this, to) = (self.clone(), to.clone());
@@ -1209,8 +1217,6 @@ impl Transport for QuicTransport {
             if this.inner.faults.drops(&to.id) {
                 return Err(TransportError::Dropped(to.id));
             }
-            let bytes = rpc::encode(&req)
-                .map_err(|e| TransportError::Protocol(to.id.clone(), e.to_string()))?;
             // The injected delay counts against the caller's deadline, as a slow link would.
             let deadline = Instant::now() + timeout;
             let delay = this.inner.faults.delay(&to.id);
@@ -1222,7 +1228,9 @@ impl Transport for QuicTransport {
                 tokio::time::sleep(delay).await;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if batchable(&req, bytes.len()) {
+            let batch = batchable(&req);
+            let bytes = req.bytes().clone();
+            if batch {
                 this.call_batched(&to, bytes, deadline, left).await
             } else {
                 this.call_now(&to, bytes, left).await
@@ -1241,8 +1249,10 @@ mod tests {
 
     #[test]
     fn frame_roundtrip_and_rejects() {
-        let frame = encode_frame(b"abc").expect("encode");
+        let mut frame = frame_prefix(3).expect("prefix").to_vec();
+        frame.extend_from_slice(b"abc");
         assert_eq!(decode_frame(&frame).expect("decode"), b"abc");
+        assert!(frame_prefix(MAX_FRAME_PAYLOAD + 1).is_err());
         assert!(decode_frame(&frame[..2]).is_err());
         assert!(decode_frame(&frame[..5]).is_err());
         let mut longer = frame.clone();
