@@ -3,7 +3,6 @@
 //! One registry per node (not the process-global one) so that a test running several nodes in
 //! one process sees each node's own figures.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use prometheus::{
@@ -36,11 +35,29 @@ const RPCS: &[&str] = &[
     "anti_entropy",
 ];
 
-/// Pre-resolved children of the labelled metrics on the hot path.
+const RPC_OUTCOMES: &[&str] = &["ok", "error"];
+
+/// Pre-resolved children of the labelled metrics on the hot path, in the order of the label
+/// lists above: finding one is a few comparisons of short strings, not hashing both labels.
 #[derive(Default)]
 struct Handles {
-    requests: HashMap<(&'static str, &'static str), (IntCounter, Histogram)>,
-    rpcs: HashMap<(&'static str, &'static str), IntCounter>,
+    /// By `OPS` index times `OUTCOMES.len()` plus `OUTCOMES` index.
+    requests: Vec<(IntCounter, Histogram)>,
+    /// By `RPCS` index times 2, plus 1 for an error.
+    rpcs: Vec<IntCounter>,
+}
+
+impl Handles {
+    fn request(&self, op: &str, outcome: &str) -> Option<&(IntCounter, Histogram)> {
+        let op = OPS.iter().position(|o| *o == op)?;
+        let outcome = OUTCOMES.iter().position(|o| *o == outcome)?;
+        self.requests.get(op * OUTCOMES.len() + outcome)
+    }
+
+    fn rpc(&self, rpc: &str, ok: bool) -> Option<&IntCounter> {
+        let rpc = RPCS.iter().position(|r| *r == rpc)?;
+        self.rpcs.get(rpc * 2 + usize::from(!ok))
+    }
 }
 
 /// Every metric a node exports.
@@ -190,21 +207,17 @@ impl Metrics {
         let mut handles = Handles::default();
         for op in OPS {
             for outcome in OUTCOMES {
-                handles.requests.insert(
-                    (op, outcome),
-                    (
-                        m.requests.with_label_values(&[op, outcome]),
-                        m.request_seconds.with_label_values(&[op, outcome]),
-                    ),
-                );
+                handles.requests.push((
+                    m.requests.with_label_values(&[op, outcome]),
+                    m.request_seconds.with_label_values(&[op, outcome]),
+                ));
             }
         }
         for rpc in RPCS {
-            for outcome in ["ok", "error"] {
-                handles.rpcs.insert(
-                    (rpc, outcome),
-                    m.replica_rpcs.with_label_values(&[rpc, outcome]),
-                );
+            for outcome in RPC_OUTCOMES {
+                handles
+                    .rpcs
+                    .push(m.replica_rpcs.with_label_values(&[rpc, outcome]));
             }
         }
         Metrics {
@@ -215,16 +228,18 @@ impl Metrics {
 
     /// Counts one replica call.
     pub fn rpc(&self, rpc: &str, ok: bool) {
-        let outcome = if ok { "ok" } else { "error" };
-        match self.handles.rpcs.get(&(rpc, outcome)) {
+        match self.handles.rpc(rpc, ok) {
             Some(counter) => counter.inc(),
-            None => self.replica_rpcs.with_label_values(&[rpc, outcome]).inc(),
+            None => {
+                let outcome = RPC_OUTCOMES[usize::from(!ok)];
+                self.replica_rpcs.with_label_values(&[rpc, outcome]).inc();
+            }
         }
     }
 
     /// Counts one client request and its latency.
     pub fn request(&self, op: &str, outcome: &str, seconds: f64) {
-        match self.handles.requests.get(&(op, outcome)) {
+        match self.handles.request(op, outcome) {
             Some((count, latency)) => {
                 count.inc();
                 latency.observe(seconds);
