@@ -37,21 +37,21 @@ impl<T> Future for Tagged<T> {
 /// left runs to the end in a task of its own, so a write still reaches (or hints for) every
 /// replica after its quorum answered.
 pub struct InFlight<T: Send + 'static> {
-    calls: FuturesUnordered<Tagged<T>>,
+    /// `None` when there never were any (a read or write of this node's replica alone):
+    /// an empty `FuturesUnordered` still costs two allocations.
+    calls: Option<FuturesUnordered<Tagged<T>>>,
 }
 
 impl<T: Send + 'static> InFlight<T> {
     /// Calls still running.
     pub fn pending(&self) -> usize {
-        self.calls.len()
+        self.calls.as_ref().map_or(0, FuturesUnordered::len)
     }
 
     /// The next late answer, or `None` once all are in or the deadline passed.
     pub async fn next(&mut self, deadline: Instant) -> Option<Answer<T>> {
-        if self.calls.is_empty() {
-            return None;
-        }
-        tokio::time::timeout_at(deadline, self.calls.next())
+        let calls = self.calls.as_mut().filter(|c| !c.is_empty())?;
+        tokio::time::timeout_at(deadline, calls.next())
             .await
             .ok()
             .flatten()
@@ -60,10 +60,9 @@ impl<T: Send + 'static> InFlight<T> {
 
 impl<T: Send + 'static> Drop for InFlight<T> {
     fn drop(&mut self) {
-        if self.calls.is_empty() {
+        let Some(mut calls) = self.calls.take().filter(|c| !c.is_empty()) else {
             return;
-        }
-        let mut calls = std::mem::take(&mut self.calls);
+        };
         // Outside a runtime (a test tearing down) there is nothing left to run them on.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { while calls.next().await.is_some() {} });
@@ -136,10 +135,12 @@ pub async fn gather<T: Send + 'static>(
         ok: Vec::with_capacity(ready.len() + calls.len()),
         failed: Vec::new(),
         rest: InFlight {
-            calls: calls
-                .into_iter()
-                .map(|(id, call)| Tagged { id, call })
-                .collect(),
+            calls: (!calls.is_empty()).then(|| {
+                calls
+                    .into_iter()
+                    .map(|(id, call)| Tagged { id, call })
+                    .collect()
+            }),
         },
     };
     for (id, result) in ready {
@@ -152,9 +153,12 @@ pub async fn gather<T: Send + 'static>(
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
     while !needed.met(&g.ok) && needed.possible(&g.ok, &waiting) {
+        let Some(calls) = g.rest.calls.as_mut() else {
+            break;
+        };
         let next = tokio::select! {
             biased;
-            next = g.rest.calls.next() => next,
+            next = calls.next() => next,
             () = &mut timer => None,
         };
         let Some((id, result)) = next else { break };
