@@ -179,6 +179,17 @@ impl Ring {
             .ok()
     }
 
+    /// Number of vnodes on the ring.
+    pub fn vnode_count(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// The vnode whose arc holds `pos` (`None` on an empty ring). Keys of one arc share their
+    /// whole placement: [`Ring::walk`] depends on nothing else.
+    pub fn vnode_of(&self, pos: u64) -> Option<usize> {
+        (!self.positions.is_empty()).then(|| self.first_vnode(pos))
+    }
+
     /// Index into `positions` of the first vnode at or after `pos`, wrapping.
     fn first_vnode(&self, pos: u64) -> usize {
         let i = self.positions.partition_point(|&p| p < pos);
@@ -417,6 +428,21 @@ mod tests {
 
     fn ids(list: &[&RingMember]) -> Vec<String> {
         list.iter().map(|m| m.id.clone()).collect()
+    }
+
+    #[test]
+    fn keys_of_one_vnode_arc_share_their_walk() {
+        let r = ring(&[("a", "z1"), ("b", "z1"), ("c", "z2"), ("d", "z3")]);
+        let mut seen: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for k in 0..2000u32 {
+            let pos = key_position(&[&k.to_le_bytes()]);
+            let walk = ids(&r.walk(pos).collect::<Vec<_>>());
+            let vnode = r.vnode_of(pos).expect("vnode");
+            assert!(vnode < r.vnode_count());
+            assert_eq!(seen.entry(vnode).or_insert_with(|| walk.clone()), &walk);
+        }
+        assert!(seen.len() > 30, "keys spread over many arcs");
+        assert_eq!(Ring::new(Vec::new()).expect("empty").vnode_of(7), None);
     }
 
     #[test]

@@ -734,7 +734,7 @@ impl TestNode {
         TestNode {
             transport,
             peer: Peer {
-                id: id.to_owned(),
+                id: id.into(),
                 addr,
             },
             received,

@@ -136,7 +136,7 @@ impl Coordinator {
                 continue;
             }
             let peer = Peer {
-                id: peer_id.clone(),
+                id: peer_id.as_str().into(),
                 addr: member.info.peer,
             };
             match self.sync_with(&peer, &arcs).await {

@@ -76,7 +76,7 @@ impl Coordinator {
         self.inner.metrics.evictions.inc();
         let view = self.view();
         let n = self.inner.defaults.n.min(view.ring.len() as u32);
-        let (targets, fallbacks) = self.placement(&view, &key, n);
+        let placement = self.placement(&view, &key, n);
         let plan = Plan {
             n,
             w: Need::Count(1),
@@ -85,7 +85,7 @@ impl Coordinator {
             sloppy: true,
         };
         let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
-        let calls = self.replicate(&key, tombstone, &targets, fallbacks, &plan, deadline, false);
+        let calls = self.replicate(&key, tombstone, &placement, &plan, deadline, false);
         // Nothing to wait for: the calls run on (and leave hints if they fail).
         tokio::spawn(async move {
             let _ = gather(Vec::new(), calls, &Needed::count(0), deadline).await;

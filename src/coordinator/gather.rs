@@ -5,22 +5,24 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
+use super::NodeId;
 use crate::transport::BoxFuture;
 
 /// One replica's answer: its id and the result of the call.
-pub type Answer<T> = (String, Result<T, String>);
+pub type Answer<T> = (NodeId, Result<T, String>);
 
 /// A call that answers with its replica's id. The calls run inside the task that gathers
 /// them rather than in tasks of their own: a quorum write on the hot path then costs no
 /// spawn, channel or cross-task wake-up per replica.
 struct Tagged<T> {
-    id: String,
+    id: NodeId,
     call: BoxFuture<Result<T, String>>,
 }
 
@@ -76,9 +78,9 @@ impl<T: Send + 'static> Drop for InFlight<T> {
 pub struct Needed {
     pub total: usize,
     /// Zones and the answers each must give.
-    pub per_zone: Vec<(String, usize)>,
+    pub per_zone: Vec<(NodeId, usize)>,
     /// The zone of each replica, by id.
-    pub zone_of: HashMap<String, String>,
+    pub zone_of: HashMap<NodeId, NodeId>,
 }
 
 impl Needed {
@@ -90,13 +92,13 @@ impl Needed {
         }
     }
 
-    fn count_in_zone<'a>(&self, zone: &str, ids: impl Iterator<Item = &'a String>) -> usize {
-        ids.filter(|id| self.zone_of.get(*id).is_some_and(|z| z == zone))
+    fn count_in_zone<'a>(&self, zone: &str, ids: impl Iterator<Item = &'a NodeId>) -> usize {
+        ids.filter(|id| self.zone_of.get(*id).is_some_and(|z| **z == *zone))
             .count()
     }
 
     /// Whether these answers are enough.
-    pub fn met<T>(&self, ok: &[(String, T)]) -> bool {
+    pub fn met<T>(&self, ok: &[(NodeId, T)]) -> bool {
         ok.len() >= self.total
             && self
                 .per_zone
@@ -105,7 +107,7 @@ impl Needed {
     }
 
     /// Whether the answers still to come could meet what is needed.
-    fn possible<T>(&self, ok: &[(String, T)], pending: &[String]) -> bool {
+    fn possible<T>(&self, ok: &[(NodeId, T)], pending: &[NodeId]) -> bool {
         ok.len() + pending.len() >= self.total
             && self.per_zone.iter().all(|(zone, k)| {
                 self.count_in_zone(zone, ok.iter().map(|(id, _)| id))
@@ -117,8 +119,8 @@ impl Needed {
 
 /// What [`gather`] collected before it returned.
 pub struct Gathered<T: Send + 'static> {
-    pub ok: Vec<(String, T)>,
-    pub failed: Vec<(String, String)>,
+    pub ok: Vec<(NodeId, T)>,
+    pub failed: Vec<(NodeId, String)>,
     pub rest: InFlight<T>,
 }
 
@@ -126,11 +128,11 @@ pub struct Gathered<T: Send + 'static> {
 /// or `deadline` passed. Answers in `ready` (the coordinator's own replica) count first.
 pub async fn gather<T: Send + 'static>(
     ready: Vec<Answer<T>>,
-    calls: Vec<(String, BoxFuture<Result<T, String>>)>,
+    calls: Vec<(NodeId, BoxFuture<Result<T, String>>)>,
     needed: &Needed,
     deadline: Instant,
 ) -> Gathered<T> {
-    let mut waiting: Vec<String> = calls.iter().map(|(id, _)| id.clone()).collect();
+    let mut waiting: Vec<NodeId> = calls.iter().map(|(id, _)| Arc::clone(id)).collect();
     let mut g = Gathered {
         ok: Vec::with_capacity(ready.len() + calls.len()),
         failed: Vec::new(),
@@ -193,8 +195,8 @@ mod tests {
     async fn returns_at_quorum_and_keeps_the_rest() {
         let deadline = Instant::now() + Duration::from_secs(1);
         let calls = vec![
-            ("a".to_string(), after(10, true)),
-            ("b".to_string(), after(500, true)),
+            ("a".into(), after(10, true)),
+            ("b".into(), after(500, true)),
         ];
         let mut g = gather(
             vec![("me".into(), Ok(0))],
@@ -204,9 +206,9 @@ mod tests {
         )
         .await;
         assert_eq!(g.ok.len(), 2);
-        assert_eq!(g.ok[1].0, "a");
+        assert_eq!(&*g.ok[1].0, "a");
         let late = g.rest.next(deadline).await.expect("late answer");
-        assert_eq!(late.0, "b");
+        assert_eq!(&*late.0, "b");
         assert!(g.rest.next(deadline).await.is_none());
     }
 
@@ -222,7 +224,7 @@ mod tests {
             flag.store(true, Ordering::SeqCst);
             Ok(500)
         });
-        let calls = vec![("a".to_string(), after(10, true)), ("b".to_string(), slow)];
+        let calls = vec![("a".into(), after(10, true)), ("b".into(), slow)];
         let g = gather(vec![], calls, &Needed::count(1), deadline).await;
         assert_eq!(g.ok.len(), 1);
         assert_eq!(g.rest.pending(), 1);
@@ -239,8 +241,8 @@ mod tests {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(10);
         let calls = vec![
-            ("a".to_string(), after(10, false)),
-            ("b".to_string(), after(5_000, true)),
+            ("a".into(), after(10, false)),
+            ("b".into(), after(5_000, true)),
         ];
         let g = gather(vec![], calls, &Needed::count(2), deadline).await;
         assert_eq!(g.ok.len(), 0);
@@ -254,7 +256,7 @@ mod tests {
         let deadline = start + Duration::from_millis(100);
         let g = gather(
             vec![],
-            vec![("a".to_string(), after(5_000, true))],
+            vec![("a".into(), after(5_000, true))],
             &Needed::count(1),
             deadline,
         )
@@ -271,21 +273,18 @@ mod tests {
             per_zone: vec![("eu".into(), 1)],
             zone_of: [("me", "us"), ("a", "eu"), ("b", "us")]
                 .into_iter()
-                .map(|(id, z)| (id.to_string(), z.to_string()))
+                .map(|(id, z)| (id.into(), z.into()))
                 .collect(),
         };
         // Our own answer (us) and a fast one from us do not do: the one from eu does.
-        let calls = vec![
-            ("b".to_string(), after(5, true)),
-            ("a".to_string(), after(50, true)),
-        ];
+        let calls = vec![("b".into(), after(5, true)), ("a".into(), after(50, true))];
         let g = gather(vec![("me".into(), Ok(0))], calls, &needed, deadline).await;
         assert_eq!(g.ok.len(), 3);
-        assert_eq!(g.ok[2].0, "a");
+        assert_eq!(&*g.ok[2].0, "a");
         // The eu replica fails: no point waiting for the rest.
         let calls = vec![
-            ("a".to_string(), after(5, false)),
-            ("b".to_string(), after(500, true)),
+            ("a".into(), after(5, false)),
+            ("b".into(), after(500, true)),
         ];
         let start = Instant::now();
         let g = gather(vec![("me".into(), Ok(0))], calls, &needed, deadline).await;

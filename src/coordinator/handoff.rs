@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Coordinator, Target, is_reachable};
+use super::{Coordinator, NodeId, Placement, Target, is_reachable};
 use crate::membership::MemberState;
 use crate::ops::Plan;
 use crate::rpc::{EncodedRequest, Request, Response};
@@ -33,50 +33,49 @@ const BATCH_KEYS: usize = 512;
 /// Stop adding hints to a batch past this many bytes.
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-/// Fallbacks not yet used by this write, in ring order.
-type Pool = Arc<Mutex<VecDeque<Target>>>;
+/// Fallbacks not yet used by this write, in ring order; `None` when there are none to use.
+type Pool = Option<Arc<Mutex<VecDeque<Target>>>>;
 
 /// One replica's write, named by the replica: its merged state when asked for, `None` for a
 /// hint on a fallback.
-type ReplicaCall = (String, BoxFuture<Result<Option<Value>, String>>);
+type ReplicaCall = (NodeId, BoxFuture<Result<Option<Value>, String>>);
 
 fn take(pool: &Pool) -> Option<Target> {
-    pool.lock()
+    pool.as_ref()?
+        .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .pop_front()
 }
 
 fn has_any(pool: &Pool) -> bool {
-    !pool
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .is_empty()
+    pool.as_ref().is_some_and(|pool| {
+        !pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    })
 }
 
 impl Coordinator {
-    /// One call per replica in `targets` other than this node, each covered by a hint when
-    /// the replica cannot take the write. A hint on a fallback answers `Ok(None)`.
-    #[allow(clippy::too_many_arguments)]
+    /// One call per replica of `placement` other than this node, each covered by a hint
+    /// (on one of the placement's fallbacks) when the replica cannot take the write. A hint on
+    /// a fallback answers `Ok(None)`.
     pub(super) fn replicate(
         &self,
         key: &Key,
         delta: Value,
-        targets: &[Target],
-        fallbacks: Vec<Target>,
+        placement: &Placement,
         plan: &Plan,
         deadline: Instant,
         reply_state: bool,
     ) -> Vec<ReplicaCall> {
-        let others: Vec<&Target> = targets.iter().filter(|t| t.id != self.me()).collect();
-        if others.is_empty() {
+        let me = self.me();
+        if placement.replicas.iter().all(|t| t.is(me)) {
             return Vec::new();
         }
         let hints = self.inner.defaults.hints.enabled;
-        let pool: Pool = Arc::new(Mutex::new(if plan.sloppy && hints {
-            fallbacks.into()
-        } else {
-            VecDeque::new()
-        }));
+        let pool: Pool = (plan.sloppy && hints && !placement.fallbacks.is_empty())
+            .then(|| Arc::new(Mutex::new(placement.fallbacks.iter().cloned().collect())));
         // Encoded once for every replica; the key and the delta stay at hand for hints.
         let merge = EncodedRequest::new(&Request::Merge {
             key: key.clone(),
@@ -85,14 +84,16 @@ impl Coordinator {
         })
         .map_err(|e| e.to_string());
         let write = Arc::new((key.clone(), delta, merge));
-        others
-            .into_iter()
+        placement
+            .replicas
+            .iter()
+            .filter(|t| !t.is(me))
             .map(|target| {
                 let id = target.id.clone();
                 let (this, t, pool, write) = (
                     self.clone(),
                     target.clone(),
-                    Arc::clone(&pool),
+                    pool.clone(),
                     Arc::clone(&write),
                 );
                 let call: BoxFuture<Result<Option<Value>, String>> = Box::pin(async move {
@@ -138,7 +139,7 @@ impl Coordinator {
         value: &Value,
         deadline: Instant,
     ) -> Result<(), String> {
-        if fallback.id == self.me() {
+        if fallback.is(self.me()) {
             self.keep_hint(owner, key.clone(), value);
             return Ok(());
         }
@@ -207,7 +208,7 @@ impl Coordinator {
                     self.deliver_to_replicas(&batch).await
                 } else {
                     let Some(peer) = member.map(|m| Peer {
-                        id: m.info.id.clone(),
+                        id: m.info.id.as_str().into(),
                         addr: m.info.peer,
                     }) else {
                         break;
@@ -277,14 +278,14 @@ impl Coordinator {
         let mut acked = Vec::with_capacity(batch.len());
         for hint in batch {
             let mut any = false;
-            for t in self.targets(&view, &hint.key, n) {
+            for t in &self.placement(&view, &hint.key, n).replicas {
                 let req = Request::Merge {
                     key: hint.key.clone(),
                     value: hint.value.clone(),
                     reply_state: false,
                 };
                 any |= matches!(
-                    self.call(&t, req, deadline, "hint_delivery").await,
+                    self.call(t, req, deadline, "hint_delivery").await,
                     Ok(Response::Merged(_))
                 );
             }

@@ -115,7 +115,7 @@ pub struct Coordinator {
 }
 
 struct Inner {
-    me: String,
+    me: NodeId,
     view: watch::Receiver<Arc<ClusterView>>,
     transport: Arc<dyn Transport>,
     store: Arc<dyn Store>,
@@ -138,15 +138,43 @@ struct Inner {
     forwarded: replica::ForwardedWrites,
     /// An eviction task is running.
     evicting: std::sync::atomic::AtomicBool,
+    /// Placements worked out for the current view and the cluster's N.
+    placements: std::sync::RwLock<Option<Arc<PlacementCache>>>,
 }
+
+/// A node id shared by everything that names it: cloning one costs no allocation.
+pub type NodeId = Arc<str>;
 
 /// One replica of a key, as the coordinator will reach it.
 #[derive(Debug, Clone)]
 struct Target {
-    id: String,
-    zone: String,
+    id: NodeId,
+    zone: NodeId,
     peer: Option<Peer>,
     state: MemberState,
+}
+
+impl Target {
+    /// Whether this is node `id`.
+    fn is(&self, id: &str) -> bool {
+        *self.id == *id
+    }
+}
+
+/// Where the keys of one vnode arc live for one N: the replicas in preference order, then the
+/// live members after them in the ring's order (the fallbacks that take hints for unreachable
+/// replicas).
+struct Placement {
+    replicas: Vec<Target>,
+    fallbacks: Vec<Target>,
+}
+
+/// The placements of one view for one N, by vnode, each worked out the first time a key of its
+/// arc is asked for: every request needs its key's placement, and all keys of an arc share it.
+struct PlacementCache {
+    view: Arc<ClusterView>,
+    n: u32,
+    by_vnode: Vec<std::sync::OnceLock<Arc<Placement>>>,
 }
 
 impl Coordinator {
@@ -162,7 +190,8 @@ impl Coordinator {
                 forward_seq: std::sync::atomic::AtomicU64::new(0),
                 forwarded: replica::ForwardedWrites::default(),
                 evicting: std::sync::atomic::AtomicBool::new(false),
-                me: spec.me,
+                placements: std::sync::RwLock::new(None),
+                me: spec.me.as_str().into(),
                 view: spec.view,
                 transport: spec.transport,
                 store: spec.store,
@@ -334,37 +363,52 @@ impl Coordinator {
         }
     }
 
-    /// The replicas of `key` for `n`, in preference order.
-    fn targets(&self, view: &ClusterView, key: &Key, n: u32) -> Vec<Target> {
-        self.placement(view, key, n).0
+    /// Where `key` lives in `view` for `n`: from the cache when `n` is the cluster's.
+    fn placement(&self, view: &Arc<ClusterView>, key: &Key, n: u32) -> Arc<Placement> {
+        let pos = key.position();
+        let cached = self.inner.defaults.n.min(view.ring.len() as u32) == n;
+        match view.ring.vnode_of(pos).filter(|_| cached) {
+            Some(vnode) => Arc::clone(
+                self.placement_cache(view, n).by_vnode[vnode]
+                    .get_or_init(|| Arc::new(place(view, pos, n))),
+            ),
+            None => Arc::new(place(view, pos, n)),
+        }
     }
 
-    /// The replicas of `key` for `n`, in preference order, and the live members after them
-    /// in the ring's order: the fallbacks that take hints for unreachable replicas.
-    fn placement(&self, view: &ClusterView, key: &Key, n: u32) -> (Vec<Target>, Vec<Target>) {
-        let target = |m: &crate::ring::RingMember| {
-            let member = view.member(&m.id);
-            Target {
-                id: m.id.clone(),
-                zone: m.zone.clone(),
-                peer: member.map(|v| Peer {
-                    id: v.info.id.clone(),
-                    addr: v.info.peer,
-                }),
-                state: member.map_or(MemberState::Dead, |v| v.state),
-            }
+    /// The placement cache of `view` for `n`, started afresh when the view has changed.
+    fn placement_cache(&self, view: &Arc<ClusterView>, n: u32) -> Arc<PlacementCache> {
+        let current = |slot: &Option<Arc<PlacementCache>>| {
+            slot.as_ref()
+                .filter(|c| Arc::ptr_eq(&c.view, view) && c.n == n)
+                .map(Arc::clone)
         };
-        let list = view.ring.preference_list(key.position(), n as usize);
-        let replicas = list.replicas.into_iter().map(target).collect();
-        // Each unreachable replica needs one fallback, and a fallback may fail in turn: twice
-        // `n` is plenty, and the walk round a large ring stops there.
-        let fallbacks = list
-            .fallbacks
-            .map(target)
-            .filter(|t| t.state == MemberState::Alive)
-            .take(2 * n as usize)
-            .collect();
-        (replicas, fallbacks)
+        let read = self
+            .inner
+            .placements
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(cache) = current(&read) {
+            return cache;
+        }
+        drop(read);
+        let mut slot = self
+            .inner
+            .placements
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(cache) = current(&slot) {
+            return cache;
+        }
+        let cache = Arc::new(PlacementCache {
+            view: Arc::clone(view),
+            n,
+            by_vnode: (0..view.ring.vnode_count())
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        });
+        *slot = Some(Arc::clone(&cache));
+        cache
     }
 
     /// Runs a checked write. `may_forward` is false for a write another node forwarded here,
@@ -378,12 +422,13 @@ impl Coordinator {
     ) -> Result<Written, OpError> {
         let deadline = deadline(plan.timeout_ms);
         let view = self.view();
-        let (targets, fallbacks) = self.placement(&view, &key, plan.n);
-        let local = targets.iter().any(|t| t.id == self.inner.me);
-        let needed = needed(&plan.w, &targets)?;
+        let placement = self.placement(&view, &key, plan.n);
+        let targets = &placement.replicas;
+        let local = targets.iter().any(|t| t.is(&self.inner.me));
+        let needed = needed(&plan.w, targets)?;
         if write.issues_dots() && !local && may_forward {
             return self
-                .forward(key, write, plan, &targets, needed.total as u32, deadline)
+                .forward(key, write, plan, targets, needed.total as u32, deadline)
                 .await;
         }
         let now = self.now_ms();
@@ -507,9 +552,7 @@ impl Coordinator {
             };
             ready.push((self.inner.me.clone(), merged));
         }
-        let calls = self.replicate(
-            &key, delta, &targets, fallbacks, &plan, deadline, want_state,
-        );
+        let calls = self.replicate(&key, delta, &placement, &plan, deadline, want_state);
         let g = gather(ready, calls, &needed, deadline).await;
         written.acks = g.ok.len() as u32;
         if !needed.met(&g.ok) {
@@ -550,7 +593,7 @@ impl Coordinator {
             .member(&self.inner.me)
             .map(|m| m.info.zone.clone());
         let mut targets: Vec<&Target> = targets.iter().collect();
-        targets.sort_by_key(|t| Some(&t.zone) != my_zone.as_ref());
+        targets.sort_by_key(|t| my_zone.as_deref() != Some(&*t.zone));
         // One id for every attempt: a replica that got the write already answers from memory.
         let id = format!(
             "{}/{}/{}",
@@ -719,15 +762,15 @@ impl Coordinator {
         deadline: Instant,
     ) -> Result<Merged, OpError> {
         let view = self.view();
-        let targets = self.targets(&view, key, plan.n);
-        let needed = needed(&plan.r, &targets)?;
+        let placement = self.placement(&view, key, plan.n);
+        let needed = needed(&plan.r, &placement.replicas)?;
         let now = self.now_ms();
         let mut ready = Vec::new();
         let mut calls = Vec::new();
         // Encoded once for every replica asked.
         let mut read: Option<Result<EncodedRequest, String>> = None;
-        for t in &targets {
-            if t.id == self.inner.me {
+        for t in &placement.replicas {
+            if t.is(&self.inner.me) {
                 let mine = if self.serves_reads() {
                     Ok(self.inner.store.get(key, now))
                 } else {
@@ -769,7 +812,7 @@ impl Coordinator {
                     // What the background repair compares against: this replica holds it.
                     *mine = Some(value.clone());
                 }
-            } else if targets.iter().any(|t| t.id == *me) {
+            } else if placement.replicas.iter().any(|t| t.is(me)) {
                 // This replica did not answer (it is bootstrapping): it still takes what the
                 // read saw, so a write that follows (a set remove, a delete) builds on it.
                 let _ = self.inner.store.absorb(key, value, now);
@@ -780,9 +823,9 @@ impl Coordinator {
         let behind = ok.iter().any(|(_, v)| v.as_ref() != merged.as_ref());
         if rest.pending() > 0 || behind {
             let this = self.clone();
-            let (repair_key, answered) = (key.clone(), ok.clone());
+            let repair_key = key.clone();
             tokio::spawn(async move {
-                this.read_repair(repair_key, targets, answered, rest, deadline)
+                this.read_repair(repair_key, placement, ok, rest, deadline)
                     .await;
             });
         }
@@ -797,8 +840,8 @@ impl Coordinator {
     async fn read_repair(
         &self,
         key: Key,
-        targets: Vec<Target>,
-        mut answered: Vec<(String, Option<Value>)>,
+        placement: Arc<Placement>,
+        mut answered: Vec<(NodeId, Option<Value>)>,
         mut rest: InFlight<Option<Value>>,
         deadline: Instant,
     ) {
@@ -815,7 +858,7 @@ impl Coordinator {
         let stale: Vec<&Target> = answered
             .iter()
             .filter(|(_, state)| state.as_ref() != Some(&merged))
-            .filter_map(|(id, _)| targets.iter().find(|t| t.id == *id))
+            .filter_map(|(id, _)| placement.replicas.iter().find(|t| t.id == *id))
             .collect();
         if stale.is_empty() {
             return;
@@ -843,6 +886,37 @@ impl Coordinator {
                 Err(e) => tracing::debug!(replica = %id, "read repair failed: {e}"),
             }
         }
+    }
+}
+
+/// Works out the placement of ring position `pos` in `view` for `n`.
+fn place(view: &ClusterView, pos: u64, n: u32) -> Placement {
+    let target = |m: &crate::ring::RingMember| {
+        let member = view.member(&m.id);
+        let id: NodeId = m.id.as_str().into();
+        Target {
+            peer: member.map(|v| Peer {
+                id: Arc::clone(&id),
+                addr: v.info.peer,
+            }),
+            id,
+            zone: m.zone.as_str().into(),
+            state: member.map_or(MemberState::Dead, |v| v.state),
+        }
+    };
+    let list = view.ring.preference_list(pos, n as usize);
+    let replicas = list.replicas.into_iter().map(target).collect();
+    // Each unreachable replica needs one fallback, and a fallback may fail in turn: twice `n`
+    // is plenty, and the walk round a large ring stops there.
+    let fallbacks = list
+        .fallbacks
+        .map(target)
+        .filter(|t| t.state == MemberState::Alive)
+        .take(2 * n as usize)
+        .collect();
+    Placement {
+        replicas,
+        fallbacks,
     }
 }
 
@@ -893,11 +967,11 @@ fn needed(need: &Need, targets: &[Target]) -> Result<Needed, OpError> {
             .map(|t| (t.id.clone(), t.zone.clone()))
             .collect()
     };
-    let majority_in = |zone: &str| targets.iter().filter(|t| t.zone == zone).count() / 2 + 1;
+    let majority_in = |zone: &str| targets.iter().filter(|t| *t.zone == *zone).count() / 2 + 1;
     Ok(match need {
         Need::Count(k) => Needed::count(*k as usize),
         Need::ZoneQuorum(zone) => {
-            if !targets.iter().any(|t| t.zone == *zone) {
+            if !targets.iter().any(|t| *t.zone == **zone) {
                 return Err(OpError::Unavailable {
                     needed: 1,
                     acks: 0,
@@ -911,17 +985,17 @@ fn needed(need: &Need, targets: &[Target]) -> Result<Needed, OpError> {
             let k = majority_in(zone);
             Needed {
                 total: k,
-                per_zone: vec![(zone.clone(), k)],
+                per_zone: vec![(zone.as_str().into(), k)],
                 zone_of: zone_of(),
             }
         }
         Need::EachZone => {
-            let mut zones: Vec<&str> = targets.iter().map(|t| t.zone.as_str()).collect();
+            let mut zones: Vec<&NodeId> = targets.iter().map(|t| &t.zone).collect();
             zones.sort_unstable();
             zones.dedup();
-            let per_zone: Vec<(String, usize)> = zones
+            let per_zone: Vec<(NodeId, usize)> = zones
                 .into_iter()
-                .map(|z| (z.to_string(), majority_in(z)))
+                .map(|z| (Arc::clone(z), majority_in(z)))
                 .collect();
             Needed {
                 total: per_zone.iter().map(|(_, k)| k).sum(),
@@ -932,7 +1006,7 @@ fn needed(need: &Need, targets: &[Target]) -> Result<Needed, OpError> {
     })
 }
 
-fn unavailable(needed: &Needed, acks: u32, failed: &[(String, String)], what: &str) -> OpError {
+fn unavailable(needed: &Needed, acks: u32, failed: &[(NodeId, String)], what: &str) -> OpError {
     let zones: Vec<String> = needed
         .per_zone
         .iter()

@@ -341,7 +341,7 @@ fn alive_peer(view: &ClusterView, id: &str) -> Option<Peer> {
     view.member(id)
         .filter(|m| m.state == MemberState::Alive && m.info.id != view.me)
         .map(|m| Peer {
-            id: m.info.id.clone(),
+            id: m.info.id.as_str().into(),
             addr: m.info.peer,
         })
 }

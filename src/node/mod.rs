@@ -268,7 +268,7 @@ impl Driver {
     fn apply(&mut self, out: Output) {
         for (to, data) in out.sends {
             let peer = Peer {
-                id: to.id.clone(),
+                id: to.id.as_str().into(),
                 addr: to.peer,
             };
             self.transport.send(&peer, OneWay::Gossip(data));

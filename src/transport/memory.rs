@@ -185,7 +185,7 @@ impl Transport for MemoryTransport {
             return;
         };
         let injected = self.faults.delay(&to.id);
-        let (net, from, to) = (self.net.clone(), self.id.clone(), to.id.clone());
+        let (net, from, to) = (self.net.clone(), self.id.clone(), to.id.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(injected).await;
             if let Some((handler, delay, twice)) = net.route(&from, &to) {
@@ -212,7 +212,7 @@ impl Transport for MemoryTransport {
         req: EncodedRequest,
         timeout: Duration,
     ) -> BoxFuture<Result<Response, TransportError>> {
-        let (net, from, to) = (self.net.clone(), self.id.clone(), to.id.clone());
+        let (net, from, to) = (self.net.clone(), self.id.clone(), to.id.to_string());
         let dropped = self.faults.drops(&to);
         let injected = self.faults.delay(&to);
         // The peer's injected delay towards us holds its answer back.

@@ -24,11 +24,21 @@ use crate::rpc::{EncodedRequest, OneWay, Request, Response};
 /// A boxed future, so the traits below stay object safe.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Who to talk to: a node id and where it listens.
+/// Who to talk to: a node id and where it listens. Cheap to clone (the id is shared), since
+/// every replica call carries one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Peer {
-    pub id: String,
+    pub id: Arc<str>,
     pub addr: SocketAddr,
+}
+
+impl Peer {
+    pub fn new(id: &str, addr: SocketAddr) -> Self {
+        Peer {
+            id: id.into(),
+            addr,
+        }
+    }
 }
 
 /// Why a call failed. The coordinator treats all of them as "no answer from this replica".
@@ -68,7 +78,7 @@ pub trait Transport: Send + Sync + 'static {
         match EncodedRequest::new(&req) {
             Ok(req) => self.call_encoded(to, req, timeout),
             Err(e) => {
-                let error = TransportError::Protocol(to.id.clone(), e.to_string());
+                let error = TransportError::Protocol(to.id.to_string(), e.to_string());
                 Box::pin(std::future::ready(Err(error)))
             }
         }

@@ -873,7 +873,7 @@ impl QuicTransport {
         }
         if slot.retry_at.is_some_and(|at| Instant::now() < at) {
             return Err(TransportError::Unreachable(
-                peer.id.clone(),
+                peer.id.to_string(),
                 "waiting before the next connection attempt".into(),
             ));
         }
@@ -914,7 +914,10 @@ impl QuicTransport {
                     tracing::warn!(peer = %peer.id, addr = %peer.addr, "cannot connect: {e}");
                     slot.failure_logged = true;
                 }
-                Err(TransportError::Unreachable(peer.id.clone(), e.to_string()))
+                Err(TransportError::Unreachable(
+                    peer.id.to_string(),
+                    e.to_string(),
+                ))
             }
         }
     }
@@ -923,10 +926,10 @@ impl QuicTransport {
         let conn = self.connection(peer).await?;
         let deadline = Instant::now() + SEND_TIMEOUT;
         let unreachable =
-            |e: QuicError| TransportError::Unreachable(peer.id.clone(), e.to_string());
+            |e: QuicError| TransportError::Unreachable(peer.id.to_string(), e.to_string());
         let mut send = timeout_at(deadline, conn.open_uni())
             .await
-            .map_err(|_| TransportError::Timeout(peer.id.clone(), SEND_TIMEOUT))?
+            .map_err(|_| TransportError::Timeout(peer.id.to_string(), SEND_TIMEOUT))?
             .map_err(|e| unreachable(QuicError::Connection(e)))?;
         write_frame(&mut send, bytes, deadline)
             .await
@@ -941,7 +944,7 @@ impl QuicTransport {
     ) -> Result<Response, TransportError> {
         let frame = self.call_raw(peer, bytes, timeout).await?;
         rpc::decode::<Response>(&frame)
-            .map_err(|e| TransportError::Protocol(peer.id.clone(), e.to_string()))
+            .map_err(|e| TransportError::Protocol(peer.id.to_string(), e.to_string()))
     }
 
     /// One request frame out, one answer frame back, undecoded.
@@ -952,7 +955,7 @@ impl QuicTransport {
         timeout: Duration,
     ) -> Result<Bytes, TransportError> {
         let deadline = Instant::now() + timeout;
-        let timed_out = || TransportError::Timeout(peer.id.clone(), timeout);
+        let timed_out = || TransportError::Timeout(peer.id.to_string(), timeout);
         let conn = timeout_at(deadline, self.connection(peer))
             .await
             .map_err(|_| timed_out())??;
@@ -960,10 +963,10 @@ impl QuicTransport {
             .await
             .map_err(|e| match e {
                 QuicError::Timeout(_) => timed_out(),
-                other => TransportError::Unreachable(peer.id.clone(), other.to_string()),
+                other => TransportError::Unreachable(peer.id.to_string(), other.to_string()),
             })?;
         if self.inner.faults.drops(&peer.id) {
-            return Err(TransportError::Dropped(peer.id.clone()));
+            return Err(TransportError::Dropped(peer.id.to_string()));
         }
         Ok(frame)
     }
@@ -997,15 +1000,15 @@ impl QuicTransport {
                 Ok(Ok(result)) => result?,
                 Ok(Err(_)) => {
                     return Err(TransportError::Unreachable(
-                        peer.id.clone(),
+                        peer.id.to_string(),
                         "the request was dropped unsent".into(),
                     ));
                 }
-                Err(_) => return Err(TransportError::Timeout(peer.id.clone(), timeout)),
+                Err(_) => return Err(TransportError::Timeout(peer.id.to_string(), timeout)),
             },
         };
         rpc::decode::<Response>(&frame)
-            .map_err(|e| TransportError::Protocol(peer.id.clone(), e.to_string()))
+            .map_err(|e| TransportError::Protocol(peer.id.to_string(), e.to_string()))
     }
 
     /// The batch queue of `peer`, started on first use.
@@ -1015,11 +1018,11 @@ impl QuicTransport {
             .batchers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(tx) = queues.get(&peer.id).filter(|tx| !tx.is_closed()) {
+        if let Some(tx) = queues.get(&*peer.id).filter(|tx| !tx.is_closed()) {
             return tx.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        queues.insert(peer.id.clone(), tx.clone());
+        queues.insert(peer.id.to_string(), tx.clone());
         tokio::spawn(batch_loop(Arc::downgrade(&self.inner), peer.clone(), rx));
         tx
     }
@@ -1050,12 +1053,12 @@ impl QuicTransport {
                 .and_then(|frame| match rpc::decode::<Response>(&frame) {
                     Ok(Response::Batch(answers)) if answers.len() == count => Ok(answers),
                     Ok(other) => Err(TransportError::Protocol(
-                        peer.id.clone(),
+                        peer.id.to_string(),
                         format!("a batch of {count} answered with {other:?}"),
                     )),
-                    Err(e) => Err(TransportError::Protocol(peer.id.clone(), e.to_string())),
+                    Err(e) => Err(TransportError::Protocol(peer.id.to_string(), e.to_string())),
                 }),
-            Err(e) => Err(TransportError::Protocol(peer.id.clone(), e.to_string())),
+            Err(e) => Err(TransportError::Protocol(peer.id.to_string(), e.to_string())),
         };
         match outcome {
             Ok(answers) => {
@@ -1215,7 +1218,7 @@ impl Transport for QuicTransport {
         let (this, to) = (self.clone(), to.clone());
         Box::pin(async move {
             if this.inner.faults.drops(&to.id) {
-                return Err(TransportError::Dropped(to.id));
+                return Err(TransportError::Dropped(to.id.to_string()));
             }
             // The injected delay counts against the caller's deadline, as a slow link would.
             let deadline = Instant::now() + timeout;
@@ -1223,7 +1226,7 @@ impl Transport for QuicTransport {
             if !delay.is_zero() {
                 if Instant::now() + delay >= deadline {
                     tokio::time::sleep_until(deadline).await;
-                    return Err(TransportError::Timeout(to.id, timeout));
+                    return Err(TransportError::Timeout(to.id.to_string(), timeout));
                 }
                 tokio::time::sleep(delay).await;
             }
