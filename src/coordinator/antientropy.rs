@@ -135,10 +135,7 @@ impl Coordinator {
             if member.state != MemberState::Alive {
                 continue;
             }
-            let peer = Peer {
-                id: peer_id.as_str().into(),
-                addr: member.info.peer,
-            };
+            let peer = Peer::new(&peer_id, member.info.peer);
             match self.sync_with(&peer, &arcs).await {
                 Ok(stats) => {
                     if stats.repaired > 0 {

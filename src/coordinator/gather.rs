@@ -78,9 +78,9 @@ impl<T: Send + 'static> Drop for InFlight<T> {
 pub struct Needed {
     pub total: usize,
     /// Zones and the answers each must give.
-    pub per_zone: Vec<(NodeId, usize)>,
+    pub per_zone: Vec<(Arc<str>, usize)>,
     /// The zone of each replica, by id.
-    pub zone_of: HashMap<NodeId, NodeId>,
+    pub zone_of: HashMap<NodeId, Arc<str>>,
 }
 
 impl Needed {

@@ -207,10 +207,7 @@ impl Coordinator {
                 let acked: Vec<bool> = if gone {
                     self.deliver_to_replicas(&batch).await
                 } else {
-                    let Some(peer) = member.map(|m| Peer {
-                        id: m.info.id.as_str().into(),
-                        addr: m.info.peer,
-                    }) else {
+                    let Some(peer) = member.map(|m| Peer::new(&m.info.id, m.info.peer)) else {
                         break;
                     };
                     self.deliver_to(&peer, &batch).await

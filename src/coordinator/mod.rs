@@ -149,7 +149,7 @@ pub type NodeId = Arc<str>;
 #[derive(Debug, Clone)]
 struct Target {
     id: NodeId,
-    zone: NodeId,
+    zone: Arc<str>,
     peer: Option<Peer>,
     state: MemberState,
 }
@@ -990,10 +990,10 @@ fn needed(need: &Need, targets: &[Target]) -> Result<Needed, OpError> {
             }
         }
         Need::EachZone => {
-            let mut zones: Vec<&NodeId> = targets.iter().map(|t| &t.zone).collect();
+            let mut zones: Vec<&Arc<str>> = targets.iter().map(|t| &t.zone).collect();
             zones.sort_unstable();
             zones.dedup();
-            let per_zone: Vec<(NodeId, usize)> = zones
+            let per_zone: Vec<(Arc<str>, usize)> = zones
                 .into_iter()
                 .map(|z| (Arc::clone(z), majority_in(z)))
                 .collect();

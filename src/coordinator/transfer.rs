@@ -340,8 +340,5 @@ impl Coordinator {
 fn alive_peer(view: &ClusterView, id: &str) -> Option<Peer> {
     view.member(id)
         .filter(|m| m.state == MemberState::Alive && m.info.id != view.me)
-        .map(|m| Peer {
-            id: m.info.id.as_str().into(),
-            addr: m.info.peer,
-        })
+        .map(|m| Peer::new(&m.info.id, m.info.peer))
 }

@@ -267,10 +267,7 @@ impl Driver {
 
     fn apply(&mut self, out: Output) {
         for (to, data) in out.sends {
-            let peer = Peer {
-                id: to.id.as_str().into(),
-                addr: to.peer,
-            };
+            let peer = Peer::new(&to.id, to.peer);
             self.transport.send(&peer, OneWay::Gossip(data));
         }
         for (after, timer) in out.timers {
