@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Coordinator;
-use super::gather::{Needed, gather};
+use super::gather::{Needed, Tally};
 use crate::crdt::LwwRegister;
 use crate::ops::{Need, Plan};
 use crate::storage::{Key, Value};
@@ -85,10 +85,9 @@ impl Coordinator {
             sloppy: true,
         };
         let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
-        let calls = self.replicate(&key, tombstone, &placement, &plan, deadline, false);
-        // Nothing to wait for: the calls run on (and leave hints if they fail).
-        tokio::spawn(async move {
-            let _ = gather(Vec::new(), calls, &Needed::count(0), deadline).await;
-        });
+        // Nothing waits for the replicas: the calls run on (and leave hints if they fail).
+        let others = placement.others(self.me());
+        let tally = Tally::new(Needed::count(0), Vec::new(), others, false);
+        self.replicate(&key, tombstone, &placement, &plan, deadline, &tally);
     }
 }

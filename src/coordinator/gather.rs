@@ -1,78 +1,26 @@
-//! Waiting for a quorum: run one call per replica at once, return as soon as enough have
-//! succeeded (or enough have failed that success is impossible, or the deadline passed), and
-//! hand back what is still in flight so the caller can keep listening in the background.
+//! Waiting for a quorum. A [`Tally`] collects the answers of one operation's replicas as
+//! their calls report them (from whichever task receives each answer), wakes the waiting
+//! request as soon as enough have succeeded (or enough have failed that success is
+//! impossible), and hands the late answers to whoever asked for them (a read's repair) once
+//! the last is in.
+//!
+//! Replica calls report into the tally instead of being futures the request polls: a quorum
+//! write then costs no future, channel, timer or task per replica, and the answers that come
+//! after the quorum need no task of their own to be received.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use super::NodeId;
-use crate::transport::BoxFuture;
 
 /// One replica's answer: its id and the result of the call.
 pub type Answer<T> = (NodeId, Result<T, String>);
 
-/// A call that answers with its replica's id. The calls run inside the task that gathers
-/// them rather than in tasks of their own: a quorum write on the hot path then costs no
-/// spawn, channel or cross-task wake-up per replica.
-struct Tagged<T> {
-    id: NodeId,
-    call: BoxFuture<Result<T, String>>,
-}
-
-impl<T> Future for Tagged<T> {
-    type Output = Answer<T>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer<T>> {
-        let result = std::task::ready!(self.call.as_mut().poll(cx));
-        Poll::Ready((std::mem::take(&mut self.id), result))
-    }
-}
-
-/// Calls still running after [`gather`] returned. Dropping it does not cancel them: what is
-/// left runs to the end in a task of its own, so a write still reaches (or hints for) every
-/// replica after its quorum answered.
-pub struct InFlight<T: Send + 'static> {
-    /// `None` when there never were any (a read or write of this node's replica alone):
-    /// an empty `FuturesUnordered` still costs two allocations.
-    calls: Option<FuturesUnordered<Tagged<T>>>,
-}
-
-impl<T: Send + 'static> InFlight<T> {
-    /// Calls still running.
-    pub fn pending(&self) -> usize {
-        self.calls.as_ref().map_or(0, FuturesUnordered::len)
-    }
-
-    /// The next late answer, or `None` once all are in or the deadline passed.
-    pub async fn next(&mut self, deadline: Instant) -> Option<Answer<T>> {
-        let calls = self.calls.as_mut().filter(|c| !c.is_empty())?;
-        tokio::time::timeout_at(deadline, calls.next())
-            .await
-            .ok()
-            .flatten()
-    }
-}
-
-impl<T: Send + 'static> Drop for InFlight<T> {
-    fn drop(&mut self) {
-        let Some(mut calls) = self.calls.take().filter(|c| !c.is_empty()) else {
-            return;
-        };
-        // Outside a runtime (a test tearing down) there is nothing left to run them on.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { while calls.next().await.is_some() {} });
-        }
-    }
-}
-
-/// What a [`gather`] waits for: answers in all, and, for zone-local consistency
+/// What a tally waits for: answers in all, and, for zone-local consistency
 /// (`local_quorum`, `each_quorum`), answers from the replicas of given zones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needed {
@@ -117,62 +65,188 @@ impl Needed {
     }
 }
 
-/// What [`gather`] collected before it returned.
-pub struct Gathered<T: Send + 'static> {
+/// What [`Tally::wait`] collected before it returned.
+pub struct Gathered<T> {
     pub ok: Vec<(NodeId, T)>,
     pub failed: Vec<(NodeId, String)>,
-    pub rest: InFlight<T>,
 }
 
-/// Starts every call and waits until what is `needed` succeeded, success became impossible,
-/// or `deadline` passed. Answers in `ready` (the coordinator's own replica) count first.
-pub async fn gather<T: Send + 'static>(
-    ready: Vec<Answer<T>>,
-    calls: Vec<(NodeId, BoxFuture<Result<T, String>>)>,
-    needed: &Needed,
-    deadline: Instant,
-) -> Gathered<T> {
-    let mut waiting: Vec<NodeId> = calls.iter().map(|(id, _)| Arc::clone(id)).collect();
-    let mut g = Gathered {
-        ok: Vec::with_capacity(ready.len() + calls.len()),
-        failed: Vec::new(),
-        rest: InFlight {
-            calls: (!calls.is_empty()).then(|| {
-                calls
-                    .into_iter()
-                    .map(|(id, call)| Tagged { id, call })
-                    .collect()
-            }),
-        },
-    };
-    for (id, result) in ready {
+/// Successful answers, by replica.
+type Answers<T> = Vec<(NodeId, T)>;
+
+/// What to do with every successful answer once all replicas have answered.
+type AllIn<T> = Box<dyn FnOnce(Answers<T>) + Send>;
+
+/// The answers of one operation's replicas. Shared (in an `Arc`) by the request that waits
+/// and the replica calls that report.
+pub struct Tally<T> {
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    needed: Needed,
+    ok: Vec<(NodeId, T)>,
+    failed: Vec<(NodeId, String)>,
+    /// Replicas that have not answered yet.
+    pending: Vec<NodeId>,
+    waker: Option<Waker>,
+    /// The waiter has returned: what comes now is late.
+    returned: bool,
+    /// Late answers are kept (for [`Tally::when_all_in`]) rather than dropped.
+    keep_late: bool,
+    all_in: Option<AllIn<T>>,
+}
+
+impl<T> State<T> {
+    fn decided(&self) -> bool {
+        self.pending.is_empty()
+            || self.needed.met(&self.ok)
+            || !self.needed.possible(&self.ok, &self.pending)
+    }
+
+    /// The callback to run now, if every answer is in and one is waiting for that.
+    fn all_in_now(&mut self) -> Option<(AllIn<T>, Answers<T>)> {
+        if !self.pending.is_empty() {
+            return None;
+        }
+        let f = self.all_in.take()?;
+        Some((f, std::mem::take(&mut self.ok)))
+    }
+}
+
+impl<T: Send + 'static> Tally<T> {
+    /// A tally expecting answers from `pending`, with the `ready` ones (the coordinator's own
+    /// replica) already in. `keep_late`: answers after the wait are kept for
+    /// [`Tally::when_all_in`] (a read's repair) instead of dropped (a write needs none).
+    pub fn new(
+        needed: Needed,
+        ready: Vec<Answer<T>>,
+        pending: Vec<NodeId>,
+        keep_late: bool,
+    ) -> Arc<Self> {
+        let mut state = State {
+            needed,
+            ok: Vec::with_capacity(ready.len() + pending.len()),
+            failed: Vec::new(),
+            pending,
+            waker: None,
+            returned: false,
+            keep_late,
+            all_in: None,
+        };
+        for (id, result) in ready {
+            match result {
+                Ok(v) => state.ok.push((id, v)),
+                Err(e) => state.failed.push((id, e)),
+            }
+        }
+        Arc::new(Tally {
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Answers are plain data, valid even if a reporter panicked: a poisoned lock is used as is.
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records replica `id`'s answer. Each replica reports once; a second report, or one from a
+    /// replica that was not asked, is ignored.
+    pub fn answer(&self, id: NodeId, result: Result<T, String>) {
+        let mut state = self.lock();
+        let Some(i) = state.pending.iter().position(|p| *p == id) else {
+            return;
+        };
+        state.pending.swap_remove(i);
+        let late = state.returned;
+        if late && !state.keep_late {
+            return;
+        }
         match result {
-            Ok(v) => g.ok.push((id, v)),
-            Err(e) => g.failed.push((id, e)),
+            Ok(v) => state.ok.push((id, v)),
+            Err(e) if late => drop(e),
+            Err(e) => state.failed.push((id, e)),
+        }
+        let wake = if late {
+            None
+        } else if state.decided() {
+            state.waker.take()
+        } else {
+            None
+        };
+        let run = state.all_in_now();
+        drop(state);
+        if let Some(w) = wake {
+            w.wake();
+        }
+        if let Some((f, all)) = run {
+            f(all);
         }
     }
-    // One timer for the whole wait, not one per answer (registered only if polled).
-    let timer = tokio::time::sleep_until(deadline);
-    tokio::pin!(timer);
-    while !needed.met(&g.ok) && needed.possible(&g.ok, &waiting) {
-        let Some(calls) = g.rest.calls.as_mut() else {
-            break;
+
+    /// Waits until what is needed has succeeded, success became impossible, or `deadline`
+    /// passed, and takes the answers so far. Answers after it are late.
+    pub async fn wait(&self, deadline: Instant) -> Gathered<T> {
+        let take = |state: &mut State<T>| {
+            state.returned = true;
+            state.waker = None;
+            Gathered {
+                ok: std::mem::take(&mut state.ok),
+                failed: std::mem::take(&mut state.failed),
+            }
         };
-        let next = tokio::select! {
-            biased;
-            next = calls.next() => next,
-            () = &mut timer => None,
-        };
-        let Some((id, result)) = next else { break };
-        if let Some(i) = waiting.iter().position(|w| *w == id) {
-            waiting.swap_remove(i);
+        {
+            let mut state = self.lock();
+            if state.decided() {
+                return take(&mut state);
+            }
         }
-        match result {
-            Ok(v) => g.ok.push((id, v)),
-            Err(e) => g.failed.push((id, e)),
+        // One timer for the whole wait, registered only when there is something to wait for.
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(timer);
+        std::future::poll_fn(|cx| {
+            let mut state = self.lock();
+            if state.decided() || timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(take(&mut state));
+            }
+            if !state
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                state.waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Hands `answered` (what [`Tally::wait`] returned, or part of it) together with every late
+    /// success to `f` once every replica has answered: at once if all have. Only for a tally
+    /// that keeps late answers.
+    pub fn when_all_in(
+        &self,
+        answered: Vec<(NodeId, T)>,
+        f: impl FnOnce(Vec<(NodeId, T)>) + Send + 'static,
+    ) {
+        let mut state = self.lock();
+        let mut all = answered;
+        all.append(&mut state.ok);
+        state.ok = all;
+        state.all_in = Some(Box::new(f));
+        let run = state.all_in_now();
+        drop(state);
+        if let Some((f, all)) = run {
+            f(all);
         }
     }
-    g
+
+    /// Replicas that have not answered yet.
+    pub fn pending(&self) -> usize {
+        self.lock().pending.len()
+    }
 }
 
 #[cfg(test)]
@@ -180,71 +254,85 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn after(ms: u64, ok: bool) -> BoxFuture<Result<u32, String>> {
-        Box::pin(async move {
+    /// Reports `id`'s answer after `ms`.
+    fn after(tally: &Arc<Tally<u32>>, id: &str, ms: u64, ok: bool) {
+        let (tally, id) = (Arc::clone(tally), NodeId::from(id));
+        tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            if ok {
-                Ok(ms as u32)
-            } else {
-                Err("down".into())
-            }
-        })
+            tally.answer(
+                id,
+                if ok {
+                    Ok(ms as u32)
+                } else {
+                    Err("down".into())
+                },
+            );
+        });
+    }
+
+    fn ids(names: &[&str]) -> Vec<NodeId> {
+        names.iter().map(|n| NodeId::from(*n)).collect()
     }
 
     #[tokio::test(start_paused = true)]
-    async fn returns_at_quorum_and_keeps_the_rest() {
+    async fn returns_at_quorum_and_hands_over_the_late_answers() {
         let deadline = Instant::now() + Duration::from_secs(1);
-        let calls = vec![
-            ("a".into(), after(10, true)),
-            ("b".into(), after(500, true)),
-        ];
-        let mut g = gather(
+        let tally = Tally::new(
+            Needed::count(2),
             vec![("me".into(), Ok(0))],
-            calls,
-            &Needed::count(2),
-            deadline,
-        )
-        .await;
+            ids(&["a", "b"]),
+            true,
+        );
+        after(&tally, "a", 10, true);
+        after(&tally, "b", 500, true);
+        let g = tally.wait(deadline).await;
         assert_eq!(g.ok.len(), 2);
         assert_eq!(&*g.ok[1].0, "a");
-        let late = g.rest.next(deadline).await.expect("late answer");
-        assert_eq!(&*late.0, "b");
-        assert!(g.rest.next(deadline).await.is_none());
+        assert_eq!(tally.pending(), 1);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tally.when_all_in(g.ok, move |all| {
+            let _ = tx.send(all);
+        });
+        let all = rx.await.expect("all answers");
+        let names: Vec<&str> = all.iter().map(|(id, _)| &**id).collect();
+        assert_eq!(names, ["me", "a", "b"]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn calls_left_when_the_caller_is_done_still_run_to_the_end() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let finished = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&finished);
-        let slow: BoxFuture<Result<u32, String>> = Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            flag.store(true, Ordering::SeqCst);
-            Ok(500)
+    async fn when_all_in_runs_at_once_when_nothing_is_pending() {
+        let tally = Tally::new(Needed::count(1), vec![("me".into(), Ok(0))], vec![], true);
+        let g = tally.wait(Instant::now() + Duration::from_secs(1)).await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        tally.when_all_in(g.ok, move |all| {
+            assert_eq!(all.len(), 1);
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        let calls = vec![("a".into(), after(10, true)), ("b".into(), slow)];
-        let g = gather(vec![], calls, &Needed::count(1), deadline).await;
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_answers_of_a_write_are_dropped_and_repeats_ignored() {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let tally = Tally::new(Needed::count(1), vec![], ids(&["a", "b"]), false);
+        after(&tally, "a", 10, true);
+        after(&tally, "a", 20, false);
+        after(&tally, "b", 30, true);
+        let g = tally.wait(deadline).await;
         assert_eq!(g.ok.len(), 1);
-        assert_eq!(g.rest.pending(), 1);
-        drop(g);
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(
-            finished.load(Ordering::SeqCst),
-            "the dropped call was cancelled"
-        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(tally.pending(), 0);
+        assert!(tally.lock().ok.is_empty(), "a late write answer was kept");
     }
 
     #[tokio::test(start_paused = true)]
     async fn gives_up_early_when_quorum_is_impossible() {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(10);
-        let calls = vec![
-            ("a".into(), after(10, false)),
-            ("b".into(), after(5_000, true)),
-        ];
-        let g = gather(vec![], calls, &Needed::count(2), deadline).await;
+        let tally = Tally::new(Needed::count(2), vec![], ids(&["a", "b"]), false);
+        after(&tally, "a", 10, false);
+        after(&tally, "b", 5_000, true);
+        let g = tally.wait(deadline).await;
         assert_eq!(g.ok.len(), 0);
         assert_eq!(g.failed.len(), 1);
         assert!(start.elapsed() < Duration::from_secs(1));
@@ -254,13 +342,9 @@ mod tests {
     async fn stops_at_the_deadline() {
         let start = Instant::now();
         let deadline = start + Duration::from_millis(100);
-        let g = gather(
-            vec![],
-            vec![("a".into(), after(5_000, true))],
-            &Needed::count(1),
-            deadline,
-        )
-        .await;
+        let tally = Tally::new(Needed::count(1), vec![], ids(&["a"]), false);
+        after(&tally, "a", 5_000, true);
+        let g = tally.wait(deadline).await;
         assert!(g.ok.is_empty());
         assert_eq!(start.elapsed(), Duration::from_millis(100));
     }
@@ -277,17 +361,23 @@ mod tests {
                 .collect(),
         };
         // Our own answer (us) and a fast one from us do not do: the one from eu does.
-        let calls = vec![("b".into(), after(5, true)), ("a".into(), after(50, true))];
-        let g = gather(vec![("me".into(), Ok(0))], calls, &needed, deadline).await;
+        let tally = Tally::new(
+            needed.clone(),
+            vec![("me".into(), Ok(0))],
+            ids(&["b", "a"]),
+            false,
+        );
+        after(&tally, "b", 5, true);
+        after(&tally, "a", 50, true);
+        let g = tally.wait(deadline).await;
         assert_eq!(g.ok.len(), 3);
         assert_eq!(&*g.ok[2].0, "a");
         // The eu replica fails: no point waiting for the rest.
-        let calls = vec![
-            ("a".into(), after(5, false)),
-            ("b".into(), after(500, true)),
-        ];
+        let tally = Tally::new(needed, vec![("me".into(), Ok(0))], ids(&["a", "b"]), false);
+        after(&tally, "a", 5, false);
+        after(&tally, "b", 500, true);
         let start = Instant::now();
-        let g = gather(vec![("me".into(), Ok(0))], calls, &needed, deadline).await;
+        let g = tally.wait(deadline).await;
         assert_eq!(g.failed.len(), 1);
         assert!(start.elapsed() < Duration::from_millis(100));
     }

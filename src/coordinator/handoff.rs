@@ -19,12 +19,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Coordinator, NodeId, Placement, Target, is_reachable};
+use super::gather::Tally;
+use super::{Coordinator, Placement, Target, is_reachable};
 use crate::membership::MemberState;
 use crate::ops::Plan;
 use crate::rpc::{EncodedRequest, Request, Response};
-use crate::storage::{Key, Value};
-use crate::transport::{BoxFuture, Peer};
+use crate::storage::{Key, Kind, Value};
+use crate::transport::Peer;
 
 /// How often a node looks for hints it can deliver.
 pub const HINT_DELIVERY_INTERVAL: Duration = Duration::from_millis(500);
@@ -36,9 +37,15 @@ const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Fallbacks not yet used by this write, in ring order; `None` when there are none to use.
 type Pool = Option<Arc<Mutex<VecDeque<Target>>>>;
 
-/// One replica's write, named by the replica: its merged state when asked for, `None` for a
-/// hint on a fallback.
-type ReplicaCall = (NodeId, BoxFuture<Result<Option<Value>, String>>);
+/// A write on its way to the replicas, shared by their calls: what a hint needs.
+struct ReplicaWrite {
+    key: Key,
+    delta: Value,
+    pool: Pool,
+    deadline: Instant,
+    /// Hinted handoff is on.
+    hints: bool,
+}
 
 fn take(pool: &Pool) -> Option<Target> {
     pool.as_ref()?
@@ -57,9 +64,10 @@ fn has_any(pool: &Pool) -> bool {
 }
 
 impl Coordinator {
-    /// One call per replica of `placement` other than this node, each covered by a hint
-    /// (on one of the placement's fallbacks) when the replica cannot take the write. A hint on
-    /// a fallback answers `Ok(None)`.
+    /// Sends the write to every replica of `placement` other than this node, each covered by
+    /// a hint (on one of the placement's fallbacks) when the replica cannot take it, and
+    /// reports each outcome to `tally`: the replica's merged state when asked for (counters),
+    /// `None` for a hint on a fallback. `tally` expects an answer from each of those replicas.
     pub(super) fn replicate(
         &self,
         key: &Key,
@@ -67,11 +75,11 @@ impl Coordinator {
         placement: &Placement,
         plan: &Plan,
         deadline: Instant,
-        reply_state: bool,
-    ) -> Vec<ReplicaCall> {
+        tally: &Arc<Tally<Option<Value>>>,
+    ) {
         let me = self.me();
         if placement.replicas.iter().all(|t| t.is(me)) {
-            return Vec::new();
+            return;
         }
         let hints = self.inner.defaults.hints.enabled;
         let pool: Pool = (plan.sloppy && hints && !placement.fallbacks.is_empty())
@@ -80,54 +88,89 @@ impl Coordinator {
         let merge = EncodedRequest::new(&Request::Merge {
             key: key.clone(),
             value: delta.clone(),
-            reply_state,
+            reply_state: key.kind == Kind::Counter,
         })
         .map_err(|e| e.to_string());
-        let write = Arc::new((key.clone(), delta, merge));
-        placement
-            .replicas
-            .iter()
-            .filter(|t| !t.is(me))
-            .map(|target| {
-                let id = target.id.clone();
-                let (this, t, pool, write) = (
-                    self.clone(),
-                    target.clone(),
-                    pool.clone(),
-                    Arc::clone(&write),
-                );
-                let call: BoxFuture<Result<Option<Value>, String>> = Box::pin(async move {
-                    let (key, delta, merge) = &*write;
-                    // A suspect is skipped when a live fallback can stand in for it.
-                    let direct = is_reachable(t.state)
-                        && !(t.state == MemberState::Suspect && has_any(&pool));
-                    let error = match merge {
-                        Ok(merge) if direct => {
-                            match this.call_remote(&t, merge.clone(), deadline, "merge").await {
-                                Ok(Response::Merged(state)) => return Ok(state),
-                                Ok(other) => format!("{}: unexpected answer {other:?}", t.id),
-                                Err(e) => e,
+        let write = Arc::new(ReplicaWrite {
+            key: key.clone(),
+            delta,
+            pool,
+            deadline,
+            hints,
+        });
+        for t in placement.replicas.iter().filter(|t| !t.is(me)) {
+            // A suspect is skipped when a live fallback can stand in for it.
+            let direct =
+                is_reachable(t.state) && !(t.state == MemberState::Suspect && has_any(&write.pool));
+            match &merge {
+                Ok(merge) if direct => {
+                    let (this, target, write, tally) = (
+                        self.clone(),
+                        t.clone(),
+                        Arc::clone(&write),
+                        Arc::clone(tally),
+                    );
+                    self.send_remote(t, merge.clone(), deadline, "merge", move |result| {
+                        let error = match result {
+                            Ok(Response::Merged(state)) => {
+                                return tally.answer(target.id, Ok(state));
                             }
-                        }
-                        Ok(_) => format!("{} is {}", t.id, t.state.as_str()),
-                        Err(e) => format!("{}: the write could not be encoded: {e}", t.id),
-                    };
-                    while Instant::now() < deadline {
-                        let Some(fallback) = take(&pool) else { break };
-                        match this.hint_on(&fallback, &t.id, key, delta, deadline).await {
-                            Ok(()) => return Ok(None),
-                            Err(e) => tracing::debug!(fallback = %fallback.id, "hint refused: {e}"),
-                        }
-                    }
-                    // Nobody stood in: keep the write here for the owner, uncounted.
-                    if hints {
-                        this.keep_hint(&t.id, key.clone(), delta);
-                    }
-                    Err(error)
-                });
-                (id, call)
-            })
-            .collect()
+                            Ok(other) => format!("{}: unexpected answer {other:?}", target.id),
+                            Err(e) => e,
+                        };
+                        this.cover(target, write, error, tally);
+                    });
+                }
+                Ok(_) => {
+                    let error = format!("{} is {}", t.id, t.state.as_str());
+                    self.cover(t.clone(), Arc::clone(&write), error, Arc::clone(tally));
+                }
+                Err(e) => {
+                    let error = format!("{}: the write could not be encoded: {e}", t.id);
+                    self.cover(t.clone(), Arc::clone(&write), error, Arc::clone(tally));
+                }
+            }
+        }
+    }
+
+    /// Covers a replica that could not take a write (`error` says why) with a hint on a
+    /// fallback, in a task of its own, and reports the outcome: a fallback's acknowledgement
+    /// counts for the replica. Without one, the write is kept here for the owner, uncounted.
+    fn cover(
+        &self,
+        target: Target,
+        write: Arc<ReplicaWrite>,
+        error: String,
+        tally: Arc<Tally<Option<Value>>>,
+    ) {
+        let this = self.clone();
+        let cover = async move {
+            let ReplicaWrite {
+                key,
+                delta,
+                pool,
+                deadline,
+                hints,
+            } = &*write;
+            while Instant::now() < *deadline {
+                let Some(fallback) = take(pool) else { break };
+                match this
+                    .hint_on(&fallback, &target.id, key, delta, *deadline)
+                    .await
+                {
+                    Ok(()) => return tally.answer(target.id, Ok(None)),
+                    Err(e) => tracing::debug!(fallback = %fallback.id, "hint refused: {e}"),
+                }
+            }
+            if *hints {
+                this.keep_hint(&target.id, key.clone(), delta);
+            }
+            tally.answer(target.id, Err(error));
+        };
+        // Outside a runtime (a transport dropping its queue as a test ends) nothing can run.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(cover);
+        }
     }
 
     /// Stores a hint for `owner` on `fallback` (in place when that is this node).

@@ -39,10 +39,10 @@ use crate::node::ClusterView;
 use crate::ops::{Consistency, Need, OpError, Plan, ReadResult, Write, Written, check_key};
 use crate::rpc::{EncodedRequest, Request, Response};
 use crate::storage::{Key, Kind, Store, StoreError, Value};
-use crate::transport::{BoxFuture, Peer, Transport, TransportError};
+use crate::transport::{BoxFuture, Peer, Reply, Transport, TransportError};
 
 use antientropy::{AntiEntropySettings, Budget};
-use gather::{Gathered, InFlight, Needed, gather};
+use gather::{Gathered, Needed, Tally};
 use hints::{HintLimits, HintStore};
 
 /// How far ahead of this node's clock another node's LWW timestamp may be before the clock
@@ -167,6 +167,17 @@ impl Target {
 struct Placement {
     replicas: Vec<Target>,
     fallbacks: Vec<Target>,
+}
+
+impl Placement {
+    /// The replicas other than node `me`: those a coordinator on `me` calls.
+    fn others(&self, me: &str) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .filter(|t| !t.is(me))
+            .map(|t| t.id.clone())
+            .collect()
+    }
 }
 
 /// The placements of one view for one N, by vnode, each worked out the first time a key of its
@@ -552,8 +563,10 @@ impl Coordinator {
             };
             ready.push((self.inner.me.clone(), merged));
         }
-        let calls = self.replicate(&key, delta, &placement, &plan, deadline, want_state);
-        let g = gather(ready, calls, &needed, deadline).await;
+        let others = placement.others(&self.inner.me);
+        let tally = Tally::new(needed.clone(), ready, others, false);
+        self.replicate(&key, delta, &placement, &plan, deadline, &tally);
+        let g = tally.wait(deadline).await;
         written.acks = g.ok.len() as u32;
         if !needed.met(&g.ok) {
             return Err(unavailable(&needed, written.acks, &g.failed, "write"));
@@ -731,25 +744,45 @@ impl Coordinator {
         deadline: Instant,
         rpc: &'static str,
     ) -> BoxFuture<Result<Response, String>> {
+        let (tx, answer) = tokio::sync::oneshot::channel();
+        self.send_remote(target, req, deadline, rpc, move |result| {
+            let _ = tx.send(result);
+        });
+        let id = target.id.clone();
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(format!("{id}: the call ended without an answer")))
+        })
+    }
+
+    /// Sends an encoded request to another node's replica until `deadline` and hands the
+    /// answer (an error if the replica is down, refused, or silent) to `done`, from whichever
+    /// task receives it: the hot path's replica calls are not futures of their own.
+    fn send_remote(
+        &self,
+        target: &Target,
+        req: EncodedRequest,
+        deadline: Instant,
+        rpc: &'static str,
+        done: impl FnOnce(Result<Response, String>) + Send + 'static,
+    ) {
         let peer = match &target.peer {
             Some(peer) if is_reachable(target.state) => peer,
-            _ => {
-                let down = format!("{} is {}", target.id, target.state.as_str());
-                return Box::pin(std::future::ready(Err(down)));
-            }
+            _ => return done(Err(format!("{} is {}", target.id, target.state.as_str()))),
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let call = self.inner.transport.call_encoded(peer, req, remaining);
         let (this, id) = (self.clone(), target.id.clone());
-        Box::pin(async move {
-            let result = match call.await {
+        let reply = Reply::new(Arc::clone(&peer.id), move |result| {
+            let result = match result {
                 Ok(Response::Error(e)) => Err(format!("{id}: {e}")),
                 Ok(r) => Ok(r),
                 Err(e) => Err(e.to_string()),
             };
             this.inner.metrics.rpc(rpc, result.is_ok());
-            result
-        })
+            done(result);
+        });
+        self.inner.transport.call_then(peer, req, remaining, reply);
     }
 
     /// Reads `key` from its replicas until R answered, merges the answers, and leaves the
@@ -766,9 +799,7 @@ impl Coordinator {
         let needed = needed(&plan.r, &placement.replicas)?;
         let now = self.now_ms();
         let mut ready = Vec::new();
-        let mut calls = Vec::new();
-        // Encoded once for every replica asked.
-        let mut read: Option<Result<EncodedRequest, String>> = None;
+        let mut remote = Vec::new();
         for t in &placement.replicas {
             if t.is(&self.inner.me) {
                 let mine = if self.serves_reads() {
@@ -778,27 +809,39 @@ impl Coordinator {
                 };
                 ready.push((t.id.clone(), mine));
             } else {
-                let encoded = read
-                    .get_or_insert_with(|| {
-                        EncodedRequest::new(&Request::Read { key: key.clone() })
-                            .map_err(|e| format!("the read could not be encoded: {e}"))
-                    })
-                    .clone();
-                let call = encoded.map(|req| self.call_remote(t, req, deadline, "read"));
-                let call: BoxFuture<Result<Option<Value>, String>> = Box::pin(async move {
-                    match call?.await? {
-                        Response::State(state) => Ok(state),
-                        other => Err(format!("unexpected answer {other:?}")),
-                    }
-                });
-                calls.push((t.id.clone(), call));
+                remote.push(t);
             }
         }
-        let Gathered {
-            mut ok,
-            failed,
-            rest,
-        } = gather(ready, calls, &needed, deadline).await;
+        let tally = Tally::new(
+            needed.clone(),
+            ready,
+            remote.iter().map(|t| t.id.clone()).collect(),
+            true,
+        );
+        if !remote.is_empty() {
+            // Encoded once for every replica asked.
+            match EncodedRequest::new(&Request::Read { key: key.clone() }) {
+                Ok(read) => {
+                    for t in remote {
+                        let (tally, id) = (Arc::clone(&tally), t.id.clone());
+                        self.send_remote(t, read.clone(), deadline, "read", move |result| {
+                            let state = result.and_then(|resp| match resp {
+                                Response::State(state) => Ok(state),
+                                other => Err(format!("unexpected answer {other:?}")),
+                            });
+                            tally.answer(id, state);
+                        });
+                    }
+                }
+                Err(e) => {
+                    for t in remote {
+                        let why = format!("the read could not be encoded: {e}");
+                        tally.answer(t.id.clone(), Err(why));
+                    }
+                }
+            }
+        }
+        let Gathered { mut ok, failed } = tally.wait(deadline).await;
         let answers = ok.len() as u32;
         let enough = needed.met(&ok);
         let merged = merge_all(ok.iter().map(|(_, v)| v));
@@ -818,15 +861,14 @@ impl Coordinator {
                 let _ = self.inner.store.absorb(key, value, now);
             }
         }
-        // Repairs go out once every answer is in (or the deadline passed); nothing to wait
-        // for and nobody behind (a single-replica read, or all agreed) means no repair task.
+        // Repairs go out once every answer is in (or timed out), from the task that receives
+        // the last; nothing to wait for and nobody behind (a single-replica read, or all
+        // agreed) means nothing to do.
         let behind = ok.iter().any(|(_, v)| v.as_ref() != merged.as_ref());
-        if rest.pending() > 0 || behind {
-            let this = self.clone();
-            let repair_key = key.clone();
-            tokio::spawn(async move {
-                this.read_repair(repair_key, placement, ok, rest, deadline)
-                    .await;
+        if tally.pending() > 0 || behind {
+            let (this, repair_key) = (self.clone(), key.clone());
+            tally.when_all_in(ok, move |answered| {
+                this.read_repair(repair_key, placement, answered);
             });
         }
         if !enough {
@@ -835,20 +877,16 @@ impl Coordinator {
         Ok(Merged { merged, answers })
     }
 
-    /// Waits for the late answers of a read, merges everything, and sends the merge to every
-    /// replica whose answer was older.
-    async fn read_repair(
+    /// Merges every answer of a read and sends the merge to every replica whose answer was
+    /// older, in a task of its own: only when one was.
+    fn read_repair(
         &self,
         key: Key,
         placement: Arc<Placement>,
-        mut answered: Vec<(NodeId, Option<Value>)>,
-        mut rest: InFlight<Option<Value>>,
-        deadline: Instant,
+        answered: Vec<(NodeId, Option<Value>)>,
     ) {
-        while let Some((id, result)) = rest.next(deadline).await {
-            if let Ok(state) = result {
-                answered.push((id, state));
-            }
+        if answered.windows(2).all(|w| w[0].1 == w[1].1) {
+            return;
         }
         let Some(merged) = merge_all(answered.iter().map(|(_, v)| v)) else {
             return;
@@ -877,15 +915,18 @@ impl Coordinator {
                 (t.id.clone(), self.call(t, req, repair_deadline, "repair"))
             })
             .collect();
-        for (id, call) in calls {
-            match call.await {
-                Ok(_) => {
-                    self.inner.metrics.read_repairs.inc();
-                    tracing::debug!(replica = %id, key = ?key, "read repair");
+        let this = self.clone();
+        tokio::spawn(async move {
+            for (id, call) in calls {
+                match call.await {
+                    Ok(_) => {
+                        this.inner.metrics.read_repairs.inc();
+                        tracing::debug!(replica = %id, key = ?key, "read repair");
+                    }
+                    Err(e) => tracing::debug!(replica = %id, "read repair failed: {e}"),
                 }
-                Err(e) => tracing::debug!(replica = %id, "read repair failed: {e}"),
             }
-        }
+        });
     }
 }
 

@@ -54,6 +54,47 @@ pub enum TransportError {
     Protocol(String, String),
 }
 
+/// Where the answer to a call goes: called once, by whichever task receives the answer. Dropped
+/// without an answer (a transport shutting down), it reports the call as unanswered, so no
+/// caller waits for an answer that will never come.
+pub struct Reply {
+    peer: Arc<str>,
+    to: Option<ReplyFn>,
+}
+
+/// What a [`Reply`] calls.
+type ReplyFn = Box<dyn FnOnce(Result<Response, TransportError>) + Send>;
+
+impl Reply {
+    pub fn new(
+        peer: Arc<str>,
+        to: impl FnOnce(Result<Response, TransportError>) + Send + 'static,
+    ) -> Self {
+        Reply {
+            peer,
+            to: Some(Box::new(to)),
+        }
+    }
+
+    /// Hands over the answer.
+    pub fn send(mut self, result: Result<Response, TransportError>) {
+        if let Some(to) = self.to.take() {
+            to(result);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(to) = self.to.take() {
+            to(Err(TransportError::Unreachable(
+                self.peer.to_string(),
+                "the request was dropped unsent".into(),
+            )));
+        }
+    }
+}
+
 /// The node side of a transport: what to do with what peers send.
 pub trait Handler: Send + Sync + 'static {
     /// A one-way message from `from`, an id the transport authenticated.
@@ -91,6 +132,13 @@ pub trait Transport: Send + Sync + 'static {
         req: EncodedRequest,
         timeout: Duration,
     ) -> BoxFuture<Result<Response, TransportError>>;
+    /// [`Transport::call_encoded`] with the answer handed to `reply` instead of awaited: the
+    /// coordinator's replica calls, by the thousand, need no future of their own. By default
+    /// a task awaits the call.
+    fn call_then(&self, to: &Peer, req: EncodedRequest, timeout: Duration, reply: Reply) {
+        let call = self.call_encoded(to, req, timeout);
+        tokio::spawn(async move { reply.send(call.await) });
+    }
     /// The fault table this transport applies.
     fn faults(&self) -> &FaultTable;
 }

@@ -51,7 +51,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::tls::{self, MAX_NODE_ID_LEN, NodeCredentials, TlsError};
 
-use super::{BoxFuture, FaultTable, Handler, Peer, Transport, TransportError};
+use super::{BoxFuture, FaultTable, Handler, Peer, Reply, Transport, TransportError};
 use crate::rpc::{self, EncodedRequest, OneWay, Request, Response};
 
 /// The UDP socket buffers a node asks for (each way).
@@ -971,44 +971,22 @@ impl QuicTransport {
         Ok(frame)
     }
 
-    /// Sends an encoded replica request through `peer`'s batch queue and waits for its
-    /// answer until `deadline`.
-    async fn call_batched(
-        &self,
-        peer: &Peer,
-        frame: Bytes,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Result<Response, TransportError> {
-        let (reply, answer) = oneshot::channel();
+    /// Puts an encoded replica request in `peer`'s batch queue; its answer goes to `reply`.
+    fn enqueue(&self, peer: &Peer, frame: Bytes, deadline: Instant, reply: Reply) {
         let queued = Queued {
             frame,
             deadline,
             reply,
         };
-        let queued = match self.batch_queue(peer).send(queued) {
-            Ok(()) => None,
-            Err(mpsc::error::SendError(q)) => Some(q),
-        };
-        let frame = match queued {
+        if let Err(mpsc::error::SendError(q)) = self.batch_queue(peer).send(queued) {
             // The queue's task is gone (the transport is shutting down): go alone.
-            Some(q) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                self.call_raw(peer, q.frame, left).await?
-            }
-            None => match timeout_at(deadline, answer).await {
-                Ok(Ok(result)) => result?,
-                Ok(Err(_)) => {
-                    return Err(TransportError::Unreachable(
-                        peer.id.to_string(),
-                        "the request was dropped unsent".into(),
-                    ));
-                }
-                Err(_) => return Err(TransportError::Timeout(peer.id.to_string(), timeout)),
-            },
-        };
-        rpc::decode::<Response>(&frame)
-            .map_err(|e| TransportError::Protocol(peer.id.to_string(), e.to_string()))
+            let (this, peer) = (self.clone(), peer.clone());
+            tokio::spawn(async move {
+                let left = q.deadline.saturating_duration_since(Instant::now());
+                let result = this.call_now(&peer, q.frame, left).await;
+                q.reply.send(result);
+            });
+        }
     }
 
     /// The batch queue of `peer`, started on first use.
@@ -1029,16 +1007,14 @@ impl QuicTransport {
 
     /// Sends what the queue gathered: alone when it is one request, else as one batch.
     async fn send_batch(&self, peer: &Peer, mut batch: Vec<Queued>) {
-        // Callers that gave up need no answer.
-        batch.retain(|q| !q.reply.is_closed());
         let Some(deadline) = batch.iter().map(|q| q.deadline).max() else {
             return;
         };
         let left = deadline.saturating_duration_since(Instant::now());
         if batch.len() == 1 {
             let q = batch.remove(0);
-            let result = self.call_raw(peer, q.frame, left).await;
-            let _ = q.reply.send(result);
+            let result = self.call_now(peer, q.frame, left).await;
+            q.reply.send(result);
             return;
         }
         // Each request, its length header and the envelope: the encoding is sized once.
@@ -1046,29 +1022,31 @@ impl QuicTransport {
         let (frames, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|q| (q.frame, q.reply)).unzip();
         let count = frames.len();
+        let protocol = |e: String| TransportError::Protocol(peer.id.to_string(), e);
         let outcome = match rpc::encode_sized(&Request::Batch(frames), size) {
             Ok(bytes) => self
                 .call_raw(peer, bytes.into(), left)
                 .await
                 .and_then(|frame| match rpc::decode::<Response>(&frame) {
                     Ok(Response::Batch(answers)) if answers.len() == count => Ok(answers),
-                    Ok(other) => Err(TransportError::Protocol(
-                        peer.id.to_string(),
-                        format!("a batch of {count} answered with {other:?}"),
-                    )),
-                    Err(e) => Err(TransportError::Protocol(peer.id.to_string(), e.to_string())),
+                    Ok(other) => Err(protocol(format!(
+                        "a batch of {count} answered with {other:?}"
+                    ))),
+                    Err(e) => Err(protocol(e.to_string())),
                 }),
-            Err(e) => Err(TransportError::Protocol(peer.id.to_string(), e.to_string())),
+            Err(e) => Err(protocol(e.to_string())),
         };
         match outcome {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
+                    let answer =
+                        rpc::decode::<Response>(&answer).map_err(|e| protocol(e.to_string()));
+                    reply.send(answer);
                 }
             }
             Err(e) => {
                 for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
+                    reply.send(Err(e.clone()));
                 }
             }
         }
@@ -1080,8 +1058,8 @@ struct Queued {
     /// The encoded request.
     frame: Bytes,
     deadline: Instant,
-    /// Where the encoded answer (or the failure) goes.
-    reply: oneshot::Sender<Result<Bytes, TransportError>>,
+    /// Where the answer (or the failure) goes.
+    reply: Reply,
 }
 
 /// Most requests, and bytes of requests, sent in one batch.
@@ -1231,14 +1209,38 @@ impl Transport for QuicTransport {
                 tokio::time::sleep(delay).await;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let batch = batchable(&req);
-            let bytes = req.bytes().clone();
-            if batch {
-                this.call_batched(&to, bytes, deadline, left).await
-            } else {
-                this.call_now(&to, bytes, left).await
+            if !batchable(&req) {
+                return this.call_now(&to, req.bytes().clone(), left).await;
+            }
+            let (tx, answer) = oneshot::channel();
+            let reply = Reply::new(Arc::clone(&to.id), move |result| {
+                let _ = tx.send(result);
+            });
+            this.enqueue(&to, req.bytes().clone(), deadline, reply);
+            match timeout_at(deadline, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(TransportError::Unreachable(
+                    to.id.to_string(),
+                    "the request was dropped unsent".into(),
+                )),
+                Err(_) => Err(TransportError::Timeout(to.id.to_string(), timeout)),
             }
         })
+    }
+
+    fn call_then(&self, to: &Peer, req: EncodedRequest, timeout: Duration, reply: Reply) {
+        if self.inner.faults.drops(&to.id) {
+            reply.send(Err(TransportError::Dropped(to.id.to_string())));
+            return;
+        }
+        // Small replica requests without an injected delay (the hot path) join the peer's
+        // batch queue here; the rest go the way of `call_encoded`, in a task.
+        if !batchable(&req) || !self.inner.faults.delay(&to.id).is_zero() {
+            let call = self.call_encoded(to, req, timeout);
+            tokio::spawn(async move { reply.send(call.await) });
+            return;
+        }
+        self.enqueue(to, req.bytes().clone(), Instant::now() + timeout, reply);
     }
 
     fn faults(&self) -> &FaultTable {
