@@ -135,18 +135,31 @@ pub fn encode<T: Serialize>(body: &T) -> Result<Vec<u8>, WireError> {
 /// how large it will be).
 pub fn encode_sized<T: Serialize>(body: &T, capacity: usize) -> Result<Vec<u8>, WireError> {
     let mut bytes = Vec::with_capacity(capacity.min(MAX_FRAME_BYTES));
-    rmp_serde::encode::write(
-        &mut bytes,
+    encode_append(&mut bytes, body)?;
+    Ok(bytes)
+}
+
+/// Encodes a message as one frame body at the end of `out` (many answers share one buffer);
+/// on an error `out` is left as it was.
+pub fn encode_append<T: Serialize>(out: &mut Vec<u8>, body: &T) -> Result<(), WireError> {
+    let start = out.len();
+    let written = rmp_serde::encode::write(
+        out,
         &Envelope {
             version: PROTOCOL_VERSION,
             body,
         },
     )
-    .map_err(|e| WireError::Malformed(e.to_string()))?;
-    if bytes.len() > MAX_FRAME_BYTES {
-        return Err(WireError::TooLarge(bytes.len()));
+    .map_err(|e| WireError::Malformed(e.to_string()));
+    let len = out.len() - start;
+    let result = match written {
+        Ok(()) if len > MAX_FRAME_BYTES => Err(WireError::TooLarge(len)),
+        other => other,
+    };
+    if result.is_err() {
+        out.truncate(start);
     }
-    Ok(bytes)
+    result
 }
 
 /// A request already encoded, so that one write going to several replicas is encoded once

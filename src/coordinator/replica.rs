@@ -237,4 +237,11 @@ impl Handler for PeerHandler {
             }
         }
     }
+
+    fn request_now(&self, _from: &str, req: Request) -> Result<Response, Box<Request>> {
+        match req {
+            Request::Read { .. } | Request::Merge { .. } => Ok(self.coordinator.serve_replica(req)),
+            other => Err(Box::new(other)),
+        }
+    }
 }

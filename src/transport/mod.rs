@@ -101,6 +101,13 @@ pub trait Handler: Send + Sync + 'static {
     fn one_way(&self, from: &str, msg: OneWay);
     /// A request from `from`; the answer goes back on the same exchange.
     fn request(&self, from: &str, req: Request) -> BoxFuture<Response>;
+    /// Answers `req` at once when that needs no waiting (a replica's read or merge of one
+    /// key), else gives it back for [`Handler::request`]: a batch of such requests is then
+    /// served in one pass, without a future for each.
+    fn request_now(&self, from: &str, req: Request) -> Result<Response, Box<Request>> {
+        let _ = from;
+        Err(Box::new(req))
+    }
 }
 
 /// Sending side of a transport.

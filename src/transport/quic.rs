@@ -700,7 +700,14 @@ struct Inner {
     faults: FaultTable,
     peers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<PeerSlot>>>>,
     /// Per peer, the queue of replica requests waiting to be sent in batches.
-    batchers: std::sync::Mutex<std::collections::HashMap<String, mpsc::UnboundedSender<Queued>>>,
+    /// Looked up twice per quorum write: hashed with foldhash, not SipHash.
+    batchers: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            mpsc::UnboundedSender<Queued>,
+            foldhash::fast::RandomState,
+        >,
+    >,
     /// Where incoming traffic goes, on accepted and on dialled connections alike. `None`
     /// until [`QuicTransport::serve`]: connections dialled before that (a node announces
     /// itself before it serves) wait for it, so the peer's traffic on them is not lost.
@@ -828,7 +835,7 @@ impl QuicTransport {
                             })?;
                             let resp = match req {
                                 Request::Batch(items) => serve_batch(&*handler, &id, items).await,
-                                req => handler.request(&id, req).await,
+                                req => serve_one(&*handler, &id, req).await,
                             };
                             let bytes = rpc::encode(&resp)
                                 .map_err(|_| QuicError::Protocol("unencodable response"))?;
@@ -1136,7 +1143,16 @@ fn batchable(req: &EncodedRequest) -> bool {
     req.is_replica_op() && req.bytes().len() <= BATCH_MAX_REQUEST_BYTES
 }
 
-/// Serves every request of a batch, in order, and packs the answers.
+/// Serves one request: at once when the handler can, else through its future.
+async fn serve_one(handler: &dyn Handler, from: &str, req: Request) -> Response {
+    match handler.request_now(from, req) {
+        Ok(resp) => resp,
+        Err(req) => handler.request(from, *req).await,
+    }
+}
+
+/// Serves every request of a batch, in order, and packs the answers (encoded into one
+/// buffer, each a view of it).
 async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<Bytes>) -> Response {
     if items.len() > rpc::MAX_BATCH {
         return Response::Error(format!(
@@ -1145,21 +1161,31 @@ async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<Bytes>) -> Re
             rpc::MAX_BATCH
         ));
     }
-    let mut answers = Vec::with_capacity(items.len());
+    let mut encoded = Vec::with_capacity(items.len() * 32);
+    let mut ends = Vec::with_capacity(items.len());
     for item in items {
         let resp = match rpc::decode::<Request>(&item) {
             Ok(Request::Batch(_)) => Response::Error("batches cannot be nested".into()),
-            Ok(req) => handler.request(from, req).await,
+            Ok(req) => serve_one(handler, from, req).await,
             Err(e) => Response::Error(format!("malformed request in a batch: {e}")),
         };
-        match rpc::encode(&resp) {
-            Ok(bytes) => answers.push(Bytes::from(bytes)),
-            Err(e) => answers.push(Bytes::from(
-                rpc::encode(&Response::Error(e.to_string())).unwrap_or_default(),
-            )),
+        if let Err(e) = rpc::encode_append(&mut encoded, &resp) {
+            // An error message always encodes.
+            let _ = rpc::encode_append(&mut encoded, &Response::Error(e.to_string()));
         }
+        ends.push(encoded.len());
     }
-    Response::Batch(answers)
+    let encoded = Bytes::from(encoded);
+    let mut start = 0;
+    Response::Batch(
+        ends.into_iter()
+            .map(|end| {
+                let answer = encoded.slice(start..end);
+                start = end;
+                answer
+            })
+            .collect(),
+    )
 }
 
 impl Transport for QuicTransport {
