@@ -196,6 +196,27 @@ impl EncodedRequest {
     }
 }
 
+/// The items of a [`Request::Batch`] or [`Response::Batch`], as views of the frame.
+#[derive(Deserialize)]
+enum BatchItems<'a> {
+    Batch(#[serde(borrow)] Vec<&'a [u8]>),
+}
+
+/// The items of a batch frame (of requests or of answers), each a view of `frame` rather than a
+/// copy; `None` when the frame is something else (or malformed: [`decode`] says which).
+pub fn batch_items(frame: &[u8]) -> Option<Vec<&[u8]>> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return None;
+    }
+    match rmp_serde::from_slice::<Envelope<BatchItems<'_>>>(frame) {
+        Ok(Envelope {
+            version: PROTOCOL_VERSION,
+            body: BatchItems::Batch(items),
+        }) => Some(items),
+        _ => None,
+    }
+}
+
 /// Decodes one frame body, checking its size and protocol version.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     if bytes.len() > MAX_FRAME_BYTES {
@@ -228,6 +249,23 @@ mod tests {
             decode::<Request>(&encode(&req).expect("encode")).expect("decode"),
             req
         );
+    }
+
+    #[test]
+    fn batch_items_are_read_in_place() {
+        let items = vec![
+            Bytes::from(encode(&Request::Ping).expect("encode")),
+            Bytes::from_static(b"\x01\x02"),
+        ];
+        let frame = encode(&Request::Batch(items.clone())).expect("encode");
+        let read = batch_items(&frame).expect("a batch");
+        assert_eq!(read, [&items[0][..], &items[1][..]]);
+        let range = frame.as_ptr_range();
+        assert!(read.iter().all(|i| range.contains(&i.as_ptr())), "copied");
+        let answers = encode(&Response::Batch(items)).expect("encode");
+        assert_eq!(batch_items(&answers).map(|a| a.len()), Some(2));
+        assert!(batch_items(&encode(&Request::Ping).expect("encode")).is_none());
+        assert!(batch_items(b"\xff\x00").is_none());
     }
 
     #[test]

@@ -829,13 +829,15 @@ impl QuicTransport {
                             if this.inner.faults.drops(&id) {
                                 return Err(QuicError::Protocol("dropped by fault injection"));
                             }
-                            let req = rpc::decode::<Request>(&frame).map_err(|e| {
-                                tracing::warn!(peer = %id, "malformed request, stream closed: {e}");
-                                QuicError::Protocol("malformed request")
-                            })?;
-                            let resp = match req {
-                                Request::Batch(items) => serve_batch(&*handler, &id, items).await,
-                                req => serve_one(&*handler, &id, req).await,
+                            let resp = match rpc::batch_items(&frame) {
+                                Some(items) => serve_batch(&*handler, &id, items).await,
+                                None => {
+                                    let req = rpc::decode::<Request>(&frame).map_err(|e| {
+                                        tracing::warn!(peer = %id, "malformed request, stream closed: {e}");
+                                        QuicError::Protocol("malformed request")
+                                    })?;
+                                    serve_one(&*handler, &id, req).await
+                                }
                             };
                             let bytes = rpc::encode(&resp)
                                 .map_err(|_| QuicError::Protocol("unencodable response"))?;
@@ -1034,20 +1036,23 @@ impl QuicTransport {
             Ok(bytes) => self
                 .call_raw(peer, bytes.into(), left)
                 .await
-                .and_then(|frame| match rpc::decode::<Response>(&frame) {
-                    Ok(Response::Batch(answers)) if answers.len() == count => Ok(answers),
-                    Ok(other) => Err(protocol(format!(
-                        "a batch of {count} answered with {other:?}"
-                    ))),
-                    Err(e) => Err(protocol(e.to_string())),
+                .and_then(|frame| match rpc::batch_items(&frame) {
+                    Some(answers) if answers.len() == count => Ok(answers
+                        .into_iter()
+                        .map(|answer| {
+                            rpc::decode::<Response>(answer).map_err(|e| protocol(e.to_string()))
+                        })
+                        .collect::<Vec<_>>()),
+                    _ => Err(protocol(match rpc::decode::<Response>(&frame) {
+                        Ok(other) => format!("a batch of {count} answered with {other:?}"),
+                        Err(e) => e.to_string(),
+                    })),
                 }),
             Err(e) => Err(protocol(e.to_string())),
         };
         match outcome {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
-                    let answer =
-                        rpc::decode::<Response>(&answer).map_err(|e| protocol(e.to_string()));
                     reply.send(answer);
                 }
             }
@@ -1153,7 +1158,7 @@ async fn serve_one(handler: &dyn Handler, from: &str, req: Request) -> Response 
 
 /// Serves every request of a batch, in order, and packs the answers (encoded into one
 /// buffer, each a view of it).
-async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<Bytes>) -> Response {
+async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<&[u8]>) -> Response {
     if items.len() > rpc::MAX_BATCH {
         return Response::Error(format!(
             "a batch of {} requests; at most {}",
@@ -1164,7 +1169,7 @@ async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<Bytes>) -> Re
     let mut encoded = Vec::with_capacity(items.len() * 32);
     let mut ends = Vec::with_capacity(items.len());
     for item in items {
-        let resp = match rpc::decode::<Request>(&item) {
+        let resp = match rpc::decode::<Request>(item) {
             Ok(Request::Batch(_)) => Response::Error("batches cannot be nested".into()),
             Ok(req) => serve_one(handler, from, req).await,
             Err(e) => Response::Error(format!("malformed request in a batch: {e}")),
