@@ -247,6 +247,12 @@ impl<T: Send + 'static> Tally<T> {
     pub fn pending(&self) -> usize {
         self.lock().pending.len()
     }
+
+    /// Whether answers came or are still to come after [`Tally::wait`] returned.
+    pub fn has_late(&self) -> bool {
+        let state = self.lock();
+        !state.pending.is_empty() || !state.ok.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +295,7 @@ mod tests {
         assert_eq!(g.ok.len(), 2);
         assert_eq!(&*g.ok[1].0, "a");
         assert_eq!(tally.pending(), 1);
+        assert!(tally.has_late());
         let (tx, rx) = tokio::sync::oneshot::channel();
         tally.when_all_in(g.ok, move |all| {
             let _ = tx.send(all);
@@ -302,6 +309,7 @@ mod tests {
     async fn when_all_in_runs_at_once_when_nothing_is_pending() {
         let tally = Tally::new(Needed::count(1), vec![("me".into(), Ok(0))], vec![], true);
         let g = tally.wait(Instant::now() + Duration::from_secs(1)).await;
+        assert!(!tally.has_late());
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&ran);
         tally.when_all_in(g.ok, move |all| {

@@ -812,12 +812,8 @@ impl Coordinator {
                 remote.push(t);
             }
         }
-        let tally = Tally::new(
-            needed.clone(),
-            ready,
-            remote.iter().map(|t| t.id.clone()).collect(),
-            true,
-        );
+        let others = placement.others(&self.inner.me);
+        let tally = Tally::new(needed.clone(), ready, others, true);
         if !remote.is_empty() {
             // Encoded once for every replica asked.
             match EncodedRequest::new(&Request::Read { key: key.clone() }) {
@@ -862,10 +858,10 @@ impl Coordinator {
             }
         }
         // Repairs go out once every answer is in (or timed out), from the task that receives
-        // the last; nothing to wait for and nobody behind (a single-replica read, or all
-        // agreed) means nothing to do.
+        // the last; no late answer and nobody behind (a single-replica read, or all agreed)
+        // means nothing to do.
         let behind = ok.iter().any(|(_, v)| v.as_ref() != merged.as_ref());
-        if tally.pending() > 0 || behind {
+        if behind || tally.has_late() {
             let (this, repair_key) = (self.clone(), key.clone());
             tally.when_all_in(ok, move |answered| {
                 this.read_repair(repair_key, placement, answered);
