@@ -71,6 +71,24 @@ pub struct Gathered<T> {
     pub failed: Vec<(NodeId, String)>,
 }
 
+impl<T> Gathered<T> {
+    /// The answers of an operation that asked no other node (a key whose only replica is
+    /// this one): nothing to wait for, no tally needed.
+    pub fn ready(ready: Vec<Answer<T>>) -> Self {
+        let mut g = Gathered {
+            ok: Vec::with_capacity(ready.len()),
+            failed: Vec::new(),
+        };
+        for (id, result) in ready {
+            match result {
+                Ok(v) => g.ok.push((id, v)),
+                Err(e) => g.failed.push((id, e)),
+            }
+        }
+        g
+    }
+}
+
 /// Successful answers, by replica.
 type Answers<T> = Vec<(NodeId, T)>;
 
@@ -124,24 +142,19 @@ impl<T: Send + 'static> Tally<T> {
         pending: Vec<NodeId>,
         keep_late: bool,
     ) -> Arc<Self> {
-        let mut state = State {
-            needed,
-            ok: Vec::with_capacity(ready.len() + pending.len()),
-            failed: Vec::new(),
-            pending,
-            waker: None,
-            returned: false,
-            keep_late,
-            all_in: None,
-        };
-        for (id, result) in ready {
-            match result {
-                Ok(v) => state.ok.push((id, v)),
-                Err(e) => state.failed.push((id, e)),
-            }
-        }
+        let Gathered { mut ok, failed } = Gathered::ready(ready);
+        ok.reserve(pending.len());
         Arc::new(Tally {
-            state: Mutex::new(state),
+            state: Mutex::new(State {
+                needed,
+                ok,
+                failed,
+                pending,
+                waker: None,
+                returned: false,
+                keep_late,
+                all_in: None,
+            }),
         })
     }
 

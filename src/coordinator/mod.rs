@@ -564,9 +564,13 @@ impl Coordinator {
             ready.push((self.inner.me.clone(), merged));
         }
         let others = placement.others(&self.inner.me);
-        let tally = Tally::new(needed.clone(), ready, others, false);
-        self.replicate(&key, delta, &placement, &plan, deadline, &tally);
-        let g = tally.wait(deadline).await;
+        let g = if others.is_empty() {
+            Gathered::ready(ready)
+        } else {
+            let tally = Tally::new(needed.clone(), ready, others, false);
+            self.replicate(&key, delta, &placement, &plan, deadline, &tally);
+            tally.wait(deadline).await
+        };
         written.acks = g.ok.len() as u32;
         if !needed.met(&g.ok) {
             return Err(unavailable(&needed, written.acks, &g.failed, "write"));
@@ -798,7 +802,7 @@ impl Coordinator {
         let placement = self.placement(&view, key, plan.n);
         let needed = needed(&plan.r, &placement.replicas)?;
         let now = self.now_ms();
-        let mut ready = Vec::new();
+        let mut ready = Vec::with_capacity(1);
         let mut remote = Vec::new();
         for t in &placement.replicas {
             if t.is(&self.inner.me) {
@@ -812,14 +816,25 @@ impl Coordinator {
                 remote.push(t);
             }
         }
-        let others = placement.others(&self.inner.me);
-        let tally = Tally::new(needed.clone(), ready, others, true);
-        if !remote.is_empty() {
+        // A key whose only replica is this node needs no tally.
+        let mut local = Some(ready);
+        let tally = if remote.is_empty() {
+            None
+        } else {
+            let (others, ready) = (placement.others(&self.inner.me), local.take());
+            Some(Tally::new(
+                needed.clone(),
+                ready.unwrap_or_default(),
+                others,
+                true,
+            ))
+        };
+        if let Some(tally) = &tally {
             // Encoded once for every replica asked.
             match EncodedRequest::new(&Request::Read { key: key.clone() }) {
                 Ok(read) => {
                     for t in remote {
-                        let (tally, id) = (Arc::clone(&tally), t.id.clone());
+                        let (tally, id) = (Arc::clone(tally), t.id.clone());
                         self.send_remote(t, read.clone(), deadline, "read", move |result| {
                             let state = result.and_then(|resp| match resp {
                                 Response::State(state) => Ok(state),
@@ -837,7 +852,10 @@ impl Coordinator {
                 }
             }
         }
-        let Gathered { mut ok, failed } = tally.wait(deadline).await;
+        let Gathered { mut ok, failed } = match &tally {
+            Some(tally) => tally.wait(deadline).await,
+            None => Gathered::ready(local.unwrap_or_default()),
+        };
         let answers = ok.len() as u32;
         let enough = needed.met(&ok);
         let merged = merge_all(ok.iter().map(|(_, v)| v));
@@ -861,11 +879,15 @@ impl Coordinator {
         // the last; no late answer and nobody behind (a single-replica read, or all agreed)
         // means nothing to do.
         let behind = ok.iter().any(|(_, v)| v.as_ref() != merged.as_ref());
-        if behind || tally.has_late() {
-            let (this, repair_key) = (self.clone(), key.clone());
-            tally.when_all_in(ok, move |answered| {
-                this.read_repair(repair_key, placement, answered);
-            });
+        match tally {
+            Some(tally) if behind || tally.has_late() => {
+                let (this, repair_key) = (self.clone(), key.clone());
+                tally.when_all_in(ok, move |answered| {
+                    this.read_repair(repair_key, placement, answered);
+                });
+            }
+            None if behind => self.read_repair(key.clone(), placement, ok),
+            _ => {}
         }
         if !enough {
             return Err(unavailable(&needed, answers, &failed, "read"));
