@@ -802,19 +802,21 @@ fn walk_bulk_array(input: &[u8], mut arg: impl FnMut(std::ops::Range<usize>)) ->
             Some(&b) if b != prefix => return Err(BulkArray::Other),
             Some(_) => {}
         }
-        let mut value: usize = 0;
+        // At most 11 digits: no overflow, and longer than any frame this node accepts.
+        let mut value: u64 = 0;
         let mut i = at + 1;
         loop {
             match input.get(i) {
                 None => return Err(BulkArray::Incomplete),
                 Some(b'\r') if i > at + 1 => break,
                 Some(&d) if d.is_ascii_digit() && i < at + 12 => {
-                    value = value * 10 + usize::from(d - b'0');
+                    value = value * 10 + u64::from(d - b'0');
                 }
                 Some(_) => return Err(BulkArray::Other),
             }
             i += 1;
         }
+        let value = usize::try_from(value).map_err(|_| BulkArray::Other)?;
         match input.get(i + 1) {
             None => Err(BulkArray::Incomplete),
             Some(b'\n') => Ok((value, i + 2)),
@@ -828,14 +830,15 @@ fn walk_bulk_array(input: &[u8], mut arg: impl FnMut(std::ops::Range<usize>)) ->
         }
         for _ in 0..count {
             let (len, start) = length(input, at, b'$')?;
-            let end = start + len;
-            match input.get(end..end + 2) {
+            let end = start.checked_add(len).ok_or(BulkArray::Other)?;
+            let after = end.checked_add(2).ok_or(BulkArray::Other)?;
+            match input.get(end..after) {
                 None => return Err(BulkArray::Incomplete),
                 Some(b"\r\n") => {}
                 Some(_) => return Err(BulkArray::Other),
             }
             arg(start..end);
-            at = end + 2;
+            at = after;
         }
         Ok((at, count))
     };

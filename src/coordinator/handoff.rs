@@ -118,31 +118,49 @@ impl Coordinator {
                             Ok(other) => format!("{}: unexpected answer {other:?}", target.id),
                             Err(e) => e,
                         };
-                        this.cover(target, write, error, tally);
+                        this.cover(target, write, None, error, tally);
                     });
                 }
-                Ok(_) => {
-                    let error = format!("{} is {}", t.id, t.state.as_str());
-                    self.cover(t.clone(), Arc::clone(&write), error, Arc::clone(tally));
-                }
-                Err(e) => {
-                    let error = format!("{}: the write could not be encoded: {e}", t.id);
-                    self.cover(t.clone(), Arc::clone(&write), error, Arc::clone(tally));
+                not_sent => {
+                    let error = match not_sent {
+                        Ok(_) => format!("{} is {}", t.id, t.state.as_str()),
+                        Err(e) => format!("{}: the write could not be encoded: {e}", t.id),
+                    };
+                    // Its fallback is claimed now, so that a suspect later in the list sees
+                    // whether one is left for it.
+                    let first = take(&write.pool);
+                    self.cover(
+                        t.clone(),
+                        Arc::clone(&write),
+                        first,
+                        error,
+                        Arc::clone(tally),
+                    );
                 }
             }
         }
     }
 
     /// Covers a replica that could not take a write (`error` says why) with a hint on a
-    /// fallback, in a task of its own, and reports the outcome: a fallback's acknowledgement
-    /// counts for the replica. Without one, the write is kept here for the owner, uncounted.
+    /// fallback (`first`, if one was claimed for it, then the pool's), in a task of its own,
+    /// and reports the outcome: a fallback's acknowledgement counts for the replica. Without
+    /// one, the write is kept here for the owner, uncounted.
     fn cover(
         &self,
         target: Target,
         write: Arc<ReplicaWrite>,
+        first: Option<Target>,
         error: String,
         tally: Arc<Tally<Option<Value>>>,
     ) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Outside a runtime (a transport dropping its queue as a test ends) no fallback
+            // can be called: the write is kept here for the owner.
+            if write.hints {
+                self.keep_hint(&target.id, write.key.clone(), &write.delta);
+            }
+            return tally.answer(target.id, Err(error));
+        };
         let this = self.clone();
         let cover = async move {
             let ReplicaWrite {
@@ -152,8 +170,11 @@ impl Coordinator {
                 deadline,
                 hints,
             } = &*write;
+            let mut first = first;
             while Instant::now() < *deadline {
-                let Some(fallback) = take(pool) else { break };
+                let Some(fallback) = first.take().or_else(|| take(pool)) else {
+                    break;
+                };
                 match this
                     .hint_on(&fallback, &target.id, key, delta, *deadline)
                     .await
@@ -167,10 +188,7 @@ impl Coordinator {
             }
             tally.answer(target.id, Err(error));
         };
-        // Outside a runtime (a transport dropping its queue as a test ends) nothing can run.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(cover);
-        }
+        runtime.spawn(cover);
     }
 
     /// Stores a hint for `owner` on `fallback` (in place when that is this node).

@@ -916,6 +916,10 @@ impl Coordinator {
             .filter(|(_, state)| state.as_ref() != Some(&merged))
             .filter_map(|(id, _)| placement.replicas.iter().find(|t| t.id == *id))
             .collect();
+        // Outside a runtime (a call's answer dropped as a test ends) nothing can be sent.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if stale.is_empty() {
             return;
         }
@@ -934,7 +938,7 @@ impl Coordinator {
             })
             .collect();
         let this = self.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             for (id, call) in calls {
                 match call.await {
                     Ok(_) => {

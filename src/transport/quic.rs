@@ -981,10 +981,11 @@ impl QuicTransport {
     }
 
     /// Puts an encoded replica request in `peer`'s batch queue; its answer goes to `reply`.
-    fn enqueue(&self, peer: &Peer, frame: Bytes, deadline: Instant, reply: Reply) {
+    fn enqueue(&self, peer: &Peer, frame: Bytes, timeout: Duration, reply: Reply) {
         let queued = Queued {
             frame,
-            deadline,
+            deadline: Instant::now() + timeout,
+            timeout,
             reply,
         };
         if let Err(mpsc::error::SendError(q)) = self.batch_queue(peer).send(queued) {
@@ -1028,36 +1029,60 @@ impl QuicTransport {
         }
         // Each request, its length header and the envelope: the encoding is sized once.
         let size: usize = batch.iter().map(|q| q.frame.len() + 8).sum::<usize>() + 16;
-        let (frames, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|q| (q.frame, q.reply)).unzip();
+        let (frames, mut replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|q| (q.frame, Some((q.deadline, q.timeout, q.reply))))
+            .unzip();
         let count = frames.len();
         let protocol = |e: String| TransportError::Protocol(peer.id.to_string(), e);
-        let outcome = match rpc::encode_sized(&Request::Batch(frames), size) {
-            Ok(bytes) => self
-                .call_raw(peer, bytes.into(), left)
-                .await
-                .and_then(|frame| match rpc::batch_items(&frame) {
-                    Some(answers) if answers.len() == count => Ok(answers
-                        .into_iter()
-                        .map(|answer| {
-                            rpc::decode::<Response>(answer).map_err(|e| protocol(e.to_string()))
-                        })
-                        .collect::<Vec<_>>()),
-                    _ => Err(protocol(match rpc::decode::<Response>(&frame) {
-                        Ok(other) => format!("a batch of {count} answered with {other:?}"),
-                        Err(e) => e.to_string(),
-                    })),
-                }),
-            Err(e) => Err(protocol(e.to_string())),
+        let call = async {
+            let bytes = rpc::encode_sized(&Request::Batch(frames), size)
+                .map_err(|e| protocol(e.to_string()))?;
+            self.call_raw(peer, bytes.into(), left).await
         };
+        tokio::pin!(call);
+        // The batch waits until its latest deadline; a caller whose own came well before (a
+        // request with a shorter timeout) hears of its timeout then, not when the batch ends.
+        let answered = loop {
+            let earliest = replies.iter().flatten().map(|(d, _, _)| *d).min();
+            let Some(earliest) =
+                earliest.filter(|e| deadline.saturating_duration_since(*e) > BATCH_DEADLINE_SLACK)
+            else {
+                break call.await;
+            };
+            tokio::select! {
+                biased;
+                answered = &mut call => break answered,
+                () = tokio::time::sleep_until(earliest) => {
+                    for slot in &mut replies {
+                        if let Some((_, timeout, reply)) = slot.take_if(|(d, _, _)| *d <= earliest) {
+                            reply.send(Err(TransportError::Timeout(peer.id.to_string(), timeout)));
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = answered.and_then(|frame| match rpc::batch_items(&frame) {
+            Some(answers) if answers.len() == count => Ok(answers
+                .into_iter()
+                .map(|answer| rpc::decode::<Response>(answer).map_err(|e| protocol(e.to_string())))
+                .collect::<Vec<_>>()),
+            _ => Err(protocol(match rpc::decode::<Response>(&frame) {
+                Ok(other) => format!("a batch of {count} answered with {other:?}"),
+                Err(e) => e.to_string(),
+            })),
+        });
+        let waiting = replies.into_iter();
         match outcome {
             Ok(answers) => {
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    reply.send(answer);
+                for (slot, answer) in waiting.zip(answers) {
+                    if let Some((_, _, reply)) = slot {
+                        reply.send(answer);
+                    }
                 }
             }
             Err(e) => {
-                for reply in replies {
+                for (_, _, reply) in waiting.flatten() {
                     reply.send(Err(e.clone()));
                 }
             }
@@ -1070,9 +1095,15 @@ struct Queued {
     /// The encoded request.
     frame: Bytes,
     deadline: Instant,
+    /// What the caller gave it (for the error when it runs out).
+    timeout: Duration,
     /// Where the answer (or the failure) goes.
     reply: Reply,
 }
+
+/// Callers of one batch whose deadlines are within this of its latest are answered when the
+/// batch is: no timer for the common case of equal timeouts.
+const BATCH_DEADLINE_SLACK: Duration = Duration::from_millis(10);
 
 /// Most requests, and bytes of requests, sent in one batch.
 const BATCH_MAX_REQUESTS: usize = 64;
@@ -1247,7 +1278,7 @@ impl Transport for QuicTransport {
             let reply = Reply::new(Arc::clone(&to.id), move |result| {
                 let _ = tx.send(result);
             });
-            this.enqueue(&to, req.bytes().clone(), deadline, reply);
+            this.enqueue(&to, req.bytes().clone(), left, reply);
             match timeout_at(deadline, answer).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(TransportError::Unreachable(
@@ -1271,7 +1302,7 @@ impl Transport for QuicTransport {
             tokio::spawn(async move { reply.send(call.await) });
             return;
         }
-        self.enqueue(to, req.bytes().clone(), Instant::now() + timeout, reply);
+        self.enqueue(to, req.bytes().clone(), timeout, reply);
     }
 
     fn faults(&self) -> &FaultTable {
