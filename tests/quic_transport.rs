@@ -19,7 +19,7 @@ use quorumkv::tls::{self, ClusterCa, NodeCredentials, TlsError, TlsPaths};
 use quorumkv::transport::quic::{
     self, MAX_FRAME_PAYLOAD, NodeEndpoint, QuicError, QuicTransport, accept_peer,
 };
-use quorumkv::transport::{BoxFuture, Faults, Handler, Peer, Transport, TransportError};
+use quorumkv::transport::{BoxFuture, Faults, Handler, Peer, Reply, Transport, TransportError};
 
 /// Generous deadline for anything that should happen "now".
 const T: Duration = Duration::from_secs(5);
@@ -704,10 +704,16 @@ impl Handler for TestHandler {
         Box::pin(async move {
             match req {
                 Request::Ping => Response::Pong { node },
-                // Answers name what they answer, to check batched answers go to their caller.
-                Request::Read { key } => Response::Pong {
-                    node: format!("{node} read {}", key.name),
-                },
+                // Answers name what they answer, to check batched answers go to their caller;
+                // keys named slow… take three seconds.
+                Request::Read { key } => {
+                    if key.name.starts_with("slow") {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                    }
+                    Response::Pong {
+                        node: format!("{node} read {}", key.name),
+                    }
+                }
                 req => Response::Error(format!("unexpected request {req:?}")),
             }
         })
@@ -843,6 +849,59 @@ async fn concurrent_replica_requests_are_batched_and_each_gets_its_own_answer() 
         }
         other => panic!("{other:?}"),
     }
+    n1.stop().await;
+    n2.stop().await;
+}
+
+// One runtime thread: both calls below are queued before the batch loop runs, so they
+// travel in one batch.
+#[tokio::test]
+async fn a_batched_call_times_out_at_its_own_deadline_not_the_batchs() {
+    let ca = ClusterCa::generate("alpha").expect("ca");
+    let n1 = TestNode::start(&ca, "n1");
+    let n2 = TestNode::start(&ca, "n2");
+    ping(&n1, &n2).await.expect("connected");
+    let read = |name: &str| {
+        let key = quorumkv::storage::Key::new(quorumkv::storage::Kind::Lww, name);
+        rpc::EncodedRequest::new(&Request::Read { key }).expect("encode")
+    };
+    // A slow request in flight, so that the next two travel together in one batch: two slow
+    // ones, the first with a long timeout, the second with a short one.
+    let first = tokio::spawn(n1.transport.call_encoded(&n2.peer, read("slow first"), T));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (tx, second) = tokio::sync::oneshot::channel();
+    let reply = Reply::new("n2".into(), move |r| {
+        let _ = tx.send(r);
+    });
+    n1.transport.call_then(
+        &n2.peer,
+        read("slow second"),
+        Duration::from_secs(20),
+        reply,
+    );
+    let (tx, quick) = tokio::sync::oneshot::channel();
+    let start = Instant::now();
+    let reply = Reply::new("n2".into(), move |r| {
+        let _ = tx.send((r, start.elapsed()));
+    });
+    n1.transport.call_then(
+        &n2.peer,
+        read("slow third"),
+        Duration::from_millis(300),
+        reply,
+    );
+    let (result, took) = quick.await.expect("an answer");
+    assert!(
+        matches!(result, Err(TransportError::Timeout(..))),
+        "{result:?}"
+    );
+    // Its batch is answered six seconds on, after both slow requests in it.
+    assert!(
+        took < Duration::from_secs(2),
+        "the timeout came after {took:?}"
+    );
+    assert!(second.await.expect("an answer").is_ok());
+    assert!(first.await.expect("task").is_ok());
     n1.stop().await;
     n2.stop().await;
 }
