@@ -817,17 +817,12 @@ impl Coordinator {
             }
         }
         // A key whose only replica is this node needs no tally.
-        let mut local = Some(ready);
-        let tally = if remote.is_empty() {
-            None
+        let (tally, ready) = if remote.is_empty() {
+            (None, ready)
         } else {
-            let (others, ready) = (placement.others(&self.inner.me), local.take());
-            Some(Tally::new(
-                needed.clone(),
-                ready.unwrap_or_default(),
-                others,
-                true,
-            ))
+            let others = remote.iter().map(|t| t.id.clone()).collect();
+            let tally = Tally::new(needed.clone(), ready, others, true);
+            (Some(tally), Vec::new())
         };
         if let Some(tally) = &tally {
             // Encoded once for every replica asked.
@@ -854,7 +849,7 @@ impl Coordinator {
         }
         let Gathered { mut ok, failed } = match &tally {
             Some(tally) => tally.wait(deadline).await,
-            None => Gathered::ready(local.unwrap_or_default()),
+            None => Gathered::ready(ready),
         };
         let answers = ok.len() as u32;
         let enough = needed.met(&ok);
