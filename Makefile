@@ -1,4 +1,4 @@
-# quorumkv: build, test and run a local cluster. See README.md.
+# quorumkv: build, test and run a local cluster. See README.md and docs/.
 SHELL := /bin/bash
 CARGO ?= cargo
 # The cluster file; absolute, or relative to the repository root.

@@ -1,11 +1,11 @@
-//! Benchmarks of the pure core. `make bench` runs them; figures are in the README.
+//! Benchmarks of the pure core. `make bench` runs them; figures are in docs/benchmarks.md.
 
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use quorumkv::causality::{CausalContext, Timestamp};
 use quorumkv::crdt::{Crdt, LwwRegister, MvRegister, OrSet, Version};
-use quorumkv::ring::{Arc, Ring, RingMember};
+use quorumkv::ring::{Ring, RingArc, RingMember};
 use quorumkv::storage::merkle::diff_local;
 use quorumkv::storage::{Key, Kind, MemStore, Store, Value};
 
@@ -109,7 +109,7 @@ fn merkle_diff(c: &mut Criterion) {
     }
     c.bench_function("Merkle diff, 100,000 keys, 10 differences", |bench| {
         bench.iter(|| {
-            let (found, _) = diff_local(a.merkle(), b.merkle(), Arc::FULL).expect("same depth");
+            let (found, _) = diff_local(a.merkle(), b.merkle(), RingArc::FULL).expect("same depth");
             assert_eq!(found.len(), 10);
             found
         })

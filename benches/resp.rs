@@ -9,7 +9,10 @@
 //! and the median of each cell is reported with its ratio to redis-server.
 //!
 //! `make bench` runs it (after the criterion benchmarks); `cargo bench --bench resp` alone.
-//! Environment: `QKV_BENCH_ROUNDS` (default 3), `QKV_BENCH_REQUESTS` (default 200000).
+//! Environment: `QKV_BENCH_ROUNDS` (default 3), `QKV_BENCH_REQUESTS` (default 200000), and
+//! `QKV_BENCH_BASELINE=/path/to/an/older/quorumkv`: that binary's one-node and three-node
+//! clusters run in the same interleaved rounds, so a change is measured against the build
+//! before it on the same machine at the same time.
 //! Under `cargo test --benches` (no `--bench` flag) it only checks that it would run.
 
 use std::collections::BTreeMap;
@@ -81,6 +84,7 @@ fn wait_for_health(http: SocketAddr) {
 /// Starts a quorumkv cluster of `nodes` nodes with N = `replicas`; returns the first node's
 /// RESP address.
 fn start_cluster(
+    bin: &str,
     dir: &Path,
     name: &str,
     nodes: usize,
@@ -91,7 +95,7 @@ fn start_cluster(
     // One runtime thread per node, as redis-server runs its commands on one thread. Measured
     // cheaper per request than one per core: three nodes share these two cores with
     // redis-benchmark, and a single node's second thread mostly wakes and steals from the
-    // first (README, Benchmarks).
+    // first (docs/benchmarks.md).
     let threads = 1;
     let mut text = format!(
         "[cluster]\nname = \"{name}\"\nreplicas = {replicas}\ndata_dir = \"{name}-data\"\n\
@@ -123,7 +127,7 @@ fn start_cluster(
     }
     std::fs::write(&config, text).expect("write config");
     drop(held);
-    let out = Command::new(BIN)
+    let out = Command::new(bin)
         .args(["certs", "--config"])
         .arg(&config)
         .output()
@@ -135,7 +139,7 @@ fn start_cluster(
     );
     for (id, _, _) in &addrs {
         let log = std::fs::File::create(dir.join(format!("{name}-{id}.log"))).expect("log");
-        let child = Command::new(BIN)
+        let child = Command::new(bin)
             .args(["node", "--config"])
             .arg(&config)
             .args(["--id", id])
@@ -225,13 +229,19 @@ fn main() {
             .expect("redis-server"),
     );
     wait_for_port(redis);
-    let one = start_cluster(&dir, "one", 1, 1, &mut procs);
-    let three = start_cluster(&dir, "three", 3, 3, &mut procs);
-    let targets = [
-        ("redis-server", redis.port()),
-        ("quorumkv 1 node, N=1", one.port()),
-        ("quorumkv 3 nodes, N=3 W=2 R=2", three.port()),
+    let one = start_cluster(BIN, &dir, "one", 1, 1, &mut procs);
+    let three = start_cluster(BIN, &dir, "three", 3, 3, &mut procs);
+    let mut targets = vec![
+        ("redis-server".to_string(), redis.port()),
+        ("quorumkv 1 node, N=1".to_string(), one.port()),
+        ("quorumkv 3 nodes, N=3 W=2 R=2".to_string(), three.port()),
     ];
+    if let Ok(baseline) = std::env::var("QKV_BENCH_BASELINE") {
+        let one = start_cluster(&baseline, &dir, "base-one", 1, 1, &mut procs);
+        let three = start_cluster(&baseline, &dir, "base-three", 3, 3, &mut procs);
+        targets.push(("baseline 1 node, N=1".to_string(), one.port()));
+        targets.push(("baseline 3 nodes, N=3 W=2 R=2".to_string(), three.port()));
+    }
     let mut samples: BTreeMap<Cell, Vec<Sample>> = BTreeMap::new();
     for round in 0..rounds {
         for pipeline in [1, 16] {

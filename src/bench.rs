@@ -38,7 +38,9 @@ pub enum BenchSpace {
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    /// Writes each key (`/counter`: adds 1).
     Put,
+    /// Reads each key.
     Get,
 }
 
@@ -70,6 +72,7 @@ pub struct BenchArgs {
     /// Bytes per value written.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
+    /// N, W, R, timeout and sloppy of every request.
     #[command(flatten)]
     pub quorum: crate::cli::QuorumArgs,
     /// Key prefix, so that runs do not share keys.
@@ -83,19 +86,29 @@ pub struct BenchArgs {
 /// What one phase measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseReport {
+    /// Which phase this was.
     pub phase: Phase,
+    /// Requests sent: `ok` plus every error.
     pub requests: u64,
+    /// Requests that succeeded.
     pub ok: u64,
     /// Reads that found no value (counted in `ok`).
     pub not_found: u64,
     /// Failed requests by error code (or `connection`, `protocol`).
     pub errors: BTreeMap<String, u64>,
+    /// Wall-clock time of the phase.
     pub seconds: f64,
+    /// Throughput: requests per second of wall-clock time.
     pub per_second: f64,
+    /// Median latency.
     pub p50_ms: f64,
+    /// 90th percentile latency.
     pub p90_ms: f64,
+    /// 99th percentile latency.
     pub p99_ms: f64,
+    /// 99.9th percentile latency.
     pub p999_ms: f64,
+    /// The slowest request.
     pub max_ms: f64,
     /// Log-scale latency buckets: (upper bound in ms, requests).
     pub histogram: Vec<(f64, u64)>,
@@ -104,14 +117,23 @@ pub struct PhaseReport {
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The key space driven.
     pub space: BenchSpace,
+    /// The nodes requests went to.
     pub nodes: Vec<String>,
+    /// Requests in flight at once.
     pub concurrency: u32,
+    /// Distinct keys.
     pub keys: u64,
+    /// Bytes per value written.
     pub value_size: usize,
+    /// N as given; `None`: the cluster's default.
     pub n: Option<String>,
+    /// W as given; `None`: the cluster's default.
     pub w: Option<String>,
+    /// R as given; `None`: the cluster's default.
     pub r: Option<String>,
+    /// One report per phase, in the order they ran.
     pub phases: Vec<PhaseReport>,
 }
 

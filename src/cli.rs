@@ -22,6 +22,7 @@ pub struct Target {
     /// The node to ask: http://HOST:PORT or HOST:PORT (any node coordinates any request).
     #[arg(long, env = "QUORUMKV_NODE", default_value = "http://127.0.0.1:8101")]
     pub node: String,
+    /// N, W, R, timeout and sloppy of the request.
     #[command(flatten)]
     pub quorum: QuorumArgs,
     /// Print one JSON object on stdout instead of text.
@@ -70,12 +71,17 @@ impl QuorumArgs {
     }
 }
 
-/// A key space that holds values (`/kv` with siblings and contexts, `/lww` last-write-wins).
+/// The key space a data command addresses: `/kv` (siblings and contexts), `/lww`
+/// (last-write-wins), `/counter` or `/set`.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Space {
+    /// `/kv`: values with causal contexts; concurrent writes become siblings.
     Kv,
+    /// `/lww`: one value per key; the latest write wins.
     Lww,
+    /// `/counter`: a counter that merges the increments of every replica.
     Counter,
+    /// `/set`: a set whose concurrent adds and removes merge.
     Set,
 }
 
@@ -84,7 +90,9 @@ pub enum Space {
 pub enum DataCommand {
     /// Reads a key: a value, its siblings, a counter or a set.
     Get {
+        /// The key to read.
         key: String,
+        /// The node to ask and the consistency.
         #[command(flatten)]
         target: Target,
         /// The key space to read.
@@ -93,9 +101,12 @@ pub enum DataCommand {
     },
     /// Writes a value (`-` reads it from stdin).
     Put {
+        /// The key to write.
         key: String,
+        /// The node to ask and the consistency.
         #[command(flatten)]
         target: Target,
+        /// The value, or `-` to read it from stdin.
         value: String,
         /// kv or lww.
         #[arg(long = "type", value_enum, default_value = "kv")]
@@ -109,43 +120,57 @@ pub enum DataCommand {
     },
     /// Deletes a key (/kv: what --context covers, or what a read at r sees).
     Delete {
+        /// The key to delete.
         key: String,
+        /// The node to ask and the consistency.
         #[command(flatten)]
         target: Target,
         /// kv or lww.
         #[arg(long = "type", value_enum, default_value = "kv")]
         space: Space,
+        /// /kv: the X-Context of an earlier read; the delete covers what that read saw.
         #[arg(long)]
         context: Option<String>,
     },
     /// Adds DELTA (default 1, may be negative) to a counter.
     #[command(allow_negative_numbers = true)]
     Incr {
+        /// The counter to change.
         key: String,
+        /// The node to ask and the consistency.
         #[command(flatten)]
         target: Target,
+        /// The amount to add; negative subtracts.
         #[arg(default_value_t = 1)]
         delta: i64,
     },
     /// Adds members to a set.
     Sadd {
+        /// The set to add to.
         key: String,
+        /// The node to ask and the consistency.
         #[command(flatten)]
         target: Target,
+        /// The members to add.
         #[arg(required = true)]
         members: Vec<String>,
     },
     /// Removes members from a set (the adds this removal has observed).
     Srem {
+        /// The set to remove from.
         key: String,
+        /// The node to ask and the consistency.
         #[command(flatten)]
         target: Target,
+        /// The members to remove.
         #[arg(required = true)]
         members: Vec<String>,
     },
     /// Lists a set's members, sorted.
     Smembers {
+        /// The set to list.
         key: String,
+        /// The node to ask and the consistency.
         #[command(flatten)]
         target: Target,
     },
@@ -196,8 +221,11 @@ pub async fn admin(command: AdminCommand) -> Outcome {
 /// What a command printed and how it ended.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// What goes to stdout: values, or with `--json` the one JSON object (errors too).
     pub stdout: Vec<u8>,
+    /// What goes to stderr: contexts, notes and errors for a person; empty with `--json`.
     pub stderr: String,
+    /// The exit code: 0 success, 1 not found, 2 any error.
     pub code: u8,
 }
 
@@ -217,7 +245,6 @@ impl Outcome {
     }
 }
 
-/// The consistency settings of `target`, validated as the node would validate them.
 impl DataCommand {
     /// The node and consistency the command was given.
     pub fn target(&self) -> &Target {

@@ -1,4 +1,4 @@
-//! A Rust client for one node's HTTP API: the four key spaces of API.md with per-request
+//! A Rust client for one node's HTTP API: the four key spaces of the HTTP API (docs/api.md) with per-request
 //! consistency, and the API's errors as values. The CLI, `quorumkv bench` and the end-to-end
 //! tests all talk to the cluster through it, so it is also the reference for how a client
 //! should use the contract (contexts, 300 answers, 503 bodies).
@@ -13,36 +13,50 @@ use serde::Deserialize;
 
 use crate::ops::Consistency;
 
-/// The header that carries a `/kv` causal context (API.md).
+/// The header that carries a `/kv` causal context.
 const CONTEXT_HEADER: &str = "x-context";
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    /// The node answered with an API.md error.
+    /// The node answered with an API error (`{"error", "message"}`).
     #[error("{code} ({status}): {message}")]
     Api {
+        /// The HTTP status of the answer.
         status: u16,
-        /// `bad_request`, `not_found`, `too_large`, `forbidden` or `quorum_unavailable`.
+        /// `bad_request`, `not_found`, `too_large`, `forbidden`, `quorum_unavailable` or
+        /// `unavailable` (a node that is joining or shutting down).
         code: String,
+        /// What is wrong and how to fix it, as the node wrote it.
         message: String,
         /// For `quorum_unavailable`: the acks needed and the acks received.
         needed: Option<u32>,
+        /// For `quorum_unavailable`: the acks received.
         acks: Option<u32>,
     },
     /// The node could not be reached, or the connection broke.
     #[error("cannot reach {url}: {message}")]
-    Connection { url: String, message: String },
+    Connection {
+        /// The URL of the request.
+        url: String,
+        /// The chain of causes of the transport error.
+        message: String,
+    },
     /// The request cannot be sent as asked (a malformed node address, a key no URL can carry).
     #[error("{0}")]
     Invalid(String),
     /// The node answered something the contract does not allow.
     #[error("unexpected answer from {url}: {message}")]
-    Protocol { url: String, message: String },
+    Protocol {
+        /// The URL of the request.
+        url: String,
+        /// What the answer held and why it does not fit.
+        message: String,
+    },
 }
 
 impl ClientError {
-    /// The API.md error code, when the node answered with one.
+    /// The API error code, when the node answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
@@ -312,7 +326,7 @@ impl Client {
     }
 
     /// `DELETE /admin/members/{id}`: removes a dead member from the cluster (an operator's
-    /// decision; see the README). `Ok` also when it had left or was removed already.
+    /// decision; docs/operations.md). `Ok` also when it had left or was removed already.
     pub async fn remove_member(&self, id: &str) -> Result<(), ClientError> {
         if matches!(id, "" | "." | "..") {
             return Err(ClientError::Invalid(format!(

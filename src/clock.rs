@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where a node reads the current time (Unix milliseconds) from.
 pub trait Clock: Send + Sync + 'static {
+    /// The current time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 }
 

@@ -15,9 +15,13 @@ use crate::ring::{Ring, RingError, RingMember};
 /// A quorum size as written in the file or a request: a number or a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quorum {
+    /// A single replica.
     One,
+    /// A majority of the replicas.
     Quorum,
+    /// Every replica.
     All,
+    /// Exactly this many replicas.
     Count(u32),
     /// A quorum of the key's replicas in the coordinating node's zone.
     LocalQuorum,
@@ -91,14 +95,25 @@ impl<'de> Deserialize<'de> for Quorum {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ClusterSettings {
+    /// Names the cluster in its CA certificate and in `make cluster`'s output.
     pub name: String,
+    /// Default N: how many nodes hold each key.
     pub replicas: u32,
+    /// Default R of a request that sets none.
     pub read_quorum: Quorum,
+    /// Default W of a request that sets none.
     pub write_quorum: Quorum,
+    /// Ring positions per node, unless the node sets its own.
     pub vnodes: u32,
+    /// Default `timeout_ms` of a request; also the deadline of read repairs, hint deliveries and
+    /// anti-entropy calls.
     pub request_timeout_ms: u64,
+    /// Largest value and HTTP body accepted.
     pub max_value_bytes: usize,
+    /// Enables `/admin/faults`, which lets tests drop traffic between nodes; leave it off outside
+    /// tests.
     pub fault_injection: bool,
+    /// Where TLS material, pid files and logs live; relative to the cluster file's directory.
     pub data_dir: PathBuf,
     /// Hinted handoff on or off (off: `sloppy` has nothing to count, and replicas that miss a
     /// write wait for read repair or anti-entropy).
@@ -106,7 +121,9 @@ pub struct ClusterSettings {
     /// Hinted handoff: most keys and bytes of hints one node holds for one other node, and
     /// the age after which a hint is dropped (keep it below `tombstone_grace_s`).
     pub hint_max_keys: usize,
+    /// Most bytes of hints one node holds for one other node.
     pub hint_max_bytes: usize,
+    /// Age in seconds after which a hint is dropped.
     pub hint_max_age_s: u64,
     /// How long a replica keeps a tombstone (a delete or an expired TTL) before forgetting
     /// it, like Cassandra's gc_grace_seconds: a replica that was away longer than this and
@@ -121,10 +138,11 @@ pub struct ClusterSettings {
     /// by half of it. 0 (the default): none.
     pub zone_delay_ms: u64,
     /// Threads of each node's async runtime; 0 (the default): one per core. Several nodes
-    /// sharing one machine run faster with fewer each (README, Benchmarks).
+    /// sharing one machine run faster with fewer each (docs/benchmarks.md).
     pub worker_threads: usize,
     /// Anti-entropy: time between rounds (0: off) and most keys repaired per second.
     pub anti_entropy_interval_ms: u64,
+    /// Most keys anti-entropy repairs per second, so repair does not crowd out requests.
     pub anti_entropy_keys_per_sec: u64,
 }
 
@@ -157,7 +175,10 @@ impl Default for ClusterSettings {
 /// One `[[node]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 pub struct NodeSettings {
+    /// The node's id: 1 to 64 ASCII letters, digits, `-`, `_` or `.`, unique in the file.
     pub id: String,
+    /// The zone (region, rack) the node is in, for zone-aware replica placement and the zone
+    /// quorums; `default` when absent.
     #[serde(default = "default_zone")]
     pub zone: String,
     /// QUIC address, node to node.
@@ -177,8 +198,10 @@ fn default_zone() -> String {
 /// A parsed cluster file.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
+    /// The `[cluster]` table; its defaults when absent.
     #[serde(default)]
     pub cluster: ClusterSettings,
+    /// The `[[node]]` entries.
     #[serde(default, rename = "node")]
     pub nodes: Vec<NodeSettings>,
     /// Directory of the file, against which a relative `data_dir` resolves.
@@ -189,15 +212,31 @@ pub struct Config {
 /// Why a cluster file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The cluster file.
         path: PathBuf,
+        /// Why reading failed.
         source: std::io::Error,
     },
+    /// The file is not TOML of the expected shape (a wrong type, an unknown quorum name).
     #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The cluster file; empty from [`Config::parse`], which has no path.
+        path: PathBuf,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// The file parses but breaks a rule (a quorum larger than `replicas`, a duplicate id
+    /// or address, a zero limit).
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The cluster file; empty from [`Config::parse`], which has no path.
+        path: PathBuf,
+        /// Which rule the file breaks.
+        message: String,
+    },
 }
 
 impl Config {

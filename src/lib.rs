@@ -14,13 +14,18 @@
 //! - [`transport`]: QUIC between processes, or an in-memory network, behind one trait.
 //! - [`node`]: the runtime that drives membership over a transport.
 //! - [`metrics`]: the node's Prometheus metrics.
-//! - [`coordinator`]: quorum reads and writes, forwarding, read repair; the replica side.
+//! - [`datatype`]: what each write means for its data type, and how reads are shown.
+//! - [`replica`]: a node's replica store, hints and clock, and the requests it serves.
+//! - [`coordinator`]: quorum reads and writes, forwarding, replication, read repair, hints,
+//!   anti-entropy.
 //! - [`http`]: the HTTP API.
 //! - [`resp`]: the Redis protocol (RESP2) front end.
 //! - [`process`]: running a node as a process (pid file, signals) and a local cluster.
 //! - [`client`]: a Rust client of the HTTP API.
 //! - [`cli`]: the data commands of the `quorumkv` binary (`get`, `put`, `incr`, ...).
 //! - [`bench`]: `quorumkv bench`, a load generator with latency percentiles.
+
+#![deny(missing_docs)]
 
 pub mod bench;
 pub mod causality;
@@ -30,12 +35,14 @@ pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod crdt;
+pub mod datatype;
 pub mod http;
 pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod process;
+pub mod replica;
 pub mod resp;
 pub mod ring;
 pub mod rpc;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: a node allocates small, short-lived buffers for
-/// every request, and glibc's malloc took about 15% of a busy node's CPU (README, Benchmarks).
+/// every request, and glibc's malloc took about 15% of a busy node's CPU (docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use quorumkv::bench::BenchArgs;

@@ -77,6 +77,7 @@ pub struct Metrics {
     pub read_repairs: IntCounter,
     /// Hinted handoff: hints stored for an unreachable owner, and delivered to it.
     pub hints_stored: IntCounter,
+    /// Hints the owner acknowledged, after which they are forgotten.
     pub hints_delivered: IntCounter,
     /// Hints given up by `reason`: `overflow` (past the per-owner bounds, oldest first) or
     /// `expired` (older than the maximum age).
@@ -86,7 +87,9 @@ pub struct Metrics {
     /// Keys repaired by Merkle-tree anti-entropy, its rounds, and the payload bytes it sent
     /// and received.
     pub anti_entropy_repairs: IntCounter,
+    /// Anti-entropy rounds run.
     pub anti_entropy_rounds: IntCounter,
+    /// Payload bytes of anti-entropy queries and answers, sent and received.
     pub anti_entropy_bytes: IntCounter,
     /// Members as this node sees them, by state; set at scrape time.
     pub members: IntGaugeVec,
@@ -106,6 +109,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
+    /// A fresh set of metrics in its own registry, all at zero.
     pub fn new() -> Self {
         let registry =
             Registry::new_custom(Some("quorumkv".into()), None).unwrap_or_else(|_| Registry::new());

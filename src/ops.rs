@@ -1,18 +1,17 @@
 //! What clients ask of the cluster, independent of the front end (HTTP, RESP, the CLI) and of
 //! the node that carries it out: the operations, their consistency settings and their errors.
 //!
-//! Writes that issue dots (a `/kv` put, a counter delta, a set update) are coordinated by a
-//! replica of their key; a node outside the key's preference list forwards them as they are
-//! written here, so these types are also part of the node-to-node protocol.
+//! A forwarded write carries its [`Plan`] and comes back with its [`Written`] or [`OpError`],
+//! so these types are also part of the node-to-node protocol. The writes themselves, type by
+//! type, are in [`crate::datatype`].
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::causality::CausalContext;
 use crate::config::Quorum;
-use crate::storage::{Kind, Value};
+use crate::storage::Value;
 
-/// Longest key, in bytes (API.md).
+/// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
 /// Longest request deadline a client may ask for, in milliseconds.
@@ -21,9 +20,13 @@ pub const MAX_TIMEOUT_MS: u64 = 60_000;
 /// A client's consistency settings as sent (`None`: the cluster default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Consistency {
+    /// Replicas to hold the key (N).
     pub n: Option<u32>,
+    /// Replica acks a write waits for (W).
     pub w: Option<Quorum>,
+    /// Replica answers a read waits for (R).
     pub r: Option<Quorum>,
+    /// How long the coordinating node waits for replicas, 1 to [`MAX_TIMEOUT_MS`].
     pub timeout_ms: Option<u64>,
     /// Dynamo's sloppy quorum: hinted writes to fallback nodes count toward `w`.
     pub sloppy: Option<bool>,
@@ -109,77 +112,21 @@ impl std::fmt::Display for Need {
 /// Consistency settings checked against the cluster: what the coordinator acts on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
+    /// Replicas of the key, at most the cluster's size.
     pub n: u32,
+    /// Acks a write waits for.
     pub w: Need,
+    /// Answers a read waits for.
     pub r: Need,
+    /// How long the coordinator waits for replicas before it answers 503.
     pub timeout_ms: u64,
+    /// Whether hinted writes to fallback nodes count toward `w`; on unless the client turned it
+    /// off.
     pub sloppy: bool,
 }
 
-/// A change to one key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Write {
-    /// `PUT /kv`: supersedes what `context` covers, a sibling of everything else.
-    KvPut {
-        value: Bytes,
-        context: Option<CausalContext>,
-        /// Time to live in milliseconds (HTTP's `ttl` is in seconds, Redis's `PX` in ms).
-        ttl_ms: Option<u64>,
-    },
-    /// `DELETE /kv`: removes what `context` covers, or what a read at R sees without one.
-    KvDelete {
-        context: Option<CausalContext>,
-    },
-    LwwPut {
-        value: Bytes,
-        /// Time to live in milliseconds (HTTP's `ttl` is in seconds, Redis's `PX` in ms).
-        ttl_ms: Option<u64>,
-    },
-    LwwDelete,
-    CounterAdd {
-        delta: i64,
-    },
-    SetUpdate {
-        add: Vec<String>,
-        remove: Vec<String>,
-    },
-}
-
-impl Write {
-    /// The key space the write belongs to.
-    pub fn kind(&self) -> Kind {
-        match self {
-            Write::KvPut { .. } | Write::KvDelete { .. } => Kind::Kv,
-            Write::LwwPut { .. } | Write::LwwDelete => Kind::Lww,
-            Write::CounterAdd { .. } => Kind::Counter,
-            Write::SetUpdate { .. } => Kind::Set,
-        }
-    }
-
-    /// Whether the write issues dots, so only a replica of the key may coordinate it: its
-    /// store knows the highest dot it handed out for the key.
-    pub fn issues_dots(&self) -> bool {
-        matches!(
-            self,
-            Write::KvPut { .. } | Write::CounterAdd { .. } | Write::SetUpdate { .. }
-        )
-    }
-
-    /// Short operation name for metrics and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Write::KvPut { .. } => "kv_put",
-            Write::KvDelete { .. } => "kv_delete",
-            Write::LwwPut { .. } => "lww_put",
-            Write::LwwDelete => "lww_delete",
-            Write::CounterAdd { .. } => "counter_add",
-            Write::SetUpdate { .. } => "set_update",
-        }
-    }
-}
-
 /// What a successful write reports back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Written {
     /// Replicas that acknowledged in time (at least W).
     pub acks: u32,
@@ -190,6 +137,7 @@ pub struct Written {
     /// Sets: members the write added (were absent) and removed (were present), as the
     /// coordinator saw them.
     pub added: u32,
+    /// Sets: members the write removed (were present), as the coordinator saw them.
     pub removed: u32,
 }
 
@@ -198,12 +146,13 @@ pub struct Written {
 pub struct ReadResult {
     /// `None`: no replica that answered has ever seen the key.
     pub value: Option<Value>,
+    /// Replicas whose answers were merged (at least R).
     pub answers: u32,
     /// The time the read was merged at; what is live is judged at this time.
     pub now_ms: u64,
 }
 
-/// Why an operation failed. Each maps onto one API.md error code.
+/// Why an operation failed. Each maps onto one API error code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum OpError {
     /// 400: the request itself is wrong; the message says how to fix it.
@@ -216,18 +165,22 @@ pub enum OpError {
     /// some replicas.
     #[error("needed {needed} replica answers, got {acks}: {message}")]
     Unavailable {
+        /// Replica answers or acks the operation needed.
         needed: u32,
+        /// How many arrived in time.
         acks: u32,
+        /// What went wrong (which replicas failed, or why none was asked), for the client.
         message: String,
     },
 }
 
 impl OpError {
+    /// A 400 with this message.
     pub fn bad(message: impl Into<String>) -> Self {
         OpError::BadRequest(message.into())
     }
 
-    /// The API.md error code.
+    /// The API error code.
     pub fn code(&self) -> &'static str {
         match self {
             OpError::BadRequest(_) => "bad_request",
@@ -237,7 +190,7 @@ impl OpError {
     }
 }
 
-/// Checks a key name against API.md's limits.
+/// Checks a key name against the API's limits (1 to 1024 bytes).
 pub fn check_key(name: &str) -> Result<(), OpError> {
     if name.is_empty() {
         return Err(OpError::bad("the key is empty; use 1 to 1024 bytes"));

@@ -18,13 +18,16 @@ use std::collections::BTreeMap;
 /// A member as the ring sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingMember {
+    /// The node's id; also what its vnode positions are hashed from.
     pub id: String,
+    /// The node's zone: a key gets one replica per zone before any zone gets a second.
     pub zone: String,
     /// Number of ring positions; proportional to the member's expected share of keys.
     pub vnodes: u32,
 }
 
 impl RingMember {
+    /// A member with `vnodes` ring positions.
     pub fn new(id: impl Into<String>, zone: impl Into<String>, vnodes: u32) -> Self {
         RingMember {
             id: id.into(),
@@ -37,8 +40,10 @@ impl RingMember {
 /// Why a ring could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {
+    /// Two members have this id.
     #[error("member id {0:?} appears twice")]
     DuplicateMember(String),
+    /// This member has no ring position.
     #[error("member {0:?} has 0 vnodes; give it at least 1")]
     NoVnodes(String),
 }
@@ -73,14 +78,18 @@ fn first_u64(bytes: &[u8; 32]) -> u64 {
 /// An arc of the ring: the positions in `(after, upto]`, wrapping past `u64::MAX`; when
 /// `after == upto` it is the whole ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Arc {
+pub struct RingArc {
+    /// The arc starts just past this position.
     pub after: u64,
+    /// The last position in the arc.
     pub upto: u64,
 }
 
-impl Arc {
-    pub const FULL: Arc = Arc { after: 0, upto: 0 };
+impl RingArc {
+    /// The whole ring.
+    pub const FULL: RingArc = RingArc { after: 0, upto: 0 };
 
+    /// Whether `pos` lies in the arc.
     pub fn contains(&self, pos: u64) -> bool {
         if self.after < self.upto {
             pos > self.after && pos <= self.upto
@@ -161,14 +170,17 @@ impl Ring {
         &self.members
     }
 
+    /// Whether the ring has no member, so no key has a replica.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
 
+    /// Number of members.
     pub fn len(&self) -> usize {
         self.members.len()
     }
 
+    /// The member with this id, if it is on the ring.
     pub fn member(&self, id: &str) -> Option<&RingMember> {
         self.index_of(id).map(|i| &self.members[i])
     }
@@ -258,9 +270,9 @@ impl Ring {
 
     /// For each other member, the arcs of the ring where both it and `me` are among the first
     /// `n` replicas: what the two must hold alike, and so compare in anti-entropy. Adjacent
-    /// arcs are joined; a member that shares the whole ring gets [`Arc::FULL`].
-    pub fn shared_arcs(&self, me: &str, n: usize) -> BTreeMap<String, Vec<Arc>> {
-        let mut shared: BTreeMap<String, Vec<Arc>> = BTreeMap::new();
+    /// arcs are joined; a member that shares the whole ring gets [`RingArc::FULL`].
+    pub fn shared_arcs(&self, me: &str, n: usize) -> BTreeMap<String, Vec<RingArc>> {
+        let mut shared: BTreeMap<String, Vec<RingArc>> = BTreeMap::new();
         if self.index_of(me).is_none() {
             return shared;
         }
@@ -286,14 +298,14 @@ impl Ring {
     }
 
     /// The arcs for which `id` is the primary owner, in ring order.
-    pub fn primary_arcs(&self, id: &str) -> Vec<Arc> {
+    pub fn primary_arcs(&self, id: &str) -> Vec<RingArc> {
         let Some(idx) = self.index_of(id) else {
             return Vec::new();
         };
         let n = self.positions.len();
         (0..n)
             .filter(|&i| self.owners[i] as usize == idx)
-            .map(|i| Arc {
+            .map(|i| RingArc {
                 after: self.positions[(i + n - 1) % n],
                 upto: self.positions[i],
             })
@@ -303,7 +315,9 @@ impl Ring {
 
 /// A preference list: the replicas, then the fallbacks as a lazy walk.
 pub struct PreferenceList<'a> {
+    /// The key's N replicas, in placement order.
     pub replicas: Vec<&'a RingMember>,
+    /// The members after the replicas, for hinted handoff to write to in turn.
     pub fallbacks: Walk<'a>,
 }
 
@@ -390,21 +404,21 @@ impl<'a> Iterator for Walk<'a> {
 
 /// The arcs `(positions[i-1], positions[i]]` for which `pick[i]` holds, with neighbours
 /// joined (also across the wrap); all of them is the full ring.
-fn join_arcs(positions: &[u64], pick: &[bool]) -> Vec<Arc> {
+fn join_arcs(positions: &[u64], pick: &[bool]) -> Vec<RingArc> {
     let n = positions.len();
     if n == 0 || !pick.iter().any(|p| *p) {
         return Vec::new();
     }
     if pick.iter().all(|p| *p) {
-        return vec![Arc::FULL];
+        return vec![RingArc::FULL];
     }
     // Start right after an unpicked vnode so no run is cut by the wrap.
     let start = (0..n).find(|&i| !pick[i]).map_or(0, |i| (i + 1) % n);
     let mut arcs = Vec::new();
-    let mut run: Option<Arc> = None;
+    let mut run: Option<RingArc> = None;
     for k in 0..n {
         let i = (start + k) % n;
-        let arc = Arc {
+        let arc = RingArc {
             after: positions[(i + n - 1) % n],
             upto: positions[i],
         };
@@ -488,9 +502,9 @@ mod tests {
 
     #[test]
     fn arcs_wrap() {
-        let a = Arc { after: 10, upto: 2 };
+        let a = RingArc { after: 10, upto: 2 };
         assert!(a.contains(11) && a.contains(0) && a.contains(2));
         assert!(!a.contains(10) && !a.contains(5));
-        assert!(Arc::FULL.contains(0) && Arc::FULL.contains(u64::MAX));
+        assert!(RingArc::FULL.contains(0) && RingArc::FULL.contains(u64::MAX));
     }
 }

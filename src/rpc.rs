@@ -8,19 +8,20 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{OpError, Plan, Write, Written};
-use crate::ring::Arc;
+use crate::datatype::Write;
+use crate::ops::{OpError, Plan, Written};
+use crate::ring::RingArc;
 use crate::storage::merkle::{Answer, Hash, Query};
-use crate::storage::{Key, Value};
+use crate::storage::{Key, StoreError, Value};
 
 /// Most requests one [`Request::Batch`] may carry.
 pub const MAX_BATCH: usize = 1024;
 
-/// Most arcs one [`Request::ArcHashes`] may name.
+/// Most arcs one [`ArcHashes`] may name.
 pub const MAX_ARCS: usize = 1 << 16;
 
 /// Version of the messages below; bump on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame a node accepts, checked before anything is allocated for it.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
@@ -32,77 +33,288 @@ pub enum OneWay {
     Gossip(Bytes),
 }
 
-/// Messages that expect an answer.
+/// Liveness and identity check; answered with the answering node's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping;
+
+/// A replica's state of one key; `None` if it has never seen it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Read {
+    /// The key to read.
+    pub key: Key,
+}
+
+/// Merge a delta or a whole state into a replica (a write, or a repair); answered with the
+/// merged state when `reply_state` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merge {
+    /// The key to merge into.
+    pub key: Key,
+    /// The delta or state to merge.
+    pub value: Value,
+    /// Answer with the merged state (a counter's coordinator reports the merged value).
+    pub reply_state: bool,
+}
+
+/// Coordinate a client's write on behalf of a node that is not a replica of the key (writes
+/// that issue dots need a replica's store). `id` is unique per forwarded write: a replica runs
+/// each id once, so a duplicated or retried message cannot apply (or count) the write twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coordinate {
+    /// Unique per forwarded write; the same for every attempt of it.
+    pub id: String,
+    /// The key written.
+    pub key: Key,
+    /// The client's write.
+    pub write: Write,
+    /// The consistency settings the forwarding node checked.
+    pub plan: Plan,
+}
+
+/// Hold a write for `owner`, a replica that could not take it, and deliver it when the owner
+/// is reachable again (hinted handoff).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hint {
+    /// The replica the write was meant for.
+    pub owner: String,
+    /// The key written.
+    pub key: Key,
+    /// The write's delta.
+    pub value: Value,
+}
+
+/// Merge many keys at once (hint delivery, anti-entropy, ownership transfers); answered with
+/// the items that could not be merged (by index) and why, empty when all were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeBatch {
+    /// Keys and the states to merge into them.
+    pub items: Vec<(Key, Value)>,
+}
+
+/// The states of many keys at once; answered with one state per key, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadBatch {
+    /// The keys to read.
+    pub keys: Vec<Key>,
+}
+
+/// The replica's Merkle hash of each arc (anti-entropy's first, cheap comparison); answered
+/// with one hash per arc, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArcHashes {
+    /// At most [`MAX_ARCS`] arcs.
+    pub arcs: Vec<RingArc>,
+}
+
+/// One step of a Merkle diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerkleStep {
+    /// The part of the tree the asking node wants to see.
+    pub query: Query,
+}
+
+/// Messages that expect an answer, as they travel. Each one but [`Request::Batch`] carries a
+/// message type that implements [`Call`], which names its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Liveness and identity check; answered with [`Response::Pong`].
+    /// [`Ping`].
     Ping,
-    /// A replica's state of one key; answered with [`Response::State`].
-    Read { key: Key },
-    /// Merge a delta or a whole state into a replica (a write, or a repair); answered with
-    /// [`Response::Merged`], carrying the merged state when `reply_state` asks for it.
-    Merge {
-        key: Key,
-        value: Value,
-        reply_state: bool,
-    },
-    /// Coordinate a client's write on behalf of a node that is not a replica of the key
-    /// (writes that issue dots need a replica's store); answered with [`Response::Written`].
-    /// `id` is unique per forwarded write: a replica runs each id once, so a duplicated or
-    /// retried message cannot apply (or count) the write twice.
-    Coordinate {
-        id: String,
-        key: Key,
-        write: Write,
-        plan: Plan,
-    },
-    /// Hold a write for `owner`, a replica that could not take it, and deliver it when the
-    /// owner is reachable again (hinted handoff); answered with [`Response::Merged`].
-    Hint {
-        owner: String,
-        key: Key,
-        value: Value,
-    },
-    /// Merge many keys at once (hint delivery, anti-entropy, ownership transfers); answered
-    /// with [`Response::MergedBatch`].
-    MergeBatch { items: Vec<(Key, Value)> },
-    /// The states of many keys at once; answered with [`Response::States`], in order.
-    ReadBatch { keys: Vec<Key> },
-    /// The replica's Merkle hash of each arc (anti-entropy's first, cheap comparison);
-    /// answered with [`Response::Hashes`], in order.
-    ArcHashes { arcs: Vec<Arc> },
-    /// One step of a Merkle diff; answered with [`Response::Merkle`].
-    Merkle { query: Query },
+    /// [`Read`].
+    Read(Read),
+    /// [`Merge`].
+    Merge(Merge),
+    /// [`Coordinate`].
+    Coordinate(Coordinate),
+    /// [`Hint`].
+    Hint(Hint),
+    /// [`MergeBatch`].
+    MergeBatch(MergeBatch),
+    /// [`ReadBatch`].
+    ReadBatch(ReadBatch),
+    /// [`ArcHashes`].
+    ArcHashes(ArcHashes),
+    /// [`MerkleStep`].
+    MerkleStep(MerkleStep),
     /// Several requests, each encoded as its own frame, sent together by the transport when
     /// many are on their way to one peer at once; answered with [`Response::Batch`], one
     /// encoded answer per request, in order. Never nested.
     Batch(Vec<Bytes>),
 }
 
-/// Answers to [`Request`]s.
+/// Answers to [`Request`]s, as they travel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// Answer to [`Request::Ping`], with the answering node's id.
-    Pong { node: String },
-    /// The replica's state of the key, `None` if it has never seen it.
+    /// Answer to [`Ping`], with the answering node's id.
+    Pong {
+        /// The answering node.
+        node: String,
+    },
+    /// Answer to [`Read`].
     State(Option<Value>),
-    /// The merge was applied; the merged state if it was asked for.
+    /// Answer to [`Merge`]: the merged state if it was asked for.
     Merged(Option<Value>),
-    /// The outcome of a coordinated write.
+    /// Answer to [`Coordinate`]: the outcome of the write.
     Written(Result<Written, OpError>),
-    /// The outcome of a [`Request::MergeBatch`]: the items that could not be merged (by
-    /// index) and why; empty when all were.
-    MergedBatch { failed: Vec<(u32, String)> },
-    /// Answer to [`Request::ReadBatch`]: one state per key asked, in order.
+    /// Answer to [`Hint`]: the hint is held.
+    Held,
+    /// Answer to [`MergeBatch`]: the items that could not be merged, by index.
+    MergedBatch(Vec<(u32, StoreError)>),
+    /// Answer to [`ReadBatch`].
     States(Vec<Option<Value>>),
-    /// Answer to [`Request::ArcHashes`].
+    /// Answer to [`ArcHashes`].
     Hashes(Vec<Hash>),
-    /// Answer to [`Request::Merkle`].
+    /// Answer to [`MerkleStep`].
     Merkle(Answer<Key>),
     /// Answer to [`Request::Batch`].
     Batch(Vec<Bytes>),
-    /// The request could not be served; says why.
-    Error(String),
+    /// The request could not be served.
+    Error(ReplicaError),
+}
+
+impl Response {
+    /// The variant's name, for the error about an answer of the wrong kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Pong { .. } => "Pong",
+            Response::State(_) => "State",
+            Response::Merged(_) => "Merged",
+            Response::Written(_) => "Written",
+            Response::Held => "Held",
+            Response::MergedBatch(_) => "MergedBatch",
+            Response::States(_) => "States",
+            Response::Hashes(_) => "Hashes",
+            Response::Merkle(_) => "Merkle",
+            Response::Batch(_) => "Batch",
+            Response::Error(_) => "Error",
+        }
+    }
+}
+
+/// Why a node could not serve a request. Typed, so that a coordinator can tell a replica that
+/// is still bootstrapping from one that refused a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ReplicaError {
+    /// The replica is still receiving its keys after a start and answers no reads yet.
+    #[error("bootstrapping: this replica is still receiving its keys and answers no reads yet")]
+    NotServingReads,
+    /// The store refused the change.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// More arcs in one [`ArcHashes`] than a replica answers.
+    #[error("{asked} arcs asked for; at most {MAX_ARCS} per request")]
+    TooManyArcs {
+        /// How many were asked for.
+        asked: usize,
+    },
+    /// A Merkle query that does not fit this replica's tree.
+    #[error("merkle query: {0}")]
+    Merkle(String),
+    /// A batch of more than [`MAX_BATCH`] requests.
+    #[error("a batch of {0} requests; at most {MAX_BATCH}")]
+    BatchTooLarge(usize),
+    /// A batch inside a batch.
+    #[error("batches cannot be nested")]
+    NestedBatch,
+    /// A request inside a batch that did not decode.
+    #[error("malformed request in a batch: {0}")]
+    Malformed(String),
+    /// A request this part of the node does not serve.
+    #[error("{0} is not served here")]
+    NotServed(String),
+}
+
+impl Request {
+    /// The message's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => Ping::NAME,
+            Request::Read(_) => Read::NAME,
+            Request::Merge(_) => Merge::NAME,
+            Request::Coordinate(_) => Coordinate::NAME,
+            Request::Hint(_) => Hint::NAME,
+            Request::MergeBatch(_) => MergeBatch::NAME,
+            Request::ReadBatch(_) => ReadBatch::NAME,
+            Request::ArcHashes(_) => ArcHashes::NAME,
+            Request::MerkleStep(_) => MerkleStep::NAME,
+            Request::Batch(_) => "Batch",
+        }
+    }
+}
+
+/// A request message paired with the answer it gets, as Garage pairs a message with its
+/// response: callers get the answer typed, and the check that an answer is of the right kind
+/// is written once, here, rather than at every call.
+pub trait Call: Into<Request> + Send + 'static {
+    /// What a successful call answers.
+    type Answer: Send + 'static;
+    /// The message's name, for logs and errors.
+    const NAME: &'static str;
+    /// The answer as it travels.
+    fn respond(answer: Self::Answer) -> Response;
+    /// The answer out of what travelled; gives the response back when it is of another kind.
+    fn answer(response: Response) -> Result<Self::Answer, Response>;
+}
+
+/// Implements [`Call`] for a message whose answer is one variant of [`Response`].
+macro_rules! call {
+    ($msg:ident => $answer:ty, |$a:ident| $respond:expr, $pattern:pat => $out:expr) => {
+        impl From<$msg> for Request {
+            fn from(msg: $msg) -> Request {
+                Request::$msg(msg)
+            }
+        }
+
+        impl Call for $msg {
+            type Answer = $answer;
+            const NAME: &'static str = stringify!($msg);
+            fn respond($a: $answer) -> Response {
+                $respond
+            }
+            fn answer(response: Response) -> Result<$answer, Response> {
+                match response {
+                    $pattern => Ok($out),
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+
+call!(Read => Option<Value>, |a| Response::State(a), Response::State(a) => a);
+call!(Merge => Option<Value>, |a| Response::Merged(a), Response::Merged(a) => a);
+call!(Coordinate => Result<Written, OpError>, |a| Response::Written(a), Response::Written(a) => a);
+call!(Hint => (), |_a| Response::Held, Response::Held => ());
+call!(MergeBatch => Vec<(u32, StoreError)>, |a| Response::MergedBatch(a), Response::MergedBatch(a) => a);
+call!(ReadBatch => Vec<Option<Value>>, |a| Response::States(a), Response::States(a) => a);
+call!(ArcHashes => Vec<Hash>, |a| Response::Hashes(a), Response::Hashes(a) => a);
+call!(MerkleStep => Answer<Key>, |a| Response::Merkle(a), Response::Merkle(a) => a);
+
+impl From<Ping> for Request {
+    fn from(_: Ping) -> Request {
+        Request::Ping
+    }
+}
+
+impl Call for Ping {
+    type Answer = String;
+    const NAME: &'static str = "Ping";
+    fn respond(node: String) -> Response {
+        Response::Pong { node }
+    }
+    fn answer(response: Response) -> Result<String, Response> {
+        match response {
+            Response::Pong { node } => Ok(node),
+            other => Err(other),
+        }
+    }
+}
+
+/// A served request's answer as it travels: the typed answer, or the error.
+pub fn respond<C: Call>(result: Result<C::Answer, ReplicaError>) -> Response {
+    match result {
+        Ok(answer) => C::respond(answer),
+        Err(e) => Response::Error(e),
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -114,10 +326,13 @@ struct Envelope<T> {
 /// Why a frame was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
+    /// The bytes are not a message of this protocol.
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// A message of another protocol version.
     #[error("frame of protocol version {0}, this node speaks {PROTOCOL_VERSION}")]
     Version(u16),
+    /// A frame over [`MAX_FRAME_BYTES`].
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES}")]
     TooLarge(usize),
 }
@@ -172,10 +387,11 @@ pub struct EncodedRequest {
 }
 
 impl EncodedRequest {
+    /// Encodes `req` once, for as many sends as needed.
     pub fn new(req: &Request) -> Result<Self, WireError> {
         Ok(EncodedRequest {
             bytes: Bytes::from(encode(req)?),
-            replica_op: matches!(req, Request::Read { .. } | Request::Merge { .. }),
+            replica_op: matches!(req, Request::Read(_) | Request::Merge(_)),
         })
     }
 
@@ -193,6 +409,37 @@ impl EncodedRequest {
     /// The request again, for transports that hand requests over in memory.
     pub fn decode(&self) -> Result<Request, WireError> {
         decode(&self.bytes)
+    }
+}
+
+/// A message of type `C` already encoded, so that one write going to several replicas is
+/// encoded once; its type still names the answer.
+pub struct Encoded<C> {
+    request: EncodedRequest,
+    call: std::marker::PhantomData<fn() -> C>,
+}
+
+impl<C: Call> Encoded<C> {
+    /// Encodes `msg`.
+    pub fn new(msg: C) -> Result<Self, WireError> {
+        Ok(Encoded {
+            request: EncodedRequest::new(&msg.into())?,
+            call: std::marker::PhantomData,
+        })
+    }
+
+    /// The encoded request, as transports take it.
+    pub fn request(&self) -> &EncodedRequest {
+        &self.request
+    }
+}
+
+impl<C> Clone for Encoded<C> {
+    fn clone(&self) -> Self {
+        Encoded {
+            request: self.request.clone(),
+            call: std::marker::PhantomData,
+        }
     }
 }
 

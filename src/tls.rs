@@ -20,7 +20,11 @@
 //! rustls / webpki verify server identities *only* against subjectAltName
 //! entries; the subject CN is ignored. Putting the node id in a dNSName SAN
 //! means rustls itself enforces "the server I dialled really is `n2`" with the
-//! stock verifier, no custom `ServerCertVerifier` needed. For the reverse
+//! stock verifier. The one custom `ServerCertVerifier` here (`NodeServerVerifier`)
+//! wraps the stock one for a single case: dialling `--join HOST:PORT` without
+//! knowing who listens there, it accepts any node certificate of the cluster CA
+//! for the special name [`ANY_NODE_SERVER_NAME`] and verifies every other name
+//! exactly as the stock verifier does. For the reverse
 //! direction (server learning who the client is), webpki exposes
 //! [`webpki::Cert::valid_dns_names`] on an already-verified certificate, so no
 //! general-purpose X.509 parser (x509-parser) is required. The CN is also set
@@ -692,18 +696,22 @@ pub fn client_tls_config(
 /// Where a cluster's TLS material lives: `<data_dir>/tls/`.
 #[derive(Debug, Clone)]
 pub struct TlsPaths {
+    /// The `tls` directory itself.
     pub dir: PathBuf,
 }
 
 impl TlsPaths {
+    /// The paths under `<data_dir>/tls/`.
     pub fn new(data_dir: &Path) -> Self {
         TlsPaths {
             dir: data_dir.join("tls"),
         }
     }
+    /// `ca.pem`: the CA certificate every node needs to check its peers.
     pub fn ca_cert(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
+    /// `ca.key`: the CA's private key, needed only to issue node certificates.
     pub fn ca_key(&self) -> PathBuf {
         self.dir.join("ca.key")
     }
@@ -711,6 +719,7 @@ impl TlsPaths {
     pub fn node_cert(&self, id: &str) -> PathBuf {
         self.dir.join(format!("node-{id}.pem"))
     }
+    /// `node-<id>.key`: the node's private key, written mode 0600.
     pub fn node_key(&self, id: &str) -> PathBuf {
         self.dir.join(format!("node-{id}.key"))
     }

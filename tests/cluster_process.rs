@@ -23,7 +23,7 @@ async fn three_nodes_detect_a_killed_node_and_its_restart() {
         .await;
     eprintln!("3 nodes all alive everywhere after {took:?}");
 
-    // The status document has exactly the fields of API.md, and the shares sum to 1.
+    // The status document has exactly the documented fields, and the shares sum to 1.
     let status = c.status("n1").await.expect("status");
     assert_eq!(status["node"], "n1");
     let members = status["members"].as_array().expect("members");

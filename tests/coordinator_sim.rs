@@ -13,7 +13,7 @@
 //!
 //! A crash here stops the node's runtime and cuts it off the network but keeps its store and
 //! its hints, as a durable engine would (a real process's memory is lost on restart, and it
-//! bootstraps from the others; see README).
+//! bootstraps from the others; docs/architecture.md).
 //!
 //! A failing seed is printed; `QKV_SIM_SEED=<seed> cargo test --test coordinator_sim` replays
 //! it, and `QKV_SIM_SEEDS=<count>` runs seeds 1..=count (`make simulate SEEDS=1000`).
@@ -25,15 +25,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use quorumkv::clock::TokioClock;
 use quorumkv::config::Quorum;
+use quorumkv::coordinator::PeerHandler;
 use quorumkv::coordinator::antientropy::AntiEntropySettings;
-use quorumkv::coordinator::hints::{HintLimits, HintStore};
-use quorumkv::coordinator::replica::PeerHandler;
 use quorumkv::coordinator::{Coordinator, CoordinatorSpec, Defaults};
 use quorumkv::crdt::MvRegister;
+use quorumkv::datatype::{Write, counter, kv, lww, set};
 use quorumkv::membership::{GossipConfig, MemberState, NodeInfo};
 use quorumkv::metrics::Metrics;
 use quorumkv::node::{Node, NodeSpec};
-use quorumkv::ops::{Consistency, Write};
+use quorumkv::ops::Consistency;
+use quorumkv::replica::hints::{HintLimits, HintStore};
 use quorumkv::storage::{Kind, MemStore, Store, StoreOptions, Value};
 use quorumkv::transport::Transport;
 use quorumkv::transport::memory::MemoryNetwork;
@@ -45,16 +46,13 @@ use tokio::task::JoinHandle;
 const EPOCH_MS: u64 = 1_767_225_600_000;
 
 fn info(i: usize, generation: u64) -> NodeInfo {
-    NodeInfo {
-        id: format!("n{i}"),
-        zone: "z".into(),
-        peer: format!("10.0.0.{i}:7000").parse().expect("addr"),
-        http: format!("10.0.0.{i}:8000").parse().expect("addr"),
-        resp: format!("10.0.0.{i}:6000").parse().expect("addr"),
-        vnodes: 32,
+    NodeInfo::simulated(
+        format!("n{i}"),
+        [10, 0, 0, i as u8].into(),
+        "z",
+        32,
         generation,
-        leaving: false,
-    }
+    )
 }
 
 struct SimNode {
@@ -239,7 +237,7 @@ impl Cluster {
         let now = EPOCH_MS + 10 * 24 * 3600 * 1000;
         let mut keys = BTreeSet::new();
         for store in &self.stores {
-            keys.extend(store.keys_in(quorumkv::ring::Arc::FULL));
+            keys.extend(store.keys_in(quorumkv::ring::RingArc::FULL));
         }
         let mut out = Vec::new();
         for key in keys {
@@ -403,12 +401,12 @@ async fn client_op(
                 }
             }
             let write = if delete {
-                Write::LwwDelete
+                Write::LwwDelete(lww::Delete)
             } else {
-                Write::LwwPut {
+                Write::LwwPut(lww::Put {
                     value,
                     ttl_ms: None,
-                }
+                })
             };
             let ok = c.write(&key, write, &cs).await.is_ok();
             if ok && !delete {
@@ -419,11 +417,11 @@ async fn client_op(
         // A put without context: a new sibling.
         0 | 1 => {
             let value = Bytes::from(format!("v{op_id}"));
-            let write = Write::KvPut {
+            let write = Write::KvPut(kv::Put {
                 value: value.clone(),
                 context: None,
                 ttl_ms: None,
-            };
+            });
             let result = c.write(&key, write, &cs).await;
             trace(&format!("{} put {key}={value:?}: {result:?}", c.me()));
             let ok = result.is_ok();
@@ -457,13 +455,13 @@ async fn client_op(
             let delete = rng.random_bool(0.3);
             let value = Bytes::from(format!("v{op_id}"));
             let write = if delete {
-                Write::KvDelete { context }
+                Write::KvDelete(kv::Delete { context })
             } else {
-                Write::KvPut {
+                Write::KvPut(kv::Put {
                     value: value.clone(),
                     context,
                     ttl_ms: None,
-                }
+                })
             };
             let result = c.write(&key, write, &cs).await;
             trace(&format!(
@@ -491,7 +489,7 @@ async fn client_op(
                 .entry(key.clone())
                 .or_default() += i128::from(delta);
             let ok = c
-                .write(&key, Write::CounterAdd { delta }, &cs)
+                .write(&key, Write::CounterAdd(counter::Add { delta }), &cs)
                 .await
                 .is_ok();
             if ok {
@@ -505,10 +503,10 @@ async fn client_op(
         }
         5 => {
             let member = format!("m{op_id}");
-            let write = Write::SetUpdate {
+            let write = Write::SetUpdate(set::Update {
                 add: vec![member.clone()],
                 remove: vec![],
-            };
+            });
             let ok = c.write(&key, write, &cs).await.is_ok();
             if ok {
                 h.lock()
@@ -539,10 +537,10 @@ async fn client_op(
                     .insert(m.clone());
                 m
             };
-            let write = Write::SetUpdate {
+            let write = Write::SetUpdate(set::Update {
                 add: vec![],
                 remove: vec![target],
-            };
+            });
             let ok = c.write(&key, write, &cs).await.is_ok();
             record(ok);
         }
@@ -815,7 +813,11 @@ async fn without_faults_counters_are_exact_and_reads_repair_replicas() {
         let cs = cs.clone();
         tasks.push(tokio::spawn(async move {
             coord
-                .write("hits", Write::CounterAdd { delta: i - 10 }, &cs)
+                .write(
+                    "hits",
+                    Write::CounterAdd(counter::Add { delta: i - 10 }),
+                    &cs,
+                )
                 .await
         }));
     }
@@ -843,10 +845,10 @@ async fn without_faults_counters_are_exact_and_reads_repair_replicas() {
     // R=all, without any other write.
     c.net.partition(&[&["n0", "n1", "n2"], &["n3"]]);
     for k in 0..20 {
-        let w = Write::LwwPut {
+        let w = Write::LwwPut(lww::Put {
             value: Bytes::from(format!("x{k}")),
             ttl_ms: None,
-        };
+        });
         // Two of the three replicas are always on n0's side.
         let res = c
             .coordinator(0)

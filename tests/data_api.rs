@@ -1,4 +1,4 @@
-//! End-to-end tests of the data API (API.md) with real `quorumkv node` processes over QUIC on
+//! End-to-end tests of the data API (docs/api.md) with real `quorumkv node` processes over QUIC on
 //! 127.0.0.1: every example of the contract, siblings and their resolution, read-your-writes
 //! from every node, counters and sets written from every node, add-wins across a partition,
 //! a killed node, read repair of a stale replica, the CLI and `quorumkv bench`.

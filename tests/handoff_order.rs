@@ -8,14 +8,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use quorumkv::clock::TokioClock;
 use quorumkv::config::Quorum;
+use quorumkv::coordinator::PeerHandler;
 use quorumkv::coordinator::antientropy::AntiEntropySettings;
-use quorumkv::coordinator::hints::{HintLimits, HintStore};
-use quorumkv::coordinator::replica::PeerHandler;
 use quorumkv::coordinator::{Coordinator, CoordinatorSpec, Defaults};
+use quorumkv::datatype::{Write, lww};
 use quorumkv::membership::{MemberState, MemberView, NodeInfo, ring_of};
 use quorumkv::metrics::Metrics;
 use quorumkv::node::ClusterView;
-use quorumkv::ops::{Consistency, Write};
+use quorumkv::ops::Consistency;
+use quorumkv::replica::hints::{HintLimits, HintStore};
 use quorumkv::rpc::{OneWay, Request, Response};
 use quorumkv::storage::{Key, Kind, MemStore, Store, StoreOptions};
 use quorumkv::transport::memory::MemoryNetwork;
@@ -38,16 +39,7 @@ impl Handler for NoGossip {
 
 fn info(id: &str) -> NodeInfo {
     let i: u8 = id[1..].parse().expect("n<digit>");
-    NodeInfo {
-        id: id.to_string(),
-        zone: "z".into(),
-        peer: format!("10.0.0.{i}:7000").parse().expect("addr"),
-        http: format!("10.0.0.{i}:8000").parse().expect("addr"),
-        resp: format!("10.0.0.{i}:6000").parse().expect("addr"),
-        vnodes: 32,
-        generation: 1,
-        leaving: false,
-    }
+    NodeInfo::simulated(id, [10, 0, 0, i].into(), "z", 32, 1)
 }
 
 #[tokio::test(start_paused = true)]
@@ -132,10 +124,10 @@ async fn a_suspect_is_written_directly_when_a_dead_replica_took_the_only_fallbac
         );
         nodes.push((coordinator, store, hints));
     }
-    let write = Write::LwwPut {
+    let write = Write::LwwPut(lww::Put {
         value: Bytes::from_static(b"v"),
         ttl_ms: None,
-    };
+    });
     let all = Consistency {
         w: Some(Quorum::All),
         ..Consistency::default()

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use quorumkv::causality::Timestamp;
 use quorumkv::crdt::LwwRegister;
-use quorumkv::ring::{Arc, Ring, RingMember};
+use quorumkv::ring::{Ring, RingArc, RingMember};
 use quorumkv::storage::merkle::diff_local;
 use quorumkv::storage::{Key, Kind, MemStore, Store, Value};
 
@@ -37,7 +37,7 @@ fn stores_differing_in_k_keys_find_exactly_those_keys() {
         write(&b, &key(i), "v", 1);
     }
     assert_eq!(a.merkle().root(), b.merkle().root());
-    let (none, received) = diff_local(a.merkle(), b.merkle(), Arc::FULL).unwrap();
+    let (none, received) = diff_local(a.merkle(), b.merkle(), RingArc::FULL).unwrap();
     assert!(none.is_empty());
     assert_eq!(received, 1, "equal stores compare one root hash");
 
@@ -63,7 +63,7 @@ fn stores_differing_in_k_keys_find_exactly_those_keys() {
             }
             expected.insert(key(i));
         }
-        let (found, received) = diff_local(c.merkle(), a.merkle(), Arc::FULL).unwrap();
+        let (found, received) = diff_local(c.merkle(), a.merkle(), RingArc::FULL).unwrap();
         let found: BTreeSet<Key> = found.into_iter().collect();
         let expected_now: BTreeSet<Key> = expected
             .iter()
@@ -155,10 +155,10 @@ fn arc_hashes_match_exactly_when_the_arc_holds_the_same_items() {
         .collect();
     assert_eq!(differing, vec![0]);
     assert_ne!(
-        a.merkle().arc_hash(Arc::FULL),
-        b.merkle().arc_hash(Arc::FULL)
+        a.merkle().arc_hash(RingArc::FULL),
+        b.merkle().arc_hash(RingArc::FULL)
     );
-    assert_eq!(a.merkle().arc_hash(Arc::FULL), {
+    assert_eq!(a.merkle().arc_hash(RingArc::FULL), {
         // The full-ring arc hash is the root.
         a.merkle().root()
     });

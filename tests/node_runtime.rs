@@ -20,16 +20,14 @@ fn seed() -> u64 {
 }
 
 fn info(i: usize, generation: u64) -> NodeInfo {
-    NodeInfo {
-        id: format!("n{i}"),
-        zone: format!("zone-{}", i % 2),
-        peer: format!("10.0.0.{i}:7000").parse().expect("addr"),
-        http: format!("10.0.0.{i}:8000").parse().expect("addr"),
-        resp: format!("10.0.0.{i}:6000").parse().expect("addr"),
-        vnodes: 32,
+    let zone = format!("zone-{}", i % 2);
+    NodeInfo::simulated(
+        format!("n{i}"),
+        [10, 0, 0, i as u8].into(),
+        zone,
+        32,
         generation,
-        leaving: false,
-    }
+    )
 }
 
 struct Cluster {

@@ -14,12 +14,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use quorumkv::rpc::{self, OneWay, Request, Response};
+use quorumkv::rpc::{self, OneWay, Read, ReplicaError, Request, Response};
 use quorumkv::tls::{self, ClusterCa, NodeCredentials, TlsError, TlsPaths};
 use quorumkv::transport::quic::{
     self, MAX_FRAME_PAYLOAD, NodeEndpoint, QuicError, QuicTransport, accept_peer,
 };
-use quorumkv::transport::{BoxFuture, Faults, Handler, Peer, Reply, Transport, TransportError};
+use quorumkv::transport::{AnswerTo, BoxFuture, Faults, Handler, Peer, Transport, TransportError};
 
 /// Generous deadline for anything that should happen "now".
 const T: Duration = Duration::from_secs(5);
@@ -706,7 +706,7 @@ impl Handler for TestHandler {
                 Request::Ping => Response::Pong { node },
                 // Answers name what they answer, to check batched answers go to their caller;
                 // keys named slow… take three seconds.
-                Request::Read { key } => {
+                Request::Read(Read { key }) => {
                     if key.name.starts_with("slow") {
                         tokio::time::sleep(Duration::from_secs(3)).await;
                     }
@@ -714,7 +714,7 @@ impl Handler for TestHandler {
                         node: format!("{node} read {}", key.name),
                     }
                 }
-                req => Response::Error(format!("unexpected request {req:?}")),
+                req => Response::Error(ReplicaError::NotServed(req.name().into())),
             }
         })
     }
@@ -828,7 +828,7 @@ async fn concurrent_replica_requests_are_batched_and_each_gets_its_own_answer() 
     let calls: Vec<_> = (0..500)
         .map(|i| {
             let key = quorumkv::storage::Key::new(quorumkv::storage::Kind::Lww, format!("k{i}"));
-            n1.transport.call(&n2.peer, Request::Read { key }, T)
+            n1.transport.call(&n2.peer, Request::Read(Read { key }), T)
         })
         .collect();
     for (i, call) in calls.into_iter().enumerate() {
@@ -845,7 +845,7 @@ async fn concurrent_replica_requests_are_batched_and_each_gets_its_own_answer() 
     match n1.transport.call(&n2.peer, outer, T).await.expect("call") {
         Response::Batch(answers) => {
             let answer: Response = quorumkv::rpc::decode(&answers[0]).expect("decode");
-            assert!(matches!(answer, Response::Error(e) if e.contains("nested")));
+            assert!(matches!(answer, Response::Error(ReplicaError::NestedBatch)));
         }
         other => panic!("{other:?}"),
     }
@@ -863,14 +863,14 @@ async fn a_batched_call_times_out_at_its_own_deadline_not_the_batchs() {
     ping(&n1, &n2).await.expect("connected");
     let read = |name: &str| {
         let key = quorumkv::storage::Key::new(quorumkv::storage::Kind::Lww, name);
-        rpc::EncodedRequest::new(&Request::Read { key }).expect("encode")
+        rpc::EncodedRequest::new(&Request::Read(Read { key })).expect("encode")
     };
     // A slow request in flight, so that the next two travel together in one batch: two slow
     // ones, the first with a long timeout, the second with a short one.
     let first = tokio::spawn(n1.transport.call_encoded(&n2.peer, read("slow first"), T));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (tx, second) = tokio::sync::oneshot::channel();
-    let reply = Reply::new("n2".into(), move |r| {
+    let reply = AnswerTo::new("n2".into(), move |r| {
         let _ = tx.send(r);
     });
     n1.transport.call_then(
@@ -881,7 +881,7 @@ async fn a_batched_call_times_out_at_its_own_deadline_not_the_batchs() {
     );
     let (tx, quick) = tokio::sync::oneshot::channel();
     let start = Instant::now();
-    let reply = Reply::new("n2".into(), move |r| {
+    let reply = AnswerTo::new("n2".into(), move |r| {
         let _ = tx.send((r, start.elapsed()));
     });
     n1.transport.call_then(

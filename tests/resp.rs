@@ -1,4 +1,4 @@
-//! The Redis protocol with real `quorumkv node` processes: every command of API.md through a
+//! The Redis protocol with real `quorumkv node` processes: every documented command through a
 //! Rust Redis client (and `redis-cli` where installed), values crossing between RESP and
 //! HTTP, pipelining, `QUORUM` and its errors, and malformed input closing only its own
 //! connection.

@@ -213,7 +213,7 @@ fn shared_arcs_cover_exactly_the_positions_two_members_both_replicate() {
     assert!(
         shared
             .values()
-            .all(|arcs| arcs == &[quorumkv::ring::Arc::FULL])
+            .all(|arcs| arcs == &[quorumkv::ring::RingArc::FULL])
     );
     assert!(
         ring.shared_arcs("n9", 3).is_empty(),

@@ -21,7 +21,9 @@ pub struct Timestamp {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("timestamp is {ahead_ms} ms ahead of this node's clock, more than the {max_ms} ms allowed")]
 pub struct ClockDriftError {
+    /// How far the remote timestamp is ahead of this node's physical clock.
     pub ahead_ms: u64,
+    /// The drift this clock accepts.
     pub max_ms: u64,
 }
 

@@ -28,11 +28,14 @@ pub type Actor = String;
 /// always one past the highest it has seen.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Dot {
+    /// The writer that made the event.
     pub actor: Actor,
+    /// The event's number among the actor's events, from 1.
     pub counter: u64,
 }
 
 impl Dot {
+    /// The `counter`-th event of `actor`.
     pub fn new(actor: impl Into<Actor>, counter: u64) -> Self {
         Dot {
             actor: actor.into(),
@@ -55,16 +58,20 @@ pub struct DotsExhausted(pub Actor);
 /// Why a client's context token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
+    /// The token is longer than [`MAX_TOKEN_LEN`].
     #[error(
         "context token is longer than {MAX_TOKEN_LEN} bytes; send back the X-Context of a read unchanged"
     )]
     TooLong,
+    /// The token is not URL-safe base64.
     #[error("context token is not URL-safe base64; send back the X-Context of a read unchanged")]
     NotBase64,
+    /// The token's bytes do not decode to a context.
     #[error(
         "context token does not decode to a causal context; send back the X-Context of a read unchanged"
     )]
     Malformed,
+    /// The token's cloud holds more than [`MAX_TOKEN_CLOUD`] dots.
     #[error(
         "context token holds more than {MAX_TOKEN_CLOUD} out-of-order dots; send back the X-Context of a read unchanged"
     )]
@@ -80,6 +87,7 @@ pub struct CausalContext {
 }
 
 impl CausalContext {
+    /// An empty context: what a first write carries.
     pub fn new() -> Self {
         Self::default()
     }
@@ -96,6 +104,7 @@ impl CausalContext {
         ctx
     }
 
+    /// Whether the set holds no dot.
     pub fn is_empty(&self) -> bool {
         self.vv.is_empty() && self.cloud.is_empty()
     }
@@ -124,7 +133,7 @@ impl CausalContext {
         self.vv.insert(probe.actor, top);
     }
 
-    /// The next dot `actor` may issue: one past every dot of `actor` in the set; `None` when
+    /// The next dot `actor` may issue: one past every dot of `actor` in the set; an error when
     /// the actor's counter is exhausted (only a forged context gets there).
     pub fn next_dot(&self, actor: &str) -> Result<Dot, DotsExhausted> {
         let in_vv = self.vv.get(actor).copied().unwrap_or(0);

@@ -20,11 +20,11 @@ use tokio::time::Instant;
 
 use super::Coordinator;
 use crate::membership::MemberState;
-use crate::ring::Arc;
-use crate::rpc::{Request, Response};
+use crate::ring::RingArc;
+use crate::rpc::{ArcHashes, Call, MergeBatch, MerkleStep, ReadBatch};
 use crate::storage::merkle::MerkleDiff;
 use crate::storage::{Key, Value};
-use crate::transport::Peer;
+use crate::transport::{Ask, Peer};
 
 /// Keys read and written back per request while repairing.
 pub(super) const REPAIR_BATCH: usize = 256;
@@ -85,6 +85,7 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A bucket of `per_sec` keys a second, full at the start.
     pub fn new(per_sec: u64) -> Self {
         Budget {
             per_sec: per_sec.max(1) as f64,
@@ -159,7 +160,7 @@ impl Coordinator {
     }
 
     /// Compares and repairs the keys in `arcs` with `peer`, within the repair budget.
-    pub async fn sync_with(&self, peer: &Peer, arcs: &[Arc]) -> Result<RoundStats, String> {
+    pub async fn sync_with(&self, peer: &Peer, arcs: &[RingArc]) -> Result<RoundStats, String> {
         let mut stats = RoundStats {
             peers: 1,
             ..RoundStats::default()
@@ -181,18 +182,16 @@ impl Coordinator {
     pub(super) async fn differing_keys(
         &self,
         peer: &Peer,
-        arcs: &[Arc],
+        arcs: &[RingArc],
         stats: &mut RoundStats,
     ) -> Result<Vec<Key>, String> {
-        let merkle = self.inner.store.merkle();
+        let merkle = self.store().merkle();
         let mut differing = Vec::new();
         for chunk in arcs.chunks(crate::rpc::MAX_ARCS) {
-            let req = Request::ArcHashes {
+            let req = ArcHashes {
                 arcs: chunk.to_vec(),
             };
-            let Response::Hashes(theirs) = self.exchange(peer, req, stats).await? else {
-                return Err("unexpected answer to ArcHashes".into());
-            };
+            let theirs = self.exchange(peer, req, stats).await?;
             if theirs.len() != chunk.len() {
                 return Err(format!(
                     "{} arc hashes for {} arcs",
@@ -213,12 +212,10 @@ impl Coordinator {
         for arc in differing {
             let mut diff = MerkleDiff::new(merkle, arc);
             while let Some(query) = diff.query() {
-                let req = Request::Merkle {
+                let req = MerkleStep {
                     query: query.clone(),
                 };
-                let Response::Merkle(answer) = self.exchange(peer, req, stats).await? else {
-                    return Err("unexpected answer to a Merkle query".into());
-                };
+                let answer = self.exchange(peer, req, stats).await?;
                 diff.absorb(merkle, answer).map_err(|e| e.to_string())?;
             }
             keys.extend(diff.into_differences());
@@ -235,24 +232,23 @@ impl Coordinator {
         keys: &[Key],
         stats: &mut RoundStats,
     ) -> Result<usize, String> {
-        let req = Request::ReadBatch {
+        let req = ReadBatch {
             keys: keys.to_vec(),
         };
-        let Response::States(theirs) = self.exchange(peer, req, stats).await? else {
-            return Err("unexpected answer to ReadBatch".into());
-        };
+        let theirs = self.exchange(peer, req, stats).await?;
         if theirs.len() != keys.len() {
             return Err(format!("{} states for {} keys", theirs.len(), keys.len()));
         }
         let now = self.now_ms();
-        let store = &self.inner.store;
+        let replica = &self.inner.replica;
+        let store = replica.store();
         let mut push: Vec<(Key, Value)> = Vec::new();
         let mut repaired = 0;
         for (key, remote) in keys.iter().zip(theirs) {
             let local = store.get(key, now);
             let mut changed = false;
             if let Some(remote) = &remote {
-                self.observe(remote);
+                replica.observe(remote);
                 if local.as_ref() != Some(remote) {
                     match store.merge(key, remote, now) {
                         Ok(merged) => {
@@ -275,12 +271,9 @@ impl Coordinator {
             repaired += usize::from(changed);
         }
         if !push.is_empty() {
-            let Response::MergedBatch { failed } = self
-                .exchange(peer, Request::MergeBatch { items: push }, stats)
-                .await?
-            else {
-                return Err("unexpected answer to MergeBatch".into());
-            };
+            let failed = self
+                .exchange(peer, MergeBatch { items: push }, stats)
+                .await?;
             for (_, why) in failed {
                 tracing::warn!(peer = %peer.id, "anti-entropy write refused: {why}");
             }
@@ -289,23 +282,24 @@ impl Coordinator {
     }
 
     /// One anti-entropy request to `peer`, counting its bytes both ways.
-    async fn exchange(
+    async fn exchange<C: Call + serde::Serialize>(
         &self,
         peer: &Peer,
-        req: Request,
+        req: C,
         stats: &mut RoundStats,
-    ) -> Result<Response, String> {
+    ) -> Result<C::Answer, String>
+    where
+        C::Answer: Serialize,
+    {
         stats.bytes += wire_len(&req);
-        let timeout = Duration::from_millis(self.inner.defaults.timeout_ms);
-        let result = self.inner.transport.call(peer, req, timeout).await;
+        let result = self
+            .inner
+            .transport
+            .ask(peer, req, self.request_timeout())
+            .await;
         self.inner.metrics.rpc("anti_entropy", result.is_ok());
-        match result {
-            Ok(Response::Error(e)) => Err(format!("{}: {e}", peer.id)),
-            Ok(resp) => {
-                stats.bytes += wire_len(&resp);
-                Ok(resp)
-            }
-            Err(e) => Err(e.to_string()),
-        }
+        let answer = result.map_err(|e| e.to_string())?;
+        stats.bytes += wire_len(&answer);
+        Ok(answer)
     }
 }

@@ -27,7 +27,7 @@ impl Coordinator {
     /// Starts evicting in the background if the store is over the memory limit.
     pub fn evict_if_full(&self) {
         let limit = self.inner.defaults.max_memory_bytes;
-        if limit == 0 || (self.inner.store.memory_used() as u64) <= limit {
+        if limit == 0 || (self.store().memory_used() as u64) <= limit {
             return;
         }
         if self.inner.evicting.swap(true, Ordering::AcqRel) {
@@ -46,7 +46,7 @@ impl Coordinator {
     /// Evicts until the store is within `limit` (or no live `/lww` key is left to evict);
     /// returns how many keys went.
     fn evict_until(&self, limit: u64) -> usize {
-        let store = &self.inner.store;
+        let store = self.store();
         let mut evicted = 0;
         let mut seed = self.now_ms() ^ 0x9e37_79b9_7f4a_7c15;
         while store.memory_used() as u64 > limit {
@@ -68,8 +68,8 @@ impl Coordinator {
     /// Deletes `key` here at once and on its replicas in the background.
     fn evict(&self, key: Key) {
         let now = self.now_ms();
-        let tombstone = Value::Lww(LwwRegister::evict(self.timestamp(now)));
-        if let Err(e) = self.inner.store.merge(&key, &tombstone, now) {
+        let tombstone = Value::Lww(LwwRegister::evict(self.inner.replica.timestamp(now)));
+        if let Err(e) = self.store().merge(&key, &tombstone, now) {
             tracing::warn!(?key, "cannot evict: {e}");
             return;
         }
@@ -88,6 +88,6 @@ impl Coordinator {
         // Nothing waits for the replicas: the calls run on (and leave hints if they fail).
         let others = placement.others(self.me());
         let tally = Tally::new(Needed::count(0), Vec::new(), others, false);
-        self.replicate(&key, tombstone, &placement, &plan, deadline, &tally);
+        self.replicate(&key, tombstone, &placement, &plan, false, deadline, &tally);
     }
 }

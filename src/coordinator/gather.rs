@@ -24,6 +24,7 @@ pub type Answer<T> = (NodeId, Result<T, String>);
 /// (`local_quorum`, `each_quorum`), answers from the replicas of given zones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needed {
+    /// Answers needed in all.
     pub total: usize,
     /// Zones and the answers each must give.
     pub per_zone: Vec<(Arc<str>, usize)>,
@@ -67,7 +68,9 @@ impl Needed {
 
 /// What [`Tally::wait`] collected before it returned.
 pub struct Gathered<T> {
+    /// The successful answers, in the order they came.
     pub ok: Vec<(NodeId, T)>,
+    /// The replicas that failed, and why.
     pub failed: Vec<(NodeId, String)>,
 }
 

@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -24,10 +23,10 @@ use super::Coordinator;
 use super::antientropy::{REPAIR_BATCH, RoundStats};
 use crate::membership::{MemberState, ring_of};
 use crate::node::ClusterView;
-use crate::ring::Arc;
-use crate::rpc::{Request, Response};
+use crate::ring::RingArc;
+use crate::rpc::MergeBatch;
 use crate::storage::{Hash, Key, Value};
-use crate::transport::Peer;
+use crate::transport::{Ask, Peer};
 
 /// Where a node is in its life, as far as its data is concerned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -47,45 +46,37 @@ pub enum Phase {
 /// Progress of the current (or last) transfer, as `/admin/status` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TransferStatus {
+    /// Where the node is in its life.
     pub phase: Phase,
     /// Members of the cluster file not heard of yet (while joining).
     pub waiting_for: Vec<String>,
+    /// Keys found to move.
     pub keys_to_move: u64,
     /// During a bootstrap, estimated from the bytes per key moved so far.
     pub bytes_to_move: u64,
+    /// Keys moved so far.
     pub keys_moved: u64,
+    /// Bytes moved so far.
     pub bytes_moved: u64,
 }
 
 /// The transfer state a coordinator keeps.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Transfers {
     status: Mutex<TransferStatus>,
-    /// Whether reads are answered: the phase, readable on every read without a lock.
-    serving: AtomicBool,
     /// Item hashes of what a hand-off has pushed, so a second pass sends only changes.
     handed_off: Mutex<HashMap<Key, Hash>>,
 }
 
-impl Default for Transfers {
-    fn default() -> Self {
-        Transfers {
-            status: Mutex::default(),
-            serving: AtomicBool::new(true),
-            handed_off: Mutex::default(),
-        }
-    }
-}
-
 impl Transfers {
-    fn update(&self, f: impl FnOnce(&mut TransferStatus)) {
+    /// Changes the status; returns whether the node answers reads in its new phase.
+    fn update(&self, f: impl FnOnce(&mut TransferStatus)) -> bool {
         let mut status = self
             .status
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut status);
-        let serving = !matches!(status.phase, Phase::Joining | Phase::Bootstrap);
-        self.serving.store(serving, Ordering::Relaxed);
+        !matches!(status.phase, Phase::Joining | Phase::Bootstrap)
     }
 
     fn get(&self) -> TransferStatus {
@@ -138,14 +129,20 @@ impl Coordinator {
 
     /// Whether this node answers reads: not while it is joining or bootstrapping.
     pub fn serves_reads(&self) -> bool {
-        self.inner.transfers.serving.load(Ordering::Relaxed)
+        self.inner.replica.serves_reads()
+    }
+
+    /// Changes the transfer status, and with its phase whether the replica answers reads.
+    fn update_transfer(&self, f: impl FnOnce(&mut TransferStatus)) {
+        let serving = self.inner.transfers.update(f);
+        self.inner.replica.set_serving_reads(serving);
     }
 
     /// Marks the node as joining: it answers no reads until [`Coordinator::bootstrap`] is
     /// done. Call before the node is reachable.
     pub fn begin_joining(&self, plan: &JoinPlan) {
         let waiting_for = plan.expected.clone();
-        self.inner.transfers.update(|s| {
+        self.update_transfer(|s| {
             *s = TransferStatus {
                 phase: Phase::Joining,
                 waiting_for,
@@ -177,13 +174,13 @@ impl Coordinator {
             let missing = unheard(&view, &plan);
             let settled = stable_since.elapsed() >= SETTLE;
             let done = (missing.is_empty() && settled) || start.elapsed() >= plan.grace;
-            self.inner.transfers.update(|s| s.waiting_for = missing);
+            self.update_transfer(|s| s.waiting_for = missing);
             if done {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.inner.transfers.update(|s| {
+        self.update_transfer(|s| {
             s.phase = Phase::Bootstrap;
             s.waiting_for.clear();
         });
@@ -203,7 +200,7 @@ impl Coordinator {
                 Ok(keys) => {
                     to_move.extend(keys.iter().cloned());
                     let total = to_move.len() as u64;
-                    self.inner.transfers.update(|s| s.keys_to_move = total);
+                    self.update_transfer(|s| s.keys_to_move = total);
                     work.push((peer, keys));
                 }
                 Err(e) => tracing::warn!(peer = %peer_id, "bootstrap: cannot diff: {e}"),
@@ -219,14 +216,14 @@ impl Coordinator {
                 }
                 moved.extend(batch.iter().cloned());
                 let (count, bytes) = (moved.len() as u64, (stats.bytes - before) as u64);
-                self.inner.transfers.update(|s| {
+                self.update_transfer(|s| {
                     s.keys_moved = count;
                     s.bytes_moved += bytes;
                     s.bytes_to_move = s.bytes_moved * s.keys_to_move / count.max(1);
                 });
             }
         }
-        self.inner.transfers.update(|s| s.phase = Phase::Serving);
+        self.update_transfer(|s| s.phase = Phase::Serving);
         let status = self.transfer_status();
         tracing::info!(
             keys = status.keys_moved,
@@ -251,7 +248,7 @@ impl Coordinator {
         let n_now = self.inner.defaults.n.min(view.ring.len() as u32) as usize;
         let n_next = self.inner.defaults.n.min(future.len() as u32) as usize;
         let now = self.now_ms();
-        let store = &self.inner.store;
+        let store = self.store();
         let mut outgoing: BTreeMap<String, Vec<(Key, Value)>> = BTreeMap::new();
         let mut hashes = Vec::new();
         let mut bytes_total = 0u64;
@@ -262,7 +259,7 @@ impl Coordinator {
                 .handed_off
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for key in store.keys_in(Arc::FULL) {
+            for key in store.keys_in(RingArc::FULL) {
                 let Some(value) = store.get(&key, now) else {
                     continue;
                 };
@@ -286,7 +283,7 @@ impl Coordinator {
             }
         }
         let keys_total: usize = outgoing.values().map(Vec::len).sum();
-        self.inner.transfers.update(|s| {
+        self.update_transfer(|s| {
             *s = TransferStatus {
                 phase: Phase::Leaving,
                 keys_to_move: s.keys_to_move + keys_total as u64,
@@ -311,18 +308,18 @@ impl Coordinator {
                     .iter()
                     .map(|(_, v)| crate::rpc::encode(v).map_or(0, |b| b.len() as u64))
                     .sum();
-                let req = Request::MergeBatch {
+                let req = MergeBatch {
                     items: batch.to_vec(),
                 };
-                match self.inner.transport.call(&peer, req, left).await {
-                    Ok(Response::MergedBatch { .. }) => {
+                match self.inner.transport.ask(&peer, req, left).await {
+                    Ok(_) => {
                         pushed += batch.len();
-                        self.inner.transfers.update(|s| {
+                        self.update_transfer(|s| {
                             s.keys_moved += batch.len() as u64;
                             s.bytes_moved += bytes;
                         });
                     }
-                    other => tracing::warn!(peer = %target, "hand-off batch failed: {other:?}"),
+                    Err(e) => tracing::warn!(peer = %target, "hand-off batch failed: {e}"),
                 }
             }
         }

@@ -14,7 +14,9 @@ use crate::causality::Actor;
 /// One actor's running totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PnEntry {
+    /// Everything the actor has added.
     pub inc: u64,
+    /// Everything the actor has subtracted, as a positive total.
     pub dec: u64,
 }
 
@@ -30,6 +32,7 @@ pub struct PnCounter {
 }
 
 impl PnCounter {
+    /// A counter at 0.
     pub fn new() -> Self {
         Self::default()
     }
@@ -62,6 +65,7 @@ impl PnCounter {
         })
     }
 
+    /// Each actor's totals, whose `inc - dec` sum to [`PnCounter::value`].
     pub fn entries(&self) -> &BTreeMap<Actor, PnEntry> {
         &self.entries
     }

@@ -15,6 +15,7 @@ use crate::causality::Timestamp;
 /// A timestamped value or tombstone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LwwRegister {
+    /// When the write happened; the greatest wins on every replica.
     pub ts: Timestamp,
     /// `None` is a tombstone: deleted, or expired.
     pub value: Option<Bytes>,
@@ -64,6 +65,7 @@ impl LwwRegister {
         }
     }
 
+    /// Whether the key reads as absent at `now_ms`: deleted, or expired.
     pub fn is_tombstone(&self, now_ms: u64) -> bool {
         self.get(now_ms).is_none()
     }
@@ -85,6 +87,8 @@ impl LwwRegister {
             .then(|| self.ts.millis.max(self.expires_at.unwrap_or(0)))
     }
 
+    /// When a live value expires, so the store can turn it into a tombstone then; `None` for a
+    /// tombstone or a value without a TTL.
     pub fn next_expiry(&self) -> Option<u64> {
         self.value.as_ref().and(self.expires_at)
     }

@@ -22,12 +22,14 @@ use crate::causality::{CausalContext, Dot, DotsExhausted};
 /// One value written to a `/kv` key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
+    /// The bytes the client wrote.
     pub value: Bytes,
     /// Unix milliseconds after which the version reads as absent; `None` never expires.
     pub expires_at: Option<u64>,
 }
 
 impl Version {
+    /// A version of `value` that expires at `expires_at` (Unix milliseconds), if given.
     pub fn new(value: impl Into<Bytes>, expires_at: Option<u64>) -> Self {
         Version {
             value: value.into(),
@@ -51,6 +53,7 @@ pub struct MvRegister {
 }
 
 impl MvRegister {
+    /// A register no one has written: no versions, empty context.
     pub fn new() -> Self {
         Self::default()
     }

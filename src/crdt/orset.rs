@@ -22,6 +22,7 @@ pub struct OrSet {
 }
 
 impl OrSet {
+    /// An empty set that has seen no add.
     pub fn new() -> Self {
         Self::default()
     }
@@ -31,14 +32,17 @@ impl OrSet {
         self.entries.keys().map(String::as_str)
     }
 
+    /// Whether `member` is present.
     pub fn contains(&self, member: &str) -> bool {
         self.entries.contains_key(member)
     }
 
+    /// How many members are present.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether no member is present.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -1,4 +1,4 @@
-//! The data endpoints of API.md: `/kv`, `/lww`, `/counter`, `/set`, and `/metrics`.
+//! The data endpoints: `/kv`, `/lww`, `/counter`, `/set`, and `/metrics`.
 //!
 //! Handlers only parse, validate, call the coordinator and format; every rule about replicas
 //! lives in the coordinator. Every request is counted in the metrics by operation and outcome.
@@ -18,9 +18,10 @@ use serde_json::json;
 use super::{ApiError, ApiState};
 use crate::causality::CausalContext;
 use crate::coordinator::Coordinator;
+use crate::datatype::{Write, counter, kv, lww, set};
 use crate::membership::MemberState;
-use crate::ops::{Consistency, OpError, Write};
-use crate::storage::{Kind, Value};
+use crate::ops::{Consistency, OpError};
+use crate::storage::Kind;
 
 /// The header that carries a `/kv` causal context.
 pub const CONTEXT_HEADER: &str = "x-context";
@@ -228,6 +229,8 @@ fn not_found(what: &str) -> ApiError {
 
 // ---- /kv ----
 
+/// `GET /kv/{key}`: the value (200), its siblings (300) or 404, with the `X-Context` a later
+/// write sends back to supersede what this read saw.
 pub async fn kv_get(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -237,19 +240,15 @@ pub async fn kv_get(
         let key = key(path)?;
         let (c, []) = params(query, [])?;
         let read = state.coordinator.read(Kind::Kv, &key, &c).await?;
-        let Some(Value::Kv(reg)) = read.value else {
+        let kv::Shown::Known { context, live } = kv::show(&read) else {
             return Err(not_found("key"));
         };
-        let live: Vec<_> = reg
-            .live(read.now_ms)
-            .map(|(_, v)| v.value.clone())
-            .collect();
         let response = match live.as_slice() {
             [] => not_found("key (deleted)").into_response(),
             [one] => (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/octet-stream")],
-                one.clone(),
+                Bytes::clone(one),
             )
                 .into_response(),
             many => {
@@ -261,11 +260,13 @@ pub async fn kv_get(
                     .into_response()
             }
         };
-        Ok(with_context(response, Some(reg.context())))
+        Ok(with_context(response, Some(context)))
     })
     .await
 }
 
+/// `PUT /kv/{key}`: writes a version that supersedes what the request's `X-Context` covers;
+/// answers with the new version's context.
 pub async fn kv_put(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -276,11 +277,11 @@ pub async fn kv_put(
     measured(&state, "kv_put", async {
         let key = key(path)?;
         let (c, [t]) = params(query, ["ttl"])?;
-        let write = Write::KvPut {
+        let write = Write::KvPut(kv::Put {
             context: context(&headers)?,
             ttl_ms: ttl(t)?,
             value: body(&state.coordinator, &headers, raw).await?,
-        };
+        });
         let done = state.coordinator.write(&key, write, &c).await?;
         Ok(with_context(
             StatusCode::NO_CONTENT.into_response(),
@@ -290,6 +291,8 @@ pub async fn kv_put(
     .await
 }
 
+/// `DELETE /kv/{key}`: deletes what the `X-Context` covers, or without one what a read at `r`
+/// sees.
 pub async fn kv_delete(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -299,9 +302,9 @@ pub async fn kv_delete(
     measured(&state, "kv_delete", async {
         let key = key(path)?;
         let (c, []) = params(query, [])?;
-        let write = Write::KvDelete {
+        let write = Write::KvDelete(kv::Delete {
             context: context(&headers)?,
-        };
+        });
         state.coordinator.write(&key, write, &c).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     })
@@ -310,6 +313,7 @@ pub async fn kv_delete(
 
 // ---- /lww ----
 
+/// `GET /lww/{key}`: the latest value, or 404 when it is missing, deleted or expired.
 pub async fn lww_get(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -319,22 +323,21 @@ pub async fn lww_get(
         let key = key(path)?;
         let (c, []) = params(query, [])?;
         let read = state.coordinator.read(Kind::Lww, &key, &c).await?;
-        match read.value {
-            Some(Value::Lww(reg)) => match reg.get(read.now_ms) {
-                Some(v) => Ok((
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/octet-stream")],
-                    v.clone(),
-                )
-                    .into_response()),
-                None => Err(not_found("key (deleted or expired)")),
-            },
-            _ => Err(not_found("key")),
+        match lww::live(&read) {
+            Some((value, _)) => Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                value,
+            )
+                .into_response()),
+            None if read.value.is_some() => Err(not_found("key (deleted or expired)")),
+            None => Err(not_found("key")),
         }
     })
     .await
 }
 
+/// `PUT /lww/{key}`: replaces the value; the latest write wins.
 pub async fn lww_put(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -345,16 +348,17 @@ pub async fn lww_put(
     measured(&state, "lww_put", async {
         let key = key(path)?;
         let (c, [t]) = params(query, ["ttl"])?;
-        let write = Write::LwwPut {
+        let write = Write::LwwPut(lww::Put {
             ttl_ms: ttl(t)?,
             value: body(&state.coordinator, &headers, raw).await?,
-        };
+        });
         state.coordinator.write(&key, write, &c).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
 }
 
+/// `DELETE /lww/{key}`: leaves a tombstone, also for a key that does not exist.
 pub async fn lww_delete(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -363,7 +367,10 @@ pub async fn lww_delete(
     measured(&state, "lww_delete", async {
         let key = key(path)?;
         let (c, []) = params(query, [])?;
-        state.coordinator.write(&key, Write::LwwDelete, &c).await?;
+        state
+            .coordinator
+            .write(&key, Write::LwwDelete(lww::Delete), &c)
+            .await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
@@ -371,6 +378,7 @@ pub async fn lww_delete(
 
 // ---- /counter ----
 
+/// `GET /counter/{key}`: the counter's value, 0 for a key never written.
 pub async fn counter_get(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -380,15 +388,13 @@ pub async fn counter_get(
         let key = key(path)?;
         let (c, []) = params(query, [])?;
         let read = state.coordinator.read(Kind::Counter, &key, &c).await?;
-        let value = match read.value {
-            Some(Value::Counter(counter)) => counter.value(),
-            _ => 0,
-        };
+        let value = counter::value(&read);
         Ok(axum::Json(json!({ "value": value })).into_response())
     })
     .await
 }
 
+/// `POST /counter/{key}?delta=N`: adds N (negative subtracts).
 pub async fn counter_post(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -411,7 +417,7 @@ pub async fn counter_post(
         };
         state
             .coordinator
-            .write(&key, Write::CounterAdd { delta }, &c)
+            .write(&key, Write::CounterAdd(counter::Add { delta }), &c)
             .await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     })
@@ -427,6 +433,7 @@ struct SetBody {
     remove: Option<Vec<String>>,
 }
 
+/// `GET /set/{key}`: the members, sorted.
 pub async fn set_get(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -436,15 +443,14 @@ pub async fn set_get(
         let key = key(path)?;
         let (c, []) = params(query, [])?;
         let read = state.coordinator.read(Kind::Set, &key, &c).await?;
-        let members: Vec<&str> = match &read.value {
-            Some(Value::Set(set)) => set.members().collect(),
-            _ => Vec::new(),
-        };
+        let members = set::members(&read);
         Ok(axum::Json(json!({ "members": members })).into_response())
     })
     .await
 }
 
+/// `POST /set/{key}`: adds and removes members in one step; a remove drops only the adds it
+/// has seen.
 pub async fn set_post(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -467,10 +473,10 @@ pub async fn set_post(
                 "give \"add\", \"remove\" or both, each a list of string members",
             ));
         }
-        let write = Write::SetUpdate {
+        let write = Write::SetUpdate(set::Update {
             add: parsed.add.unwrap_or_default(),
             remove: parsed.remove.unwrap_or_default(),
-        };
+        });
         state.coordinator.write(&key, write, &c).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     })
@@ -484,6 +490,8 @@ pub async fn empty_key() -> ApiError {
 
 // ---- /metrics ----
 
+/// `GET /metrics`: the Prometheus text format, with gauges of members, keys, memory and hints
+/// refreshed first.
 pub async fn metrics(State(state): State<ApiState>) -> Response {
     let m = state.coordinator.metrics();
     let view = std::sync::Arc::clone(&state.view.borrow());
@@ -512,7 +520,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// Refuses a malformed `X-Context` on any data request (API.md), before the handler runs, so
+/// Refuses a malformed `X-Context` on any data request, before the handler runs, so
 /// that even the endpoints that take no context never ignore a broken one silently.
 pub async fn check_context(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     match context(req.headers()) {

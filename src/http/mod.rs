@@ -1,7 +1,7 @@
 //! The client-facing HTTP API (axum): the data endpoints ([`data`]), health, metrics, cluster
 //! status, removal of dead members and fault injection.
 //!
-//! Every error is JSON `{"error": code, "message": ...}` as API.md specifies, including the
+//! Every error is JSON `{"error": code, "message": ...}` as docs/api.md describes, including the
 //! ones axum would otherwise answer in plain text (bad JSON, unknown routes).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,10 +28,13 @@ use crate::transport::{FaultTable, Faults};
 /// What the handlers need.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The latest membership and ring, for `/admin/status`, `/metrics` and checking fault targets.
     pub view: watch::Receiver<Arc<ClusterView>>,
+    /// The node's injected faults, which `/admin/faults` reads and replaces.
     pub faults: FaultTable,
     /// `fault_injection` from the config; `/admin/faults` answers 403 without it.
     pub fault_injection: bool,
+    /// Serves the data endpoints and reports the store, hints and transfer phase.
     pub coordinator: Coordinator,
     /// Operator actions on the membership (`DELETE /admin/members/{id}`).
     pub membership: MembershipControl,
@@ -44,14 +47,18 @@ pub const JOIN_GRACE: Duration = Duration::from_secs(10);
 /// An API error: status, code and a message that says what to fix.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status of the answer.
     pub status: StatusCode,
+    /// The machine-readable `error` field: `bad_request`, `not_found`, `quorum_unavailable`, ...
     pub code: &'static str,
+    /// What is wrong and how to fix it.
     pub message: String,
     /// More fields for the JSON body (`needed` and `acks` of a 503).
     pub extra: Option<serde_json::Value>,
 }
 
 impl ApiError {
+    /// An error without extra fields.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -61,6 +68,7 @@ impl ApiError {
         }
     }
 
+    /// A 400 `bad_request`: the request itself is wrong, and retrying it unchanged will not help.
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
@@ -141,7 +149,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         StatusCode::METHOD_NOT_ALLOWED,
         "bad_request",
         format!(
-            "{method} is not allowed on {}; see API.md for each route's methods",
+            "{method} is not allowed on {}; docs/api.md lists each route's methods",
             uri.path()
         ),
     )
@@ -151,7 +159,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; see API.md for the routes",
+        "no such endpoint; the routes are /kv, /lww, /counter, /set, /health, /metrics and /admin (docs/api.md)",
     )
 }
 
@@ -170,9 +178,9 @@ struct StatusMember {
 struct StatusBody {
     node: String,
     members: Vec<StatusMember>,
-    /// Beyond API.md: what this node stores, so convergence can be watched from outside.
+    /// Beyond the documented fields: what this node stores, so convergence can be watched from outside.
     store: StoreStatus,
-    /// Beyond API.md: the node's bootstrap or hand-off, and its progress.
+    /// Beyond the documented fields: the node's bootstrap or hand-off, and its progress.
     transfer: TransferStatus,
 }
 

@@ -12,10 +12,13 @@ pub struct RmpCodec;
 /// Why a gossip message could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
+    /// MessagePack refused to encode the value.
     #[error("gossip encode: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
+    /// The bytes are not the MessagePack of the expected value.
     #[error("gossip decode: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
+    /// The item does not fit what is left of the packet, so foca stops filling it there.
     #[error("gossip packet full")]
     NoSpace,
 }

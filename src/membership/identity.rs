@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// every membership update, so kept small.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeInfo {
+    /// The node's id, as in the cluster file and its certificate.
     pub id: String,
+    /// The node's zone, for zone-aware replica placement and the zone quorums.
     pub zone: String,
     /// QUIC address, node to node.
     pub peer: SocketAddr,
@@ -23,6 +25,31 @@ pub struct NodeInfo {
     pub generation: u64,
     /// Set on a graceful leave, so others can tell "left" from "dead".
     pub leaving: bool,
+}
+
+impl NodeInfo {
+    /// A member of a simulated network (the simulators and tests): its peer, HTTP and Redis
+    /// addresses are ports 7000, 8000 and 6000 of `ip`, and it is in its first life unless
+    /// `generation` says otherwise.
+    pub fn simulated(
+        id: impl Into<String>,
+        ip: std::net::Ipv4Addr,
+        zone: impl Into<String>,
+        vnodes: u32,
+        generation: u64,
+    ) -> NodeInfo {
+        let at = |port| SocketAddr::new(ip.into(), port);
+        NodeInfo {
+            id: id.into(),
+            zone: zone.into(),
+            peer: at(7000),
+            http: at(8000),
+            resp: at(6000),
+            vnodes,
+            generation,
+            leaving: false,
+        }
+    }
 }
 
 impl foca::Identity for NodeInfo {

@@ -38,13 +38,19 @@ use crate::ring::{Ring, RingMember};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberState {
+    /// Answers probes (directly or through other members).
     Alive,
+    /// Missed its probes; it can still refute the suspicion before it times out.
     Suspect,
+    /// Declared dead, or not heard from at all; it keeps its ring share until an operator
+    /// removes it.
     Dead,
+    /// Left the cluster or was removed by an operator; it holds no ring share.
     Left,
 }
 
 impl MemberState {
+    /// The lowercase name `/admin/status` and the metrics use.
     pub fn as_str(self) -> &'static str {
         match self {
             MemberState::Alive => "alive",
@@ -58,7 +64,9 @@ impl MemberState {
 /// A member and its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberView {
+    /// The member's identity and addresses.
     pub info: NodeInfo,
+    /// What this member currently believes of it.
     pub state: MemberState,
 }
 
@@ -94,7 +102,9 @@ pub struct Output {
 /// Protocol timing. Defaults follow memberlist's LAN settings.
 #[derive(Debug, Clone)]
 pub struct GossipConfig {
+    /// Time between probes of one member by this member.
     pub probe_period: Duration,
+    /// How long a direct probe waits for its answer before probing indirectly.
     pub probe_rtt: Duration,
     /// Members asked to probe indirectly when a direct probe gets no answer.
     pub indirect_probes: usize,
@@ -196,27 +206,47 @@ impl GossipConfig {
 /// Why gossip input was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
+    /// foca refused the message: it does not decode, or it does not fit the protocol.
     #[error("gossip: {0}")]
     Protocol(#[from] foca::Error),
+    /// The message names a sender other than the authenticated peer that sent it.
     #[error("gossip message claims to come from {claimed} but the connection belongs to {actual}")]
-    Impersonation { claimed: String, actual: String },
+    Impersonation {
+        /// The id the message names as its sender.
+        claimed: String,
+        /// The id the connection it arrived on was authenticated as.
+        actual: String,
+    },
 }
 
 /// Why [`Membership::remove`] refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RemoveError {
+    /// No member has this id.
     #[error("no member has the id {id:?}; known members are {known:?}")]
-    Unknown { id: String, known: Vec<String> },
+    Unknown {
+        /// The id asked for.
+        id: String,
+        /// The ids this member knows, to show what was meant.
+        known: Vec<String>,
+    },
+    /// The id is this member's own: a node cannot remove itself.
     #[error(
         "{0:?} is this node itself; a node cannot remove itself: stop it, then ask another \
          node to remove it once it is dead"
     )]
     Myself(String),
+    /// The member is alive or suspect here; removing it would take a share from a live node.
     #[error(
         "{id} is {} here: only a dead member can be removed; stop it or let it leave first",
         state.as_str()
     )]
-    NotDead { id: String, state: MemberState },
+    NotDead {
+        /// The member asked for.
+        id: String,
+        /// Its state as this member sees it.
+        state: MemberState,
+    },
 }
 
 /// What [`Membership::remove`] did.
@@ -751,6 +781,7 @@ impl Membership {
         ring_of(&self.members())
     }
 
+    /// The timing this member runs with.
     pub fn config(&self) -> &GossipConfig {
         &self.config
     }

@@ -7,7 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -21,8 +21,11 @@ use super::{
 /// Settings of a simulated cluster.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// How many nodes the cluster has.
     pub nodes: usize,
+    /// How many zones the nodes are spread over, round robin.
     pub zones: usize,
+    /// Seeds every random choice, so a run replays exactly.
     pub seed: u64,
     /// Probability that a message is lost.
     pub loss: f64,
@@ -30,6 +33,7 @@ pub struct SimConfig {
     pub delay_ms: (u64, u64),
     /// How many seeds each node announces itself to at start.
     pub announce_to: usize,
+    /// The protocol timing every node runs with.
     pub gossip: GossipConfig,
 }
 
@@ -82,22 +86,20 @@ pub struct Sim {
     rng: StdRng,
     /// Messages delivered and dropped so far.
     pub delivered: u64,
+    /// Messages lost at random, across a partition, or to or from a node that is down.
     pub dropped: u64,
 }
 
 /// The identity of simulated node `i`.
 pub fn sim_node(i: usize, zones: usize) -> NodeInfo {
-    let ip = IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250) as u8 + 1));
-    NodeInfo {
-        id: format!("n{i:03}"),
-        zone: format!("zone-{}", i % zones.max(1)),
-        peer: SocketAddr::new(ip, 7000),
-        http: SocketAddr::new(ip, 8000),
-        resp: SocketAddr::new(ip, 6000),
-        vnodes: 16,
-        generation: 1,
-        leaving: false,
-    }
+    let ip = Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250) as u8 + 1);
+    NodeInfo::simulated(
+        format!("n{i:03}"),
+        ip,
+        format!("zone-{}", i % zones.max(1)),
+        16,
+        1,
+    )
 }
 
 impl Sim {
@@ -249,6 +251,7 @@ impl Sim {
         self.run_until(self.now_ms + ms);
     }
 
+    /// The virtual time, in milliseconds since the start.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
     }
@@ -296,22 +299,27 @@ impl Sim {
         self.groups = Some(g);
     }
 
+    /// Ends the partition: every node reaches every other again.
     pub fn heal(&mut self) {
         self.groups = None;
     }
 
+    /// Changes the probability that a message is lost, from now on.
     pub fn set_loss(&mut self, loss: f64) {
         self.config.loss = loss;
     }
 
+    /// Whether node `i` is running (not crashed, not left).
     pub fn is_up(&self, i: usize) -> bool {
         self.nodes[i].up
     }
 
+    /// How many nodes the simulation has, up or not.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Whether the simulation has no node.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
@@ -329,10 +337,12 @@ impl Sim {
             .map_or(MemberState::Dead, |m| m.state)
     }
 
+    /// Node `i`'s membership, for what the `view` and `state_of` helpers do not show.
     pub fn membership(&self, i: usize) -> &Membership {
         &self.nodes[i].membership
     }
 
+    /// The settings the simulation runs with (the loss as last set).
     pub fn config(&self) -> &SimConfig {
         &self.config
     }

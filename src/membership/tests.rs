@@ -22,16 +22,7 @@ const B: usize = 1;
 const X: usize = 2;
 
 fn info(i: usize) -> NodeInfo {
-    NodeInfo {
-        id: format!("n{i}"),
-        zone: "z".into(),
-        peer: format!("10.0.0.{}:7000", i + 1).parse().expect("addr"),
-        http: format!("10.0.0.{}:8000", i + 1).parse().expect("addr"),
-        resp: format!("10.0.0.{}:6000", i + 1).parse().expect("addr"),
-        vnodes: 8,
-        generation: 1,
-        leaving: false,
-    }
+    NodeInfo::simulated(format!("n{i}"), [10, 0, 0, i as u8 + 1].into(), "z", 8, 1)
 }
 
 /// Whether a packet from one member to another is delivered.

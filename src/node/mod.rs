@@ -17,7 +17,7 @@ use crate::membership::{
     Removed, ring_of,
 };
 use crate::ring::Ring;
-use crate::rpc::{OneWay, Request, Response};
+use crate::rpc::{OneWay, ReplicaError, Request, Response};
 use crate::transport::{BoxFuture, Handler, Peer, Transport};
 
 /// Gossip packets waiting to be processed; beyond this, new ones are dropped (SWIM copes).
@@ -38,6 +38,7 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
+    /// The member with this id, as this node sees it.
     pub fn member(&self, id: &str) -> Option<&MemberView> {
         // Members come sorted by id (a binary search on the hot path); a view built unsorted
         // (by hand, in a test) is still searched in full before answering no.
@@ -58,9 +59,11 @@ impl ClusterView {
 
 /// How to start a node's runtime.
 pub struct NodeSpec {
+    /// This node's identity and addresses, as it gossips them.
     pub me: NodeInfo,
     /// Members known from the config file; announced to at start.
     pub seeds: Vec<NodeInfo>,
+    /// Protocol timing.
     pub gossip: GossipConfig,
     /// Seeds the protocol's random choices.
     pub rng_seed: u64,
@@ -91,8 +94,10 @@ pub struct MembershipControl {
 /// Why a [`MembershipControl`] call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
+    /// The membership refused the removal; the error says why.
     #[error(transparent)]
     Refused(#[from] RemoveError),
+    /// The node's membership runtime has stopped (the node is shutting down).
     #[error("the node's membership runtime has stopped (the node is shutting down)")]
     Stopped,
 }
@@ -136,9 +141,7 @@ impl Handler for NodeHandler {
         Box::pin(async move {
             match req {
                 Request::Ping => Response::Pong { node: me },
-                other => {
-                    Response::Error(format!("the membership runtime does not serve {other:?}"))
-                }
+                other => Response::Error(ReplicaError::NotServed(other.name().into())),
             }
         })
     }
@@ -329,16 +332,7 @@ mod tests {
     use crate::transport::memory::MemoryNetwork;
 
     fn info(i: usize) -> NodeInfo {
-        NodeInfo {
-            id: format!("n{i}"),
-            zone: "z".into(),
-            peer: format!("10.0.0.{i}:7000").parse().expect("addr"),
-            http: format!("10.0.0.{i}:8000").parse().expect("addr"),
-            resp: format!("10.0.0.{i}:6000").parse().expect("addr"),
-            vnodes: 16,
-            generation: 1,
-            leaving: false,
-        }
+        NodeInfo::simulated(format!("n{i}"), [10, 0, 0, i as u8].into(), "z", 16, 1)
     }
 
     fn state(node: &Node, of: usize) -> Option<MemberState> {

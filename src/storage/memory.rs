@@ -32,7 +32,9 @@ pub struct StoreOptions {
     /// Distinguishes this life of the store from earlier ones (a node's start time, or a test
     /// seed), so actors handed out after a restart that lost the data are new.
     pub boot: u64,
+    /// Depth of the Merkle tree: `2^depth` leaves, clamped to [`super::merkle::MAX_DEPTH`].
     pub merkle_depth: u8,
+    /// How long a tombstone is kept after its key died before it may be forgotten.
     pub tombstone_grace_ms: u64,
 }
 
@@ -85,6 +87,7 @@ impl Default for MemStore {
 }
 
 impl MemStore {
+    /// An empty store built as `options` say.
     pub fn new(options: StoreOptions) -> Self {
         MemStore {
             entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
@@ -247,8 +250,8 @@ impl MemStore {
             Ok(())
         } else {
             Err(StoreError::KindMismatch {
-                key: key.kind.name(),
-                value: value.kind().name(),
+                key: key.kind,
+                value: value.kind(),
             })
         }
     }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ring::Arc;
+use crate::ring::RingArc;
 
 /// A blake3 hash.
 pub type Hash = [u8; 32];
@@ -39,7 +39,9 @@ pub const MAX_DEPTH: u8 = 20;
 /// A node of the tree: `level` 0 is the root, `level == depth` are the leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeRef {
+    /// Distance from the root: 0 is the root, the tree's depth the leaves.
     pub level: u8,
+    /// Position among the nodes of its level, from 0 on the left.
     pub index: u64,
 }
 
@@ -92,21 +94,43 @@ pub struct Query {
 /// The remote replica's answer to a [`Query`], in the same order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer<K> {
+    /// The hashes of the query's `hashes`, one each.
     pub hashes: Vec<Hash>,
+    /// The items of the query's `leaves`, one list each.
     pub leaves: Vec<Vec<LeafItem<K>>>,
 }
 
 /// Why a diff could not go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiffError {
+    /// The answer has a different number of hashes or leaves than the query asked for.
     #[error("answer has {got} entries where {expected} were asked for")]
-    WrongLength { expected: usize, got: usize },
+    WrongLength {
+        /// How many the query asked for.
+        expected: usize,
+        /// How many the answer holds.
+        got: usize,
+    },
+    /// An answer arrived while no query was outstanding.
     #[error("answer came with no query outstanding")]
     Unexpected,
+    /// The query names a node or leaf that the answering tree does not have.
     #[error("query names node level {level} outside a tree of depth {depth}")]
-    BadNode { level: u8, depth: u8 },
+    BadNode {
+        /// The level of the node asked for; one past the depth for a leaf out of range.
+        level: u8,
+        /// The answering tree's depth.
+        depth: u8,
+    },
+    /// The two trees have different depths, so their nodes cover different ranges.
     #[error("query is for a tree of depth {asked}, this one has depth {depth}")]
-    DepthMismatch { asked: u8, depth: u8 },
+    DepthMismatch {
+        /// The asking tree's depth.
+        asked: u8,
+        /// The answering tree's depth.
+        depth: u8,
+    },
+    /// The query asks for more than [`MAX_QUERY_ITEMS`] nodes and leaves.
     #[error("query asks for {0} items, more than {MAX_QUERY_ITEMS}")]
     TooLarge(usize),
 }
@@ -148,6 +172,7 @@ impl<K: Ord + Clone> MerkleTree<K> {
         }
     }
 
+    /// The tree's depth: its leaves are at this level.
     pub fn depth(&self) -> u8 {
         self.depth
     }
@@ -266,7 +291,7 @@ impl<K: Ord + Clone> MerkleTree<K> {
     }
 
     /// Keys whose positions lie in `arc`, in position order (from 0 for an arc that wraps).
-    pub fn keys_in(&self, arc: Arc) -> Vec<K> {
+    pub fn keys_in(&self, arc: RingArc) -> Vec<K> {
         let mut out = Vec::new();
         let mut leaves = Vec::new();
         collect_frontier(
@@ -292,7 +317,7 @@ impl<K: Ord + Clone> MerkleTree<K> {
     /// The hash of the items in `arc`: the XOR of the nodes wholly inside it and of the
     /// items of the leaves it cuts. Two replicas agree on an arc exactly when these are equal,
     /// so in-sync arcs cost one hash each to check.
-    pub fn arc_hash(&self, arc: Arc) -> Hash {
+    pub fn arc_hash(&self, arc: RingArc) -> Hash {
         let (mut partial, mut whole) = (Vec::new(), Vec::new());
         collect_frontier(
             self.depth,
@@ -360,7 +385,7 @@ fn xor(a: &Hash, b: &Hash) -> Hash {
     out
 }
 
-fn inside(arc: Arc, (lo, hi): (u64, u64)) -> bool {
+fn inside(arc: RingArc, (lo, hi): (u64, u64)) -> bool {
     if arc.after == arc.upto {
         true
     } else if arc.after < arc.upto {
@@ -370,7 +395,7 @@ fn inside(arc: Arc, (lo, hi): (u64, u64)) -> bool {
     }
 }
 
-fn overlaps(arc: Arc, (lo, hi): (u64, u64)) -> bool {
+fn overlaps(arc: RingArc, (lo, hi): (u64, u64)) -> bool {
     if arc.after == arc.upto {
         true
     } else if arc.after < arc.upto {
@@ -385,7 +410,7 @@ fn overlaps(arc: Arc, (lo, hi): (u64, u64)) -> bool {
 /// expanded down to their leaves too.
 fn collect_frontier(
     depth: u8,
-    arc: Arc,
+    arc: RingArc,
     node: NodeRef,
     partial: &mut Vec<u64>,
     whole: &mut Vec<NodeRef>,
@@ -416,7 +441,7 @@ fn collect_frontier(
 /// differ from the local tree, then compares the items of the differing leaves. Sans-io: the
 /// caller carries each [`Query`] to the remote and brings back its [`Answer`].
 pub struct MerkleDiff<K> {
-    arc: Arc,
+    arc: RingArc,
     depth: u8,
     outstanding: Option<Query>,
     found: Vec<K>,
@@ -426,7 +451,7 @@ pub struct MerkleDiff<K> {
 
 impl<K: Ord + Clone> MerkleDiff<K> {
     /// Starts diffing `local` against a remote tree of the same depth, over the keys in `arc`.
-    pub fn new(local: &MerkleTree<K>, arc: Arc) -> Self {
+    pub fn new(local: &MerkleTree<K>, arc: RingArc) -> Self {
         let mut leaves = Vec::new();
         let mut hashes = Vec::new();
         collect_frontier(
@@ -514,6 +539,7 @@ impl<K: Ord + Clone> MerkleDiff<K> {
         );
     }
 
+    /// Whether the diff needs no more answers, so `into_differences` is complete.
     pub fn is_done(&self) -> bool {
         self.outstanding.is_none()
     }
@@ -528,7 +554,7 @@ impl<K: Ord + Clone> MerkleDiff<K> {
 pub fn diff_local<K: Ord + Clone>(
     local: &MerkleTree<K>,
     remote: &MerkleTree<K>,
-    arc: Arc,
+    arc: RingArc,
 ) -> Result<(Vec<K>, usize), DiffError> {
     let mut diff = MerkleDiff::new(local, arc);
     while let Some(q) = diff.query() {
@@ -624,14 +650,14 @@ mod tests {
         for (i, p) in positions.iter().enumerate() {
             a.set(*p, &(i as u64), Some(h(i as u64)));
         }
-        let arc = Arc {
+        let arc = RingArc {
             after: u64::MAX - 10,
             upto: 1 << 50,
         };
         let (mut d, _) = diff_local(&a, &b, arc).unwrap();
         d.sort();
         assert_eq!(d, vec![0, 1, 3]);
-        let (mut d, _) = diff_local(&b, &a, Arc::FULL).unwrap();
+        let (mut d, _) = diff_local(&b, &a, RingArc::FULL).unwrap();
         d.sort();
         assert_eq!(d, vec![0, 1, 2, 3, 4]);
         assert_eq!(a.keys_in(arc).len(), 3);
@@ -661,10 +687,10 @@ mod tests {
         let deeper = MerkleTree::<u64>::new(5);
         deeper.set(1, &1, Some(h(1)));
         assert_eq!(
-            diff_local(&a, &deeper, Arc::FULL).unwrap_err(),
+            diff_local(&a, &deeper, RingArc::FULL).unwrap_err(),
             DiffError::DepthMismatch { asked: 3, depth: 5 }
         );
-        let mut d = MerkleDiff::new(&a, Arc::FULL);
+        let mut d = MerkleDiff::new(&a, RingArc::FULL);
         assert!(
             d.absorb(
                 &a,

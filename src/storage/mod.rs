@@ -12,7 +12,7 @@ pub mod merkle;
 use serde::{Deserialize, Serialize};
 
 use crate::crdt::{Crdt, LwwRegister, MvRegister, OrSet, PnCounter};
-use crate::ring::{Arc, key_position};
+use crate::ring::{RingArc, key_position};
 
 pub use memory::MemStore;
 pub use memory::StoreOptions;
@@ -21,13 +21,18 @@ pub use merkle::{Hash, MerkleTree};
 /// The four key spaces; `/kv/a` and `/counter/a` are different keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
+    /// `/kv`: multi-value registers with causal contexts.
     Kv,
+    /// `/lww`: last-write-wins registers.
     Lww,
+    /// `/counter`: PN-counters.
     Counter,
+    /// `/set`: add-wins OR-sets.
     Set,
 }
 
 impl Kind {
+    /// Every key space, for code that goes over all of them.
     pub const ALL: [Kind; 4] = [Kind::Kv, Kind::Lww, Kind::Counter, Kind::Set];
 
     fn tag(self) -> u8 {
@@ -55,7 +60,9 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(from = "KeyParts")]
 pub struct Key {
+    /// The key space.
     pub kind: Kind,
+    /// The key as the client wrote it.
     pub name: String,
     /// Not sent: a node works it out from the kind and the name it received.
     #[serde(skip_serializing)]
@@ -85,6 +92,7 @@ impl std::hash::Hash for Key {
 }
 
 impl Key {
+    /// The key `name` of key space `kind`, with its ring position worked out.
     pub fn new(kind: Kind, name: impl Into<String>) -> Self {
         let name = name.into();
         Key {
@@ -104,19 +112,26 @@ impl Key {
 /// The replicated state of one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
+    /// The state of a `/kv` key.
     Kv(MvRegister),
+    /// The state of a `/lww` key.
     Lww(LwwRegister),
+    /// The state of a `/counter` key.
     Counter(PnCounter),
+    /// The state of a `/set` key.
     Set(OrSet),
 }
 
-/// Why a store refused a change.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a store refused a change. Travels back to a coordinator inside a replica's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum StoreError {
-    #[error("a {value} value cannot be stored under a {key} key")]
+    /// A value of one key space sent for a key of another (a bug, or a foreign node).
+    #[error("a {} value cannot be stored under a {} key", value.name(), key.name())]
     KindMismatch {
-        key: &'static str,
-        value: &'static str,
+        /// The key space of the key.
+        key: Kind,
+        /// The key space of the value sent.
+        value: Kind,
     },
     /// The operation itself said no (for example a counter overflow); nothing was changed.
     #[error("{0}")]
@@ -124,6 +139,7 @@ pub enum StoreError {
 }
 
 impl Value {
+    /// The key space this state belongs to.
     pub fn kind(&self) -> Kind {
         match self {
             Value::Kv(_) => Kind::Kv,
@@ -153,8 +169,8 @@ impl Value {
             (Value::Set(a), Value::Set(b)) => a.merge(b),
             (a, b) => {
                 return Err(StoreError::KindMismatch {
-                    key: a.kind().name(),
-                    value: b.kind().name(),
+                    key: a.kind(),
+                    value: b.kind(),
                 });
             }
         }
@@ -289,7 +305,9 @@ fn item_digest(bytes: &[u8]) -> merkle::Hash {
 /// replicas) and the key's state after merging it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
+    /// What the operation changed, to send to the other replicas.
     pub delta: Value,
+    /// The key's whole state after the delta was merged in.
     pub merged: Value,
 }
 
@@ -341,7 +359,7 @@ pub trait Store: Send + Sync {
     fn merkle(&self) -> &MerkleTree<Key>;
 
     /// Keys stored with positions in `arc`.
-    fn keys_in(&self, arc: Arc) -> Vec<Key> {
+    fn keys_in(&self, arc: RingArc) -> Vec<Key> {
         self.merkle().keys_in(arc)
     }
 
@@ -361,6 +379,7 @@ pub trait Store: Send + Sync {
         Vec::new()
     }
 
+    /// Whether the store holds no key, tombstones included.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -119,6 +119,7 @@ impl MemoryNetwork {
         self.lock().groups = Some(map);
     }
 
+    /// Ends the partition; loss, delay and crashes stay as they are.
     pub fn heal(&self) {
         self.lock().groups = None;
     }

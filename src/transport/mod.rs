@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::rpc::{EncodedRequest, OneWay, Request, Response};
+use crate::rpc::{Call, Encoded, EncodedRequest, OneWay, ReplicaError, Request, Response};
 
 /// A boxed future, so the traits below stay object safe.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -28,11 +28,14 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// every replica call carries one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Peer {
+    /// The peer's node id, which its certificate must carry.
     pub id: Arc<str>,
+    /// The peer's node-to-node address.
     pub addr: SocketAddr,
 }
 
 impl Peer {
+    /// The peer `id` listening at `addr`.
     pub fn new(id: &str, addr: SocketAddr) -> Self {
         Peer {
             id: id.into(),
@@ -44,33 +47,134 @@ impl Peer {
 /// Why a call failed. The coordinator treats all of them as "no answer from this replica".
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
+    /// No connection to the peer (id, reason), or it broke before the answer came.
     #[error("{0} is unreachable: {1}")]
     Unreachable(String, String),
+    /// The peer (id) did not answer within the timeout.
     #[error("no answer from {0} within {1:?}")]
     Timeout(String, Duration),
+    /// Fault injection discards traffic with the peer (id).
     #[error("traffic with {0} is dropped by fault injection")]
     Dropped(String),
+    /// The peer's answer could not be decoded (peer id, reason).
     #[error("{0} answered with a malformed frame: {1}")]
     Protocol(String, String),
+    /// The request could not be encoded, so it was not sent (peer id, reason).
+    #[error("a request to {0} could not be encoded: {1}")]
+    Unencodable(String, String),
+}
+
+/// Why a typed call ([`Ask::ask`]) got no answer of its kind.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The message did not get there, or its answer did not get back.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The peer answered that it could not serve the request.
+    #[error("{peer}: {error}")]
+    Refused {
+        /// Who refused.
+        peer: Arc<str>,
+        /// Why.
+        error: ReplicaError,
+    },
+    /// The peer answered with an answer to another kind of request.
+    #[error("{peer} answered {call} with {got}")]
+    Mismatched {
+        /// Who answered.
+        peer: Arc<str>,
+        /// What was asked.
+        call: &'static str,
+        /// What came back.
+        got: &'static str,
+    },
+}
+
+/// The typed answer of call `C` out of what came back from `peer`.
+pub fn answer_of<C: Call>(
+    peer: &Arc<str>,
+    result: Result<Response, TransportError>,
+) -> Result<C::Answer, CallError> {
+    match C::answer(result?) {
+        Ok(answer) => Ok(answer),
+        Err(Response::Error(error)) => Err(CallError::Refused {
+            peer: Arc::clone(peer),
+            error,
+        }),
+        Err(other) => Err(CallError::Mismatched {
+            peer: Arc::clone(peer),
+            call: C::NAME,
+            got: other.name(),
+        }),
+    }
+}
+
+/// Typed calls on any transport: the message names its answer ([`Call`]).
+pub trait Ask {
+    /// Sends `msg` to `to` and waits at most `timeout` for its answer.
+    fn ask<C: Call>(
+        &self,
+        to: &Peer,
+        msg: C,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<C::Answer, CallError>> + Send + 'static;
+
+    /// [`Ask::ask`] with the message encoded beforehand; the answer goes to `done` from
+    /// whichever task receives it (see [`Transport::call_then`]).
+    fn ask_then<C: Call>(
+        &self,
+        to: &Peer,
+        msg: &Encoded<C>,
+        timeout: Duration,
+        done: impl FnOnce(Result<C::Answer, CallError>) + Send + 'static,
+    );
+}
+
+impl<T: Transport + ?Sized> Ask for T {
+    fn ask<C: Call>(
+        &self,
+        to: &Peer,
+        msg: C,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<C::Answer, CallError>> + Send + 'static {
+        let call = self.call(to, msg.into(), timeout);
+        let peer = Arc::clone(&to.id);
+        async move { answer_of::<C>(&peer, call.await) }
+    }
+
+    fn ask_then<C: Call>(
+        &self,
+        to: &Peer,
+        msg: &Encoded<C>,
+        timeout: Duration,
+        done: impl FnOnce(Result<C::Answer, CallError>) + Send + 'static,
+    ) {
+        let peer = Arc::clone(&to.id);
+        let reply = AnswerTo::new(Arc::clone(&to.id), move |result| {
+            done(answer_of::<C>(&peer, result))
+        });
+        self.call_then(to, msg.request().clone(), timeout, reply);
+    }
 }
 
 /// Where the answer to a call goes: called once, by whichever task receives the answer. Dropped
 /// without an answer (a transport shutting down), it reports the call as unanswered, so no
 /// caller waits for an answer that will never come.
-pub struct Reply {
+pub struct AnswerTo {
     peer: Arc<str>,
     to: Option<ReplyFn>,
 }
 
-/// What a [`Reply`] calls.
+/// What an [`AnswerTo`] calls.
 type ReplyFn = Box<dyn FnOnce(Result<Response, TransportError>) + Send>;
 
-impl Reply {
+impl AnswerTo {
+    /// An answer slot that calls `to` with the result of a call to `peer`.
     pub fn new(
         peer: Arc<str>,
         to: impl FnOnce(Result<Response, TransportError>) + Send + 'static,
     ) -> Self {
-        Reply {
+        AnswerTo {
             peer,
             to: Some(Box::new(to)),
         }
@@ -84,7 +188,7 @@ impl Reply {
     }
 }
 
-impl Drop for Reply {
+impl Drop for AnswerTo {
     fn drop(&mut self) {
         if let Some(to) = self.to.take() {
             to(Err(TransportError::Unreachable(
@@ -126,7 +230,7 @@ pub trait Transport: Send + Sync + 'static {
         match EncodedRequest::new(&req) {
             Ok(req) => self.call_encoded(to, req, timeout),
             Err(e) => {
-                let error = TransportError::Protocol(to.id.to_string(), e.to_string());
+                let error = TransportError::Unencodable(to.id.to_string(), e.to_string());
                 Box::pin(std::future::ready(Err(error)))
             }
         }
@@ -142,7 +246,7 @@ pub trait Transport: Send + Sync + 'static {
     /// [`Transport::call_encoded`] with the answer handed to `reply` instead of awaited: the
     /// coordinator's replica calls, by the thousand, need no future of their own. By default
     /// a task awaits the call.
-    fn call_then(&self, to: &Peer, req: EncodedRequest, timeout: Duration, reply: Reply) {
+    fn call_then(&self, to: &Peer, req: EncodedRequest, timeout: Duration, reply: AnswerTo) {
         let call = self.call_encoded(to, req, timeout);
         tokio::spawn(async move { reply.send(call.await) });
     }
@@ -185,6 +289,7 @@ impl FaultTable {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
     }
 
+    /// A copy of the current faults, as `/admin/faults` shows them.
     pub fn get(&self) -> Faults {
         self.read().clone()
     }

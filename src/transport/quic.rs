@@ -51,8 +51,8 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::tls::{self, MAX_NODE_ID_LEN, NodeCredentials, TlsError};
 
-use super::{BoxFuture, FaultTable, Handler, Peer, Reply, Transport, TransportError};
-use crate::rpc::{self, EncodedRequest, OneWay, Request, Response};
+use super::{AnswerTo, BoxFuture, FaultTable, Handler, Peer, Transport, TransportError};
+use crate::rpc::{self, EncodedRequest, OneWay, ReplicaError, Request, Response};
 
 /// The UDP socket buffers a node asks for (each way).
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -981,7 +981,7 @@ impl QuicTransport {
     }
 
     /// Puts an encoded replica request in `peer`'s batch queue; its answer goes to `reply`.
-    fn enqueue(&self, peer: &Peer, frame: Bytes, timeout: Duration, reply: Reply) {
+    fn enqueue(&self, peer: &Peer, frame: Bytes, timeout: Duration, reply: AnswerTo) {
         let queued = Queued {
             frame,
             deadline: Instant::now() + timeout,
@@ -1037,7 +1037,7 @@ impl QuicTransport {
         let protocol = |e: String| TransportError::Protocol(peer.id.to_string(), e);
         let call = async {
             let bytes = rpc::encode_sized(&Request::Batch(frames), size)
-                .map_err(|e| protocol(e.to_string()))?;
+                .map_err(|e| TransportError::Unencodable(peer.id.to_string(), e.to_string()))?;
             self.call_raw(peer, bytes.into(), left).await
         };
         tokio::pin!(call);
@@ -1098,7 +1098,7 @@ struct Queued {
     /// What the caller gave it (for the error when it runs out).
     timeout: Duration,
     /// Where the answer (or the failure) goes.
-    reply: Reply,
+    reply: AnswerTo,
 }
 
 /// Callers of one batch whose deadlines are within this of its latest are answered when the
@@ -1191,23 +1191,20 @@ async fn serve_one(handler: &dyn Handler, from: &str, req: Request) -> Response 
 /// buffer, each a view of it).
 async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<&[u8]>) -> Response {
     if items.len() > rpc::MAX_BATCH {
-        return Response::Error(format!(
-            "a batch of {} requests; at most {}",
-            items.len(),
-            rpc::MAX_BATCH
-        ));
+        return Response::Error(ReplicaError::BatchTooLarge(items.len()));
     }
     let mut encoded = Vec::with_capacity(items.len() * 32);
     let mut ends = Vec::with_capacity(items.len());
     for item in items {
         let resp = match rpc::decode::<Request>(item) {
-            Ok(Request::Batch(_)) => Response::Error("batches cannot be nested".into()),
+            Ok(Request::Batch(_)) => Response::Error(ReplicaError::NestedBatch),
             Ok(req) => serve_one(handler, from, req).await,
-            Err(e) => Response::Error(format!("malformed request in a batch: {e}")),
+            Err(e) => Response::Error(ReplicaError::Malformed(e.to_string())),
         };
         if let Err(e) = rpc::encode_append(&mut encoded, &resp) {
             // An error message always encodes.
-            let _ = rpc::encode_append(&mut encoded, &Response::Error(e.to_string()));
+            let error = ReplicaError::Malformed(format!("an answer could not be encoded: {e}"));
+            let _ = rpc::encode_append(&mut encoded, &Response::Error(error));
         }
         ends.push(encoded.len());
     }
@@ -1275,7 +1272,7 @@ impl Transport for QuicTransport {
                 return this.call_now(&to, req.bytes().clone(), left).await;
             }
             let (tx, answer) = oneshot::channel();
-            let reply = Reply::new(Arc::clone(&to.id), move |result| {
+            let reply = AnswerTo::new(Arc::clone(&to.id), move |result| {
                 let _ = tx.send(result);
             });
             this.enqueue(&to, req.bytes().clone(), left, reply);
@@ -1290,7 +1287,7 @@ impl Transport for QuicTransport {
         })
     }
 
-    fn call_then(&self, to: &Peer, req: EncodedRequest, timeout: Duration, reply: Reply) {
+    fn call_then(&self, to: &Peer, req: EncodedRequest, timeout: Duration, reply: AnswerTo) {
         if self.inner.faults.drops(&to.id) {
             reply.send(Err(TransportError::Dropped(to.id.to_string())));
             return;

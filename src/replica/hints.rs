@@ -22,7 +22,9 @@ use crate::storage::{Key, Value};
 pub struct HintLimits {
     /// Off: no hints are taken or kept at all.
     pub enabled: bool,
+    /// Most hints kept for one owner; past it the oldest are dropped.
     pub max_keys_per_owner: usize,
+    /// Most encoded bytes of hints kept for one owner; past it the oldest are dropped.
     pub max_bytes_per_owner: usize,
     /// Hints older than this are dropped instead of delivered.
     pub max_age_ms: u64,
@@ -43,7 +45,9 @@ impl Default for HintLimits {
 /// One pending hint, as handed to the delivery loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hint {
+    /// The key the owner missed writes of.
     pub key: Key,
+    /// The merge of every write to the key the owner missed, to merge into its store.
     pub value: Value,
     /// Pass back to [`HintStore::delivered`]: a hint merged into since is kept.
     pub version: u64,
@@ -106,6 +110,7 @@ fn size_of(key: &Key, value: &Value) -> usize {
 }
 
 impl HintStore {
+    /// An empty store that keeps hints within `limits`.
     pub fn new(limits: HintLimits) -> Self {
         HintStore {
             limits,

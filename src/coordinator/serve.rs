@@ -1,0 +1,48 @@
+//! What a node answers its peers: gossip goes to the membership runtime, a forwarded write to
+//! the coordinator, everything else to the node's replica.
+
+use std::sync::Arc;
+
+use super::Coordinator;
+use crate::rpc::{Coordinate, OneWay, ReplicaError, Request, Response, respond};
+use crate::transport::{BoxFuture, Handler};
+
+/// Everything a node serves to its peers.
+pub struct PeerHandler {
+    /// The membership runtime's handler (gossip, pings).
+    pub gossip: Arc<dyn Handler>,
+    /// The node's coordinator (forwarded writes) and, through it, its replica.
+    pub coordinator: Coordinator,
+}
+
+impl Handler for PeerHandler {
+    fn one_way(&self, from: &str, msg: OneWay) {
+        self.gossip.one_way(from, msg);
+    }
+
+    fn request(&self, from: &str, req: Request) -> BoxFuture<Response> {
+        let req = match self.coordinator.replica().serve(req) {
+            Ok(response) => return Box::pin(std::future::ready(response)),
+            Err(req) => *req,
+        };
+        match req {
+            Request::Ping => self.gossip.request(from, req),
+            Request::Coordinate(msg) => {
+                let coordinator = self.coordinator.clone();
+                Box::pin(
+                    async move { respond::<Coordinate>(Ok(coordinator.run_forwarded(msg).await)) },
+                )
+            }
+            other => Box::pin(std::future::ready(Response::Error(
+                ReplicaError::NotServed(other.name().into()),
+            ))),
+        }
+    }
+
+    fn request_now(&self, _from: &str, req: Request) -> Result<Response, Box<Request>> {
+        match req {
+            Request::Read(_) | Request::Merge(_) => self.coordinator.replica().serve(req),
+            other => Err(Box::new(other)),
+        }
+    }
+}

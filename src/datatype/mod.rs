@@ -1,0 +1,216 @@
+//! The data types as clients see them: what each write means for its type (the delta it
+//! makes, the checks it needs, what it reports) and how a read's merged state is shown.
+//!
+//! The coordinator's quorum mechanics (placement, forwarding, fallbacks, hints, the tally,
+//! read repair) know nothing of the types: they drive any [`Operation`]. A new data type is a
+//! module here with its writes implementing [`Operation`], a variant of [`Write`] for each,
+//! and its views for the front ends; the coordinator does not change.
+
+pub mod counter;
+pub mod kv;
+pub mod lww;
+pub mod set;
+
+use serde::{Deserialize, Serialize};
+
+use crate::causality::Timestamp;
+use crate::ops::{OpError, Written};
+use crate::storage::{Applied, Key, Kind, Store, StoreError, Value};
+
+/// What one write means for its data type, whatever node coordinates it.
+pub trait Operation: Send + Sync {
+    /// The key space it writes to.
+    fn kind(&self) -> Kind;
+
+    /// Short operation name for metrics and logs.
+    fn name(&self) -> &'static str;
+
+    /// Refuses a write that is wrong in itself, whatever the cluster's state.
+    fn check(&self, limits: &Limits) -> Result<(), OpError> {
+        let _ = limits;
+        Ok(())
+    }
+
+    /// Whether the delta issues dots, so only a replica of the key may make it: its store
+    /// knows the highest dot it handed out for the key. A node outside the key's preference
+    /// list forwards such a write to a replica.
+    fn issues_dots(&self) -> bool {
+        false
+    }
+
+    /// Whether the key is read at R before the delta is made, so that the delta builds on
+    /// what a quorum has seen (a remove removes only what it observed).
+    fn observes(&self) -> bool {
+        false
+    }
+
+    /// Makes the delta to send to the key's replicas, and fills in what the write reports.
+    fn delta(&self, base: &mut Base<'_>) -> Result<Delta, OpError>;
+
+    /// Whether replicas answer with their merged state, for [`Operation::report`].
+    fn wants_states(&self) -> bool {
+        false
+    }
+
+    /// Completes the report once the write is acknowledged, from the states of the replicas
+    /// that acknowledged it (this node's own first, when it is one), if
+    /// [`Operation::wants_states`].
+    fn report(&self, written: &mut Written, states: &[&Value]) {
+        let _ = (written, states);
+    }
+}
+
+/// The limits a write is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest value (and largest total of set members) a request may carry.
+    pub max_value_bytes: usize,
+}
+
+/// The longest time to live a write may ask for: a hundred years, far enough, and no overflow
+/// when added to the clock.
+pub const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Checks a time to live in milliseconds.
+pub fn check_ttl(ttl_ms: Option<u64>) -> Result<(), OpError> {
+    match ttl_ms {
+        Some(0) => Err(OpError::bad(
+            "a ttl of 0 would expire at once; use a ttl of 1 second or more",
+        )),
+        Some(t) if t > MAX_TTL_MS => Err(OpError::bad(format!(
+            "a ttl of {} s is too large; use at most 100 years",
+            t / 1000
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a value's size.
+pub fn check_value_size(len: usize, limits: &Limits) -> Result<(), OpError> {
+    let max = limits.max_value_bytes;
+    if len > max {
+        return Err(OpError::TooLarge(format!(
+            "the value is {len} bytes; this cluster stores values of at most {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// What [`Operation::delta`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta {
+    /// A delta made on this node's store with [`Base::update`]: merged there already.
+    Applied(Value),
+    /// A delta to merge into every replica, this node's own included when it is one.
+    New(Value),
+    /// Nothing to write (a delete of a key no replica has): the write succeeds as is.
+    Nothing,
+}
+
+/// What a write's delta is made from.
+pub struct Base<'a> {
+    key: &'a Key,
+    now_ms: u64,
+    store: &'a dyn Store,
+    observed: Option<&'a Value>,
+    timestamp: &'a (dyn Fn(u64) -> Timestamp + Sync),
+    /// What the write reports back; the operation fills in its part.
+    pub written: Written,
+}
+
+impl<'a> Base<'a> {
+    /// The base of a write to `key` at `now_ms` coordinated by a node with `store`: what a read
+    /// at R saw first (if the operation observes), and the node's hybrid clock.
+    pub fn new(
+        key: &'a Key,
+        now_ms: u64,
+        store: &'a dyn Store,
+        observed: Option<&'a Value>,
+        timestamp: &'a (dyn Fn(u64) -> Timestamp + Sync),
+    ) -> Self {
+        Base {
+            key,
+            now_ms,
+            store,
+            observed,
+            timestamp,
+            written: Written::default(),
+        }
+    }
+
+    /// The time the write is made at.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// An expiry `ttl_ms` from now.
+    pub fn expiry(&self, ttl_ms: Option<u64>) -> Option<u64> {
+        ttl_ms.map(|t| self.now_ms.saturating_add(t))
+    }
+
+    /// A last-write-wins timestamp after everything this node has issued or seen.
+    pub fn timestamp(&self) -> Timestamp {
+        (self.timestamp)(self.now_ms)
+    }
+
+    /// The merge of what a read at R saw, for an operation that [`Operation::observes`];
+    /// `None` when no replica had the key.
+    pub fn observed(&self) -> Option<&Value> {
+        self.observed
+    }
+
+    /// Makes a dot-issuing delta on this node's store: `make` gets the key's current state
+    /// and the actor to issue dots under, under the key's lock, and its delta is merged there
+    /// at once. A refusal (`Err(message)`) changes nothing and is the client's 400.
+    pub fn update(
+        &mut self,
+        mut make: impl FnMut(Option<&Value>, &str) -> Result<Value, String>,
+    ) -> Result<Applied, OpError> {
+        self.store
+            .update(self.key, self.now_ms, &mut |current, actor| {
+                make(current, actor).map_err(StoreError::Rejected)
+            })
+            .map_err(|e| OpError::BadRequest(e.to_string()))
+    }
+}
+
+/// A change to one key, as clients ask for it and as it is forwarded between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write {
+    /// `PUT /kv`.
+    KvPut(kv::Put),
+    /// `DELETE /kv`.
+    KvDelete(kv::Delete),
+    /// `PUT /lww`, Redis `SET`.
+    LwwPut(lww::Put),
+    /// `DELETE /lww`, Redis `DEL`.
+    LwwDelete(lww::Delete),
+    /// `POST /counter`, Redis `INCRBY`.
+    CounterAdd(counter::Add),
+    /// `POST /set`, Redis `SADD` and `SREM`.
+    SetUpdate(set::Update),
+}
+
+impl Write {
+    /// The write as the operation it is: the one place that knows every type.
+    pub fn op(&self) -> &dyn Operation {
+        match self {
+            Write::KvPut(op) => op,
+            Write::KvDelete(op) => op,
+            Write::LwwPut(op) => op,
+            Write::LwwDelete(op) => op,
+            Write::CounterAdd(op) => op,
+            Write::SetUpdate(op) => op,
+        }
+    }
+
+    /// The key space the write belongs to.
+    pub fn kind(&self) -> Kind {
+        self.op().kind()
+    }
+
+    /// Short operation name for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        self.op().name()
+    }
+}

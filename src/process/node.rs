@@ -1,0 +1,310 @@
+//! One node in the foreground: its TLS material, its wiring (transport, membership,
+//! coordinator, HTTP and Redis front ends), its pid file, and its graceful leave on SIGTERM.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{load, node_dir, pid_path};
+use crate::clock::SystemClock;
+use crate::config::{Config, NodeSettings};
+use crate::coordinator::transfer::JoinPlan;
+use crate::coordinator::{Coordinator, CoordinatorSpec, Defaults, PeerHandler};
+use crate::http::{self, ApiState};
+use crate::membership::{GossipConfig, NodeInfo};
+use crate::metrics::Metrics;
+use crate::node::{Node, NodeSpec};
+use crate::replica::hints::HintStore;
+use crate::storage::{MemStore, StoreOptions};
+use crate::tls::{self, NodeCredentials, TlsPaths};
+use crate::transport::Transport;
+use crate::transport::quic::QuicTransport;
+
+/// How long a leaving node spends handing its keys over (`make stop` kills after 10 s);
+/// anti-entropy finishes what it could not.
+const HAND_OFF_TIME: Duration = Duration::from_secs(4);
+
+/// The node's identity as gossip carries it, from its config entry.
+pub fn node_info(config: &Config, node: &NodeSettings, generation: u64) -> NodeInfo {
+    NodeInfo {
+        id: node.id.clone(),
+        zone: node.zone.clone(),
+        peer: node.peer,
+        http: node.http,
+        resp: node.resp,
+        vnodes: node.vnodes.unwrap_or(config.cluster.vnodes),
+        generation,
+        leaving: false,
+    }
+}
+
+/// The pid file of a running node; removed when the node exits cleanly.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: PathBuf) -> Result<PidFile, String> {
+        fs::write(&path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// `quorumkv certs`: creates whatever TLS material is missing.
+pub fn certs(config_path: &Path) -> Result<(), String> {
+    let config = load(config_path)?;
+    let paths = TlsPaths::new(&config.data_dir());
+    let ids: Vec<String> = config.nodes.iter().map(|n| n.id.clone()).collect();
+    let created = tls::ensure_material(&paths, &config.cluster.name, &ids)
+        .map_err(|e| format!("{}: {e}", paths.dir.display()))?;
+    if created.is_empty() {
+        println!("TLS material complete in {}", paths.dir.display());
+    }
+    for path in created {
+        println!("created {}", path.display());
+    }
+    Ok(())
+}
+
+/// `quorumkv node`: runs one node in the foreground until SIGTERM or SIGINT, then leaves
+/// the cluster gracefully.
+pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Result<(), String> {
+    let config = load(config_path)?;
+    let settings = config.node(id).ok_or_else(|| {
+        let ids: Vec<&str> = config.nodes.iter().map(|n| n.id.as_str()).collect();
+        format!(
+            "no node {id:?} in {}; its nodes are {ids:?}",
+            config_path.display()
+        )
+    })?;
+    let paths = TlsPaths::new(&config.data_dir());
+    let missing = [paths.ca_cert(), paths.node_cert(id), paths.node_key(id)]
+        .into_iter()
+        .find(|p| !p.exists());
+    if let Some(missing) = missing {
+        return Err(format!(
+            "node {id} has no TLS certificate ({} is missing); create it with `quorumkv certs --config {}`",
+            missing.display(),
+            config_path.display()
+        ));
+    }
+    let creds = NodeCredentials::load(&paths.node_cert(id), &paths.node_key(id))
+        .map_err(|e| e.to_string())?;
+    if creds.node_id() != id {
+        return Err(format!(
+            "{} is a certificate for {:?}, not {id:?}",
+            paths.node_cert(id).display(),
+            creds.node_id()
+        ));
+    }
+    let ca = tls::load_ca_cert(&paths.ca_cert()).map_err(|e| e.to_string())?;
+
+    let dir = node_dir(&config, id);
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let _pid = PidFile::create(pid_path(&config, id))?;
+
+    let transport = QuicTransport::bind(settings.peer, &ca, &creds)
+        .map_err(|e| format!("cannot listen on peer address {}: {e}", settings.peer))?;
+    let listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .map_err(|e| format!("cannot listen on http address {}: {e}", settings.http))?;
+    let resp_listener = tokio::net::TcpListener::bind(settings.resp)
+        .await
+        .map_err(|e| format!("cannot listen on resp address {}: {e}", settings.resp))?;
+
+    // A new generation per process life: the newest life of a node wins over what others
+    // remember of an older one.
+    let generation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64);
+    let me = node_info(&config, settings, generation);
+    let seeds: Vec<NodeInfo> = config
+        .nodes
+        .iter()
+        .filter(|n| n.id != id)
+        .map(|n| node_info(&config, n, 0))
+        .collect();
+    // Other zones are far away, by zone_delay_ms, from the first message on.
+    let zone_delay = Duration::from_millis(config.cluster.zone_delay_ms / 2);
+    if !zone_delay.is_zero() {
+        for n in config.nodes.iter().filter(|n| n.zone != settings.zone) {
+            transport.faults().set_base_delay(&n.id, zone_delay);
+        }
+    }
+    let node = Node::start(
+        NodeSpec {
+            me,
+            seeds: seeds.clone(),
+            gossip: GossipConfig::default(),
+            rng_seed: generation ^ u64::from(std::process::id()),
+        },
+        Arc::new(transport.clone()) as Arc<dyn Transport>,
+    );
+    let store = MemStore::new(StoreOptions {
+        node: id.to_string(),
+        boot: generation,
+        tombstone_grace_ms: config.cluster.tombstone_grace_s.saturating_mul(1000),
+        ..StoreOptions::default()
+    });
+    let coordinator = Coordinator::new(CoordinatorSpec {
+        me: id.to_string(),
+        view: node.subscribe(),
+        transport: Arc::new(transport.clone()) as Arc<dyn Transport>,
+        store: Arc::new(store),
+        clock: Arc::new(SystemClock),
+        defaults: Defaults::from(&config.cluster),
+        metrics: Metrics::new(),
+        hints: Arc::new(HintStore::new(Defaults::from(&config.cluster).hints)),
+    });
+    // No reads until the node has heard of its cluster and pulled its keys (bootstrap).
+    let join_plan = JoinPlan {
+        expected: seeds.iter().map(|s| s.id.clone()).collect(),
+        needs_a_peer: join.is_some(),
+        grace: http::JOIN_GRACE,
+    };
+    coordinator.begin_joining(&join_plan);
+    let maintenance = coordinator.spawn_maintenance();
+    transport.serve(Arc::new(PeerHandler {
+        gossip: node.handler(),
+        coordinator: coordinator.clone(),
+    }));
+    if !zone_delay.is_zero() {
+        // Members learned by gossip (joined with --join) are far away too.
+        let (mut view, faults, zone) = (
+            node.subscribe(),
+            transport.faults().clone(),
+            settings.zone.clone(),
+        );
+        tokio::spawn(async move {
+            while view.changed().await.is_ok() {
+                let members = view.borrow_and_update().members.clone();
+                for m in members.iter().filter(|m| m.info.zone != zone) {
+                    faults.set_base_delay(&m.info.id, zone_delay);
+                }
+            }
+        });
+    }
+
+    if let Some(join) = join {
+        join_through(&transport, &node, &seeds, join).await?;
+    }
+    let bootstrap = {
+        let coordinator = coordinator.clone();
+        tokio::spawn(async move { coordinator.bootstrap(join_plan).await })
+    };
+
+    let api = http::router(ApiState {
+        view: node.subscribe(),
+        faults: transport.faults().clone(),
+        fault_injection: config.cluster.fault_injection,
+        coordinator: coordinator.clone(),
+        membership: node.control(),
+    });
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, api)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
+    let resp_server = tokio::spawn(crate::resp::serve(resp_listener, coordinator.clone()));
+    tracing::info!(
+        node = id,
+        peer = %settings.peer,
+        http = %settings.http,
+        resp = %settings.resp,
+        "node started"
+    );
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    bootstrap.abort();
+    // Hand the keys to the nodes that take over, leave, then hand over what arrived meanwhile.
+    let pushed = coordinator
+        .hand_off(tokio::time::Instant::now() + HAND_OFF_TIME)
+        .await;
+    tracing::info!(keys = pushed, "handed off");
+    if tokio::time::timeout(Duration::from_secs(3), node.leave())
+        .await
+        .is_err()
+    {
+        tracing::warn!("leave did not finish in 3 s");
+    }
+    coordinator
+        .hand_off(tokio::time::Instant::now() + Duration::from_secs(1))
+        .await;
+    let _ = stop_http.send(());
+    resp_server.abort();
+    maintenance.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), transport.endpoint().close()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Finds who listens at `addr` (it proves it with its certificate) and announces to it.
+async fn join_through(
+    transport: &QuicTransport,
+    node: &Node,
+    seeds: &[NodeInfo],
+    addr: &str,
+) -> Result<(), String> {
+    let resolved: SocketAddr = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("--join {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--join {addr}: no address"))?;
+    let conn = transport
+        .endpoint()
+        .identify(resolved, Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("--join {addr}: cannot reach a cluster member there: {e}"))?;
+    let id = conn.peer_id().to_owned();
+    let info = seeds
+        .iter()
+        .find(|s| s.id == id)
+        .cloned()
+        .unwrap_or(NodeInfo {
+            id: id.clone(),
+            zone: String::new(),
+            peer: resolved,
+            http: resolved,
+            resp: resolved,
+            vnodes: 0,
+            generation: 0,
+            leaving: false,
+        });
+    tracing::info!(through = %id, %addr, "joining");
+    node.announce(NodeInfo {
+        peer: resolved,
+        ..info
+    })
+    .await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The replica side of a node: its share of the data, and what it does with the requests of
+//! other nodes' coordinators (reads, merges, hints, batches, Merkle queries).
+//!
+//! A [`Replica`] only ever merges what it receives, so a retried or duplicated message changes
+//! nothing. It holds the node's hybrid logical clock too: every last-write-wins timestamp a
+//! replica merges moves the clock past it, so this node's next write orders after it.
+
+pub mod hints;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::causality::{HybridClock, Timestamp};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::rpc::{
+    ArcHashes, Call, Hint, MAX_ARCS, Merge, MergeBatch, MerkleStep, Read, ReadBatch, ReplicaError,
+    Request, Response, respond,
+};
+use crate::storage::{Key, Store, StoreError, Value};
+
+use hints::HintStore;
+
+/// A node id shared by everything that names it: cloning one costs no allocation.
+pub type NodeId = Arc<str>;
+
+/// How far ahead of this node's clock another node's LWW timestamp may be before the clock
+/// stops following it (it still orders after it, by the logical part).
+pub const MAX_CLOCK_DRIFT_MS: u64 = 60_000;
+
+/// One node's replica store, hints and clock.
+pub struct Replica {
+    me: NodeId,
+    store: Arc<dyn Store>,
+    hints: Arc<HintStore>,
+    clock: Arc<dyn Clock>,
+    hlc: Mutex<HybridClock>,
+    /// The milliseconds the hybrid clock has reached (issued or observed): lets
+    /// [`Replica::observe`] skip the lock for timestamps already behind it.
+    hlc_millis: AtomicU64,
+    /// Whether reads are answered: not while the node joins or bootstraps.
+    serving_reads: AtomicBool,
+    metrics: Metrics,
+}
+
+impl Replica {
+    /// A replica of node `me` over `store`, holding hints in `hints` (both may outlive it, as
+    /// a durable engine's data would outlive a process).
+    pub fn new(
+        me: &str,
+        store: Arc<dyn Store>,
+        hints: Arc<HintStore>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Self {
+        Replica {
+            hlc: Mutex::new(HybridClock::new(me, MAX_CLOCK_DRIFT_MS)),
+            hlc_millis: AtomicU64::new(0),
+            serving_reads: AtomicBool::new(true),
+            me: me.into(),
+            store,
+            hints,
+            clock,
+            metrics,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The replica store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The hints this node holds for others.
+    pub fn hints(&self) -> &HintStore {
+        &self.hints
+    }
+
+    /// The node's wall clock, in Unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Whether this replica answers reads: not while the node joins or bootstraps.
+    pub fn serves_reads(&self) -> bool {
+        self.serving_reads.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops answering reads.
+    pub fn set_serving_reads(&self, serving: bool) {
+        self.serving_reads.store(serving, Ordering::Relaxed);
+    }
+
+    /// A last-write-wins timestamp after everything this node has issued or seen.
+    pub fn timestamp(&self, now_ms: u64) -> Timestamp {
+        let ts = self
+            .hlc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .now(now_ms);
+        self.hlc_millis.fetch_max(ts.millis, Ordering::Relaxed);
+        ts
+    }
+
+    /// Lets later local timestamps order after `value`'s, if it is an LWW register.
+    pub fn observe(&self, value: &Value) {
+        let Value::Lww(reg) = value else {
+            return;
+        };
+        // Older in milliseconds than what the clock has reached: every later local timestamp
+        // orders after it already, no need for the lock.
+        if reg.ts.millis < self.hlc_millis.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.now_ms();
+        let mut hlc = self
+            .hlc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = hlc.observe(&reg.ts, now) {
+            tracing::warn!(node = %reg.ts.node, "not following a remote clock: {e}");
+        }
+        self.hlc_millis.fetch_max(reg.ts.millis, Ordering::Relaxed);
+    }
+
+    /// The replica's state of a key, tombstones included; refused while bootstrapping.
+    pub fn read(&self, key: &Key) -> Result<Option<Value>, ReplicaError> {
+        if !self.serves_reads() {
+            return Err(ReplicaError::NotServingReads);
+        }
+        Ok(self.store.get(key, self.now_ms()))
+    }
+
+    /// Merges a delta or a state in; the merged state when `reply_state` asks for it.
+    pub fn merge(
+        &self,
+        key: &Key,
+        value: &Value,
+        reply_state: bool,
+    ) -> Result<Option<Value>, StoreError> {
+        self.observe(value);
+        let now = self.now_ms();
+        if reply_state {
+            self.store.merge(key, value, now).map(Some)
+        } else {
+            self.store.absorb(key, value, now).map(|()| None)
+        }
+    }
+
+    /// Keeps a write for `owner` in this node's hint store.
+    pub fn hold_hint(&self, owner: &str, key: Key, value: &Value) {
+        let added = self.hints.add(owner, key, value, self.now_ms());
+        let m = &self.metrics;
+        m.hints_stored.inc();
+        if added.dropped > 0 {
+            m.hints_dropped
+                .with_label_values(&["overflow"])
+                .inc_by(added.dropped as u64);
+            tracing::warn!(
+                owner,
+                dropped = added.dropped,
+                "hint store full for this owner: oldest hints dropped (anti-entropy will repair)"
+            );
+        }
+    }
+
+    /// Hints held and their bytes.
+    pub fn pending_hints(&self) -> (usize, usize) {
+        self.hints.pending()
+    }
+
+    /// Serves a request of another node's coordinator, at once: every replica request needs
+    /// no waiting. Gives back what is not a replica request (a ping, a forwarded write).
+    pub fn serve(&self, req: Request) -> Result<Response, Box<Request>> {
+        Ok(match req {
+            Request::Read(Read { key }) => respond::<Read>(self.read(&key)),
+            Request::Merge(Merge {
+                key,
+                value,
+                reply_state,
+            }) => respond::<Merge>(
+                self.merge(&key, &value, reply_state)
+                    .map_err(ReplicaError::from),
+            ),
+            Request::Hint(hint) => respond::<Hint>(self.take_hint(hint)),
+            Request::MergeBatch(MergeBatch { items }) => {
+                let failed = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (key, value))| {
+                        self.merge(key, value, false).err().map(|e| (i as u32, e))
+                    })
+                    .collect();
+                MergeBatch::respond(failed)
+            }
+            Request::ReadBatch(ReadBatch { keys }) => {
+                let now = self.now_ms();
+                ReadBatch::respond(keys.iter().map(|k| self.store.get(k, now)).collect())
+            }
+            Request::ArcHashes(ArcHashes { arcs }) if arcs.len() > MAX_ARCS => {
+                Response::Error(ReplicaError::TooManyArcs { asked: arcs.len() })
+            }
+            Request::ArcHashes(ArcHashes { arcs }) => ArcHashes::respond(
+                arcs.iter()
+                    .map(|a| self.store.merkle().arc_hash(*a))
+                    .collect(),
+            ),
+            Request::MerkleStep(MerkleStep { query }) => respond::<MerkleStep>(
+                self.store
+                    .merkle()
+                    .answer(&query)
+                    .map_err(|e| ReplicaError::Merkle(e.to_string())),
+            ),
+            other @ (Request::Ping | Request::Coordinate(_) | Request::Batch(_)) => {
+                return Err(Box::new(other));
+            }
+        })
+    }
+
+    /// A hint for another node is held; one for this very node is just a write to it.
+    fn take_hint(&self, Hint { owner, key, value }: Hint) -> Result<(), ReplicaError> {
+        if owner == *self.me {
+            self.merge(&key, &value, false)?;
+        } else {
+            self.hold_hint(&owner, key, &value);
+        }
+        Ok(())
+    }
+}
