@@ -218,6 +218,9 @@ pub enum ReplicaError {
     /// A request inside a batch that did not decode.
     #[error("malformed request in a batch: {0}")]
     Malformed(String),
+    /// The answer could not be encoded.
+    #[error("the answer could not be encoded: {0}")]
+    Unencodable(String),
     /// A request this part of the node does not serve.
     #[error("{0} is not served here")]
     NotServed(String),

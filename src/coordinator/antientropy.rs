@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::Coordinator;
 use crate::membership::MemberState;
 use crate::ring::RingArc;
-use crate::rpc::{ArcHashes, Call, MergeBatch, MerkleStep, ReadBatch};
+use crate::rpc::{ArcHashes, Call, Encoded, MergeBatch, MerkleStep, ReadBatch};
 use crate::storage::merkle::MerkleDiff;
 use crate::storage::{Key, Value};
 use crate::transport::{Ask, Peer};
@@ -281,25 +281,24 @@ impl Coordinator {
         Ok(repaired)
     }
 
-    /// One anti-entropy request to `peer`, counting its bytes both ways.
-    async fn exchange<C: Call + serde::Serialize>(
+    /// One anti-entropy request to `peer`, counting its bytes both ways (the frames as they
+    /// travel, envelopes included).
+    async fn exchange<C: Call>(
         &self,
         peer: &Peer,
         req: C,
         stats: &mut RoundStats,
-    ) -> Result<C::Answer, String>
-    where
-        C::Answer: Serialize,
-    {
-        stats.bytes += wire_len(&req);
+    ) -> Result<C::Answer, String> {
+        let req = Encoded::new(req).map_err(|e| e.to_string())?;
+        stats.bytes += req.request().bytes().len();
         let result = self
             .inner
             .transport
-            .ask(peer, req, self.request_timeout())
+            .ask_encoded(peer, &req, self.request_timeout())
             .await;
         self.inner.metrics.rpc("anti_entropy", result.is_ok());
-        let answer = result.map_err(|e| e.to_string())?;
-        stats.bytes += wire_len(&answer);
-        Ok(answer)
+        let response = C::respond(result.map_err(|e| e.to_string())?);
+        stats.bytes += wire_len(&response);
+        C::answer(response).map_err(|other| format!("{} answered {}", peer.id, other.name()))
     }
 }

@@ -23,6 +23,7 @@ use super::Coordinator;
 use super::antientropy::{REPAIR_BATCH, RoundStats};
 use crate::membership::{MemberState, ring_of};
 use crate::node::ClusterView;
+use crate::replica::Replica;
 use crate::ring::RingArc;
 use crate::rpc::MergeBatch;
 use crate::storage::{Hash, Key, Value};
@@ -69,14 +70,15 @@ pub struct Transfers {
 }
 
 impl Transfers {
-    /// Changes the status; returns whether the node answers reads in its new phase.
-    fn update(&self, f: impl FnOnce(&mut TransferStatus)) -> bool {
+    /// Changes the status, and with its phase (under the same lock, so the two never
+    /// disagree) whether `replica` answers reads.
+    fn update(&self, replica: &Replica, f: impl FnOnce(&mut TransferStatus)) {
         let mut status = self
             .status
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut status);
-        !matches!(status.phase, Phase::Joining | Phase::Bootstrap)
+        replica.set_serving_reads(!matches!(status.phase, Phase::Joining | Phase::Bootstrap));
     }
 
     fn get(&self) -> TransferStatus {
@@ -134,8 +136,7 @@ impl Coordinator {
 
     /// Changes the transfer status, and with its phase whether the replica answers reads.
     fn update_transfer(&self, f: impl FnOnce(&mut TransferStatus)) {
-        let serving = self.inner.transfers.update(f);
-        self.inner.replica.set_serving_reads(serving);
+        self.inner.transfers.update(&self.inner.replica, f);
     }
 
     /// Marks the node as joining: it answers no reads until [`Coordinator::bootstrap`] is

@@ -114,7 +114,9 @@ impl Coordinator {
                 .forward(key, write, plan, &placement.replicas, total, deadline)
                 .await;
         }
-        let observed = if op.observes() {
+        // A dot-issuing write made off its replicas (a forwarded write whose rings disagree)
+        // has no replica to take in what a read would observe: it does not read.
+        let observed = if op.observes() && (local || !op.issues_dots()) {
             Some(self.quorum_read(&key, &plan, deadline).await?)
         } else {
             None

@@ -119,6 +119,14 @@ pub trait Ask {
         timeout: Duration,
     ) -> impl Future<Output = Result<C::Answer, CallError>> + Send + 'static;
 
+    /// [`Ask::ask`] with the message encoded beforehand.
+    fn ask_encoded<C: Call>(
+        &self,
+        to: &Peer,
+        msg: &Encoded<C>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<C::Answer, CallError>> + Send + 'static;
+
     /// [`Ask::ask`] with the message encoded beforehand; the answer goes to `done` from
     /// whichever task receives it (see [`Transport::call_then`]).
     fn ask_then<C: Call>(
@@ -138,6 +146,17 @@ impl<T: Transport + ?Sized> Ask for T {
         timeout: Duration,
     ) -> impl Future<Output = Result<C::Answer, CallError>> + Send + 'static {
         let call = self.call(to, msg.into(), timeout);
+        let peer = Arc::clone(&to.id);
+        async move { answer_of::<C>(&peer, call.await) }
+    }
+
+    fn ask_encoded<C: Call>(
+        &self,
+        to: &Peer,
+        msg: &Encoded<C>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<C::Answer, CallError>> + Send + 'static {
+        let call = self.call_encoded(to, msg.request().clone(), timeout);
         let peer = Arc::clone(&to.id);
         async move { answer_of::<C>(&peer, call.await) }
     }

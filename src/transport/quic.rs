@@ -1203,7 +1203,7 @@ async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<&[u8]>) -> Re
         };
         if let Err(e) = rpc::encode_append(&mut encoded, &resp) {
             // An error message always encodes.
-            let error = ReplicaError::Malformed(format!("an answer could not be encoded: {e}"));
+            let error = ReplicaError::Unencodable(e.to_string());
             let _ = rpc::encode_append(&mut encoded, &Response::Error(error));
         }
         ends.push(encoded.len());
