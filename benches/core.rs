@@ -2,9 +2,11 @@
 
 use std::hint::black_box;
 
+use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use quorumkv::causality::{CausalContext, Timestamp};
-use quorumkv::crdt::{Crdt, LwwRegister, MvRegister, OrSet, Version};
+use quorumkv::crdt::typed::TtlChange;
+use quorumkv::crdt::{Crdt, MvRegister, TypedValue, Version};
 use quorumkv::ring::{Ring, RingArc, RingMember};
 use quorumkv::storage::merkle::diff_local;
 use quorumkv::storage::{Key, Kind, MemStore, Store, Value};
@@ -64,19 +66,32 @@ fn causal_merge(c: &mut Criterion) {
     });
 }
 
-fn orset_merge(c: &mut Criterion) {
-    let mut a = OrSet::new();
-    let names: Vec<String> = (0..1000).map(|i| format!("member-{i}")).collect();
-    let d = a
-        .update("n1", names.iter().map(String::as_str), [])
+fn set_merge(c: &mut Criterion) {
+    let ts = |millis, node: &str| Timestamp {
+        millis,
+        logical: 0,
+        node: node.into(),
+    };
+    let mut a = TypedValue::new();
+    let names: Vec<Bytes> = (0..1000)
+        .map(|i| Bytes::from(format!("member-{i}")))
+        .collect();
+    let (d, _, _) = a
+        .update_set("n1", &names, &[], &ts(1, "n1"), 1)
         .expect("dots left");
     a.merge(&d);
     let mut b = a.clone();
-    let d = b
-        .update("n2", ["member-1", "new"], ["member-2"])
+    let (d, _, _) = b
+        .update_set(
+            "n2",
+            &[Bytes::from("member-1"), Bytes::from("new")],
+            &[Bytes::from("member-2")],
+            &ts(2, "n2"),
+            2,
+        )
         .expect("dots left");
     b.merge(&d);
-    c.bench_function("OR-set merge, 1,000 members", |bench| {
+    c.bench_function("set merge, 1,000 members", |bench| {
         bench.iter_batched(
             || a.clone(),
             |mut x| {
@@ -97,11 +112,16 @@ fn merkle_diff(c: &mut Criterion) {
         node: "n1".into(),
     };
     for i in 0..100_000 {
-        let key = Key::new(Kind::Lww, format!("key-{i}"));
-        let v = Value::Lww(LwwRegister::set(ts(1), "value", None));
+        let key = Key::new(Kind::Typed, format!("key-{i}"));
+        let string = |value: &'static str, t| {
+            let delta =
+                TypedValue::new().set_string(Bytes::from(value), TtlChange::Clear, &ts(t), t);
+            Value::Typed(Box::new(delta))
+        };
+        let v = string("value", 1);
         a.merge(&key, &v, 0).expect("same kind");
         let v = if i % 10_000 == 0 {
-            Value::Lww(LwwRegister::set(ts(2), "newer", None))
+            string("newer", 2)
         } else {
             v
         };
@@ -116,5 +136,5 @@ fn merkle_diff(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ring_lookup, causal_merge, orset_merge, merkle_diff);
+criterion_group!(benches, ring_lookup, causal_merge, set_merge, merkle_diff);
 criterion_main!(benches);

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use bytes::Bytes;
+
 use crate::causality::CausalContext;
 use crate::config::Quorum;
 use crate::storage::Value;
@@ -139,6 +141,15 @@ pub struct Written {
     pub added: u32,
     /// Sets: members the write removed (were present), as the coordinator saw them.
     pub removed: u32,
+    /// Typed writes that ask for it: the string the key held before (`SET ... GET`,
+    /// `GETSET`, `GETDEL`), as the coordinating replica saw it.
+    pub previous: Option<Bytes>,
+    /// Typed writes that answer with values: a string's value after an increment, each
+    /// incremented hash field's value, an `APPEND`'s new length.
+    pub values: Vec<Bytes>,
+    /// A conditional write (`NX`, `XX`, `GT`, `LT`, `HSETNX`) whose condition held, or a
+    /// write to a key that existed (`DEL`, `EXPIRE`, `PERSIST`).
+    pub applied: bool,
 }
 
 /// What a read found: the merge of at least R replica answers.
@@ -161,6 +172,9 @@ pub enum OpError {
     /// 413: a key or value over the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 409: the key holds another type (the message names both).
+    #[error("{0}")]
+    WrongType(String),
     /// 503: fewer than the needed replicas answered in time. The write may still have reached
     /// some replicas.
     #[error("needed {needed} replica answers, got {acks}: {message}")]
@@ -185,13 +199,14 @@ impl OpError {
         match self {
             OpError::BadRequest(_) => "bad_request",
             OpError::TooLarge(_) => "too_large",
+            OpError::WrongType(_) => "wrong_type",
             OpError::Unavailable { .. } => "quorum_unavailable",
         }
     }
 }
 
 /// Checks a key name against the API's limits (1 to 1024 bytes).
-pub fn check_key(name: &str) -> Result<(), OpError> {
+pub fn check_key(name: &[u8]) -> Result<(), OpError> {
     if name.is_empty() {
         return Err(OpError::bad("the key is empty; use 1 to 1024 bytes"));
     }

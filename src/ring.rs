@@ -202,6 +202,14 @@ impl Ring {
         (!self.positions.is_empty()).then(|| self.first_vnode(pos))
     }
 
+    /// The last position of the arc that holds `pos`, counting up from 0: the first vnode at
+    /// or after `pos`, or `u64::MAX` past the last vnode (where the arc wraps round to the
+    /// first). Walking positions upwards arc by arc visits the whole ring once.
+    pub fn arc_end(&self, pos: u64) -> u64 {
+        let i = self.positions.partition_point(|&p| p < pos);
+        self.positions.get(i).copied().unwrap_or(u64::MAX)
+    }
+
     /// Index into `positions` of the first vnode at or after `pos`, wrapping.
     fn first_vnode(&self, pos: u64) -> usize {
         let i = self.positions.partition_point(|&p| p < pos);

@@ -8,11 +8,12 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::causality::Timestamp;
 use crate::datatype::Write;
 use crate::ops::{OpError, Plan, Written};
 use crate::ring::RingArc;
 use crate::storage::merkle::{Answer, Hash, Query};
-use crate::storage::{Key, StoreError, Value};
+use crate::storage::{Key, Kind, ScannedKey, StoreError, Value};
 
 /// Most requests one [`Request::Batch`] may carry.
 pub const MAX_BATCH: usize = 1024;
@@ -113,6 +114,33 @@ pub struct MerkleStep {
     pub query: Query,
 }
 
+/// A page of a replica's live keys with positions from `from` to `upto`, about `limit` of
+/// them (`SCAN`, `KEYS`, `DBSIZE`); answered with the keys and whether more were left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanKeys {
+    /// The key space.
+    pub kind: Kind,
+    /// The first position to look at.
+    pub from: u64,
+    /// The last.
+    pub upto: u64,
+    /// About how many keys to answer.
+    pub limit: usize,
+}
+
+/// The replica's hybrid clock, advanced past everything it has issued: the start of a
+/// `FLUSHALL`, whose cutoff must come after every write any reachable node acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockNow;
+
+/// Everything of the typed namespace written before `before` is gone (`FLUSHALL`): the
+/// replica applies it to its store and spreads it through gossip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flush {
+    /// The cutoff.
+    pub before: Timestamp,
+}
+
 /// Messages that expect an answer, as they travel. Each one but [`Request::Batch`] carries a
 /// message type that implements [`Call`], which names its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +163,12 @@ pub enum Request {
     ArcHashes(ArcHashes),
     /// [`MerkleStep`].
     MerkleStep(MerkleStep),
+    /// [`ScanKeys`].
+    ScanKeys(ScanKeys),
+    /// [`ClockNow`].
+    ClockNow(ClockNow),
+    /// [`Flush`].
+    Flush(Flush),
     /// Several requests, each encoded as its own frame, sent together by the transport when
     /// many are on their way to one peer at once; answered with [`Response::Batch`], one
     /// encoded answer per request, in order. Never nested.
@@ -165,6 +199,12 @@ pub enum Response {
     Hashes(Vec<Hash>),
     /// Answer to [`MerkleStep`].
     Merkle(Answer<Key>),
+    /// Answer to [`ScanKeys`]: the keys, and whether more were left out.
+    Keys(Vec<ScannedKey>, bool),
+    /// Answer to [`ClockNow`].
+    Clock(Timestamp),
+    /// Answer to [`Flush`]: applied.
+    Flushed,
     /// Answer to [`Request::Batch`].
     Batch(Vec<Bytes>),
     /// The request could not be served.
@@ -184,6 +224,9 @@ impl Response {
             Response::States(_) => "States",
             Response::Hashes(_) => "Hashes",
             Response::Merkle(_) => "Merkle",
+            Response::Keys(..) => "Keys",
+            Response::Clock(_) => "Clock",
+            Response::Flushed => "Flushed",
             Response::Batch(_) => "Batch",
             Response::Error(_) => "Error",
         }
@@ -239,6 +282,9 @@ impl Request {
             Request::ReadBatch(_) => ReadBatch::NAME,
             Request::ArcHashes(_) => ArcHashes::NAME,
             Request::MerkleStep(_) => MerkleStep::NAME,
+            Request::ScanKeys(_) => ScanKeys::NAME,
+            Request::ClockNow(_) => ClockNow::NAME,
+            Request::Flush(_) => Flush::NAME,
             Request::Batch(_) => "Batch",
         }
     }
@@ -254,7 +300,9 @@ pub trait Call: Into<Request> + Send + 'static {
     const NAME: &'static str;
     /// The answer as it travels.
     fn respond(answer: Self::Answer) -> Response;
-    /// The answer out of what travelled; gives the response back when it is of another kind.
+    /// The answer out of what travelled; gives the response back when it is of another kind
+    /// (the rare path: boxing it would cost every call an allocation for nothing).
+    #[allow(clippy::result_large_err)]
     fn answer(response: Response) -> Result<Self::Answer, Response>;
 }
 
@@ -291,6 +339,9 @@ call!(MergeBatch => Vec<(u32, StoreError)>, |a| Response::MergedBatch(a), Respon
 call!(ReadBatch => Vec<Option<Value>>, |a| Response::States(a), Response::States(a) => a);
 call!(ArcHashes => Vec<Hash>, |a| Response::Hashes(a), Response::Hashes(a) => a);
 call!(MerkleStep => Answer<Key>, |a| Response::Merkle(a), Response::Merkle(a) => a);
+call!(ScanKeys => (Vec<ScannedKey>, bool), |a| Response::Keys(a.0, a.1), Response::Keys(k, more) => (k, more));
+call!(ClockNow => Timestamp, |a| Response::Clock(a), Response::Clock(a) => a);
+call!(Flush => (), |_a| Response::Flushed, Response::Flushed => ());
 
 impl From<Ping> for Request {
     fn from(_: Ping) -> Request {

@@ -29,7 +29,8 @@ use quorumkv::coordinator::PeerHandler;
 use quorumkv::coordinator::antientropy::AntiEntropySettings;
 use quorumkv::coordinator::{Coordinator, CoordinatorSpec, Defaults};
 use quorumkv::crdt::MvRegister;
-use quorumkv::datatype::{Write, counter, kv, lww, set};
+use quorumkv::datatype::typed::{Condition, Ttl, TypedWrite};
+use quorumkv::datatype::{Write, counter, kv};
 use quorumkv::membership::{GossipConfig, MemberState, NodeInfo};
 use quorumkv::metrics::Metrics;
 use quorumkv::node::{Node, NodeSpec};
@@ -41,6 +42,22 @@ use quorumkv::transport::memory::MemoryNetwork;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::task::JoinHandle;
+
+/// A plain string write, as `SET` makes it.
+fn string(value: Bytes) -> TypedWrite {
+    TypedWrite::SetString {
+        value,
+        ttl: Ttl::Clear,
+        condition: Condition::Always,
+        any_type: true,
+        get: false,
+    }
+}
+
+/// The name the simulation's set operations use for key `key`.
+fn set_name(key: &str) -> String {
+    format!("set-{key}")
+}
 
 /// 2026-01-01 in Unix milliseconds: where the simulated clocks start.
 const EPOCH_MS: u64 = 1_767_225_600_000;
@@ -154,6 +171,7 @@ impl Cluster {
             Arc::clone(&transport),
         );
         let coordinator = Coordinator::new(CoordinatorSpec {
+            membership: None,
             me: id.clone(),
             view: node.subscribe(),
             transport,
@@ -401,12 +419,9 @@ async fn client_op(
                 }
             }
             let write = if delete {
-                Write::LwwDelete(lww::Delete)
+                Write::Typed(TypedWrite::Delete { get: false })
             } else {
-                Write::LwwPut(lww::Put {
-                    value,
-                    ttl_ms: None,
-                })
+                Write::Typed(string(value))
             };
             let ok = c.write(&key, write, &cs).await.is_ok();
             if ok && !delete {
@@ -503,11 +518,12 @@ async fn client_op(
         }
         5 => {
             let member = format!("m{op_id}");
-            let write = Write::SetUpdate(set::Update {
-                add: vec![member.clone()],
+            let write = Write::Typed(TypedWrite::UpdateSet {
+                add: vec![Bytes::from(member.clone())],
                 remove: vec![],
             });
-            let ok = c.write(&key, write, &cs).await.is_ok();
+            // Sets have names of their own: the typed namespace gives a name one type.
+            let ok = c.write(set_name(&key), write, &cs).await.is_ok();
             if ok {
                 h.lock()
                     .expect("history")
@@ -537,11 +553,11 @@ async fn client_op(
                     .insert(m.clone());
                 m
             };
-            let write = Write::SetUpdate(set::Update {
+            let write = Write::Typed(TypedWrite::UpdateSet {
                 add: vec![],
-                remove: vec![target],
+                remove: vec![Bytes::from(target)],
             });
-            let ok = c.write(&key, write, &cs).await.is_ok();
+            let ok = c.write(set_name(&key), write, &cs).await.is_ok();
             record(ok);
         }
     }
@@ -651,13 +667,12 @@ async fn run_schedule(seed: u64, sc: Scenario) -> Vec<String> {
             let Some(coord) = c.coordinator(i) else {
                 continue;
             };
-            let read = |kind| {
+            let read = |kind, name: String| {
                 let coord = coord.clone();
-                let key = key.clone();
                 let cs = cs.clone();
-                async move { coord.read(kind, &key, &cs).await }
+                async move { coord.read(kind, &name, &cs).await }
             };
-            match read(Kind::Kv).await {
+            match read(Kind::Kv, key.clone()).await {
                 Ok(r) => {
                     let (live, _) = live_versions(&r.value, r.now_ms);
                     let covered = h.kv_covered.get(&key);
@@ -676,7 +691,7 @@ async fn run_schedule(seed: u64, sc: Scenario) -> Vec<String> {
                 }
                 Err(e) => violations.push(format!("n{i} /kv/{key}: read failed after heal: {e}")),
             }
-            match read(Kind::Counter).await {
+            match read(Kind::Counter, key.clone()).await {
                 Ok(r) => {
                     let value = match r.value {
                         Some(Value::Counter(ctr)) => ctr.value(),
@@ -692,10 +707,14 @@ async fn run_schedule(seed: u64, sc: Scenario) -> Vec<String> {
                 }
                 Err(e) => violations.push(format!("n{i} /counter/{key}: read failed: {e}")),
             }
-            match read(Kind::Set).await {
+            match read(Kind::Typed, set_name(&key)).await {
                 Ok(r) => {
                     let members: BTreeSet<String> = match &r.value {
-                        Some(Value::Set(s)) => s.members().map(str::to_string).collect(),
+                        Some(Value::Typed(t)) => t
+                            .members(r.now_ms)
+                            .into_iter()
+                            .map(|m| String::from_utf8_lossy(m).into_owned())
+                            .collect(),
                         _ => BTreeSet::new(),
                     };
                     let removed = h.set_remove_sent.get(&key);
@@ -708,10 +727,10 @@ async fn run_schedule(seed: u64, sc: Scenario) -> Vec<String> {
                 }
                 Err(e) => violations.push(format!("n{i} /set/{key}: read failed: {e}")),
             }
-            match read(Kind::Lww).await {
+            match read(Kind::Typed, key.clone()).await {
                 Ok(r) => {
                     let value = match &r.value {
-                        Some(Value::Lww(reg)) => reg.get(r.now_ms).cloned(),
+                        Some(Value::Typed(t)) => t.string(r.now_ms),
                         _ => None,
                     };
                     let sent = h.lww_sent.get(&key);
@@ -845,10 +864,7 @@ async fn without_faults_counters_are_exact_and_reads_repair_replicas() {
     // R=all, without any other write.
     c.net.partition(&[&["n0", "n1", "n2"], &["n3"]]);
     for k in 0..20 {
-        let w = Write::LwwPut(lww::Put {
-            value: Bytes::from(format!("x{k}")),
-            ttl_ms: None,
-        });
+        let w = Write::Typed(string(Bytes::from(format!("x{k}"))));
         // Two of the three replicas are always on n0's side.
         let res = c
             .coordinator(0)
@@ -863,7 +879,7 @@ async fn without_faults_counters_are_exact_and_reads_repair_replicas() {
         .filter(|k| {
             c.stores[3]
                 .get(
-                    &quorumkv::storage::Key::new(Kind::Lww, format!("l{k}")),
+                    &quorumkv::storage::Key::new(Kind::Typed, format!("l{k}")),
                     u64::MAX / 2,
                 )
                 .is_none()
@@ -874,13 +890,13 @@ async fn without_faults_counters_are_exact_and_reads_repair_replicas() {
         let r = c
             .coordinator(1)
             .expect("live")
-            .read(Kind::Lww, &format!("l{k}"), &settings(2, 3))
+            .read(Kind::Typed, &format!("l{k}"), &settings(2, 3))
             .await;
         assert!(r.is_ok(), "seed {seed}: read at r=all {r:?}");
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     for k in 0..20 {
-        let key = quorumkv::storage::Key::new(Kind::Lww, format!("l{k}"));
+        let key = quorumkv::storage::Key::new(Kind::Typed, format!("l{k}"));
         let on_n3 = c.nodes[3]
             .as_ref()
             .expect("live")

@@ -88,7 +88,7 @@ async fn sloppy_writes_count_a_fallback_and_strict_ones_do_not() {
     let key = (0..)
         .map(|i| format!("key{i}"))
         .find(|k| {
-            let list = ring.preference_list(Key::new(Kind::Lww, k.clone()).position(), 3);
+            let list = ring.preference_list(Key::new(Kind::Typed, k.clone()).position(), 3);
             let ids: Vec<&str> = list.replicas.iter().map(|m| m.id.as_str()).collect();
             ids.contains(&"n5") && !ids.contains(&"n1")
         })

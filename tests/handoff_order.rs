@@ -11,7 +11,8 @@ use quorumkv::config::Quorum;
 use quorumkv::coordinator::PeerHandler;
 use quorumkv::coordinator::antientropy::AntiEntropySettings;
 use quorumkv::coordinator::{Coordinator, CoordinatorSpec, Defaults};
-use quorumkv::datatype::{Write, lww};
+use quorumkv::datatype::Write;
+use quorumkv::datatype::typed::{Condition, Ttl, TypedWrite};
 use quorumkv::membership::{MemberState, MemberView, NodeInfo, ring_of};
 use quorumkv::metrics::Metrics;
 use quorumkv::node::ClusterView;
@@ -53,7 +54,7 @@ async fn a_suspect_is_written_directly_when_a_dead_replica_took_the_only_fallbac
         })
         .collect();
     let ring = ring_of(&alive);
-    let key = Key::new(Kind::Lww, "k");
+    let key = Key::new(Kind::Typed, "k");
     let replicas: Vec<String> = ring
         .preference_list(key.position(), 3)
         .replicas
@@ -97,6 +98,7 @@ async fn a_suspect_is_written_directly_when_a_dead_replica_took_the_only_fallbac
             me: id.clone(),
             members: members.clone(),
             ring: Arc::new(ring_of(&members)),
+            flushed: None,
         }));
         views.push(tx);
         let store = Arc::new(MemStore::new(StoreOptions {
@@ -106,6 +108,7 @@ async fn a_suspect_is_written_directly_when_a_dead_replica_took_the_only_fallbac
         let hints = Arc::new(HintStore::new(defaults.hints));
         let transport: Arc<dyn Transport> = Arc::new(net.transport(id));
         let coordinator = Coordinator::new(CoordinatorSpec {
+            membership: None,
             me: id.clone(),
             view: rx,
             transport,
@@ -124,9 +127,12 @@ async fn a_suspect_is_written_directly_when_a_dead_replica_took_the_only_fallbac
         );
         nodes.push((coordinator, store, hints));
     }
-    let write = Write::LwwPut(lww::Put {
+    let write = Write::Typed(TypedWrite::SetString {
         value: Bytes::from_static(b"v"),
-        ttl_ms: None,
+        ttl: Ttl::Clear,
+        condition: Condition::Always,
+        any_type: true,
+        get: false,
     });
     let all = Consistency {
         w: Some(Quorum::All),

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeSet;
 
+use bytes::Bytes;
 use quorumkv::causality::Timestamp;
-use quorumkv::crdt::LwwRegister;
+use quorumkv::crdt::TypedValue;
+use quorumkv::crdt::typed::TtlChange;
 use quorumkv::ring::{Ring, RingArc, RingMember};
 use quorumkv::storage::merkle::diff_local;
 use quorumkv::storage::{Key, Kind, MemStore, Store, Value};
@@ -12,20 +14,24 @@ use quorumkv::storage::{Key, Kind, MemStore, Store, Value};
 const KEYS: usize = 100_000;
 
 fn write(store: &MemStore, key: &Key, value: &str, millis: u64) {
-    let reg = LwwRegister::set(
-        Timestamp {
-            millis,
-            logical: 0,
-            node: "n1".into(),
-        },
-        value.as_bytes().to_vec(),
-        None,
+    let ts = Timestamp {
+        millis,
+        logical: 0,
+        node: "n1".into(),
+    };
+    let string = TypedValue::new().set_string(
+        Bytes::copy_from_slice(value.as_bytes()),
+        TtlChange::Clear,
+        &ts,
+        millis,
     );
-    store.merge(key, &Value::Lww(reg), 0).unwrap();
+    store
+        .merge(key, &Value::Typed(Box::new(string)), 0)
+        .unwrap();
 }
 
 fn key(i: usize) -> Key {
-    Key::new(Kind::Lww, format!("key-{i}"))
+    Key::new(Kind::Typed, format!("key-{i}"))
 }
 
 #[test]
@@ -55,8 +61,8 @@ fn stores_differing_in_k_keys_find_exactly_those_keys() {
             match j % 3 {
                 0 => write(&c, &key(i), "newer", 2),
                 1 => {
-                    write(&c, &Key::new(Kind::Lww, format!("extra-{j}")), "x", 1);
-                    expected.insert(Key::new(Kind::Lww, format!("extra-{j}")));
+                    write(&c, &Key::new(Kind::Typed, format!("extra-{j}")), "x", 1);
+                    expected.insert(Key::new(Kind::Typed, format!("extra-{j}")));
                     continue;
                 }
                 _ => write(&a, &key(i), "newer-on-a", 3),

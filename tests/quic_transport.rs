@@ -707,11 +707,11 @@ impl Handler for TestHandler {
                 // Answers name what they answer, to check batched answers go to their caller;
                 // keys named slow… take three seconds.
                 Request::Read(Read { key }) => {
-                    if key.name.starts_with("slow") {
+                    if key.name.starts_with(b"slow") {
                         tokio::time::sleep(Duration::from_secs(3)).await;
                     }
                     Response::Pong {
-                        node: format!("{node} read {}", key.name),
+                        node: format!("{node} read {}", key.display_name()),
                     }
                 }
                 req => Response::Error(ReplicaError::NotServed(req.name().into())),
@@ -827,7 +827,7 @@ async fn concurrent_replica_requests_are_batched_and_each_gets_its_own_answer() 
     let n2 = TestNode::start(&ca, "n2");
     let calls: Vec<_> = (0..500)
         .map(|i| {
-            let key = quorumkv::storage::Key::new(quorumkv::storage::Kind::Lww, format!("k{i}"));
+            let key = quorumkv::storage::Key::new(quorumkv::storage::Kind::Typed, format!("k{i}"));
             n1.transport.call(&n2.peer, Request::Read(Read { key }), T)
         })
         .collect();
@@ -862,7 +862,7 @@ async fn a_batched_call_times_out_at_its_own_deadline_not_the_batchs() {
     let n2 = TestNode::start(&ca, "n2");
     ping(&n1, &n2).await.expect("connected");
     let read = |name: &str| {
-        let key = quorumkv::storage::Key::new(quorumkv::storage::Kind::Lww, name);
+        let key = quorumkv::storage::Key::new(quorumkv::storage::Kind::Typed, name);
         rpc::EncodedRequest::new(&Request::Read(Read { key })).expect("encode")
     };
     // A slow request in flight, so that the next two travel together in one batch: two slow

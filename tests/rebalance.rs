@@ -135,7 +135,7 @@ async fn a_joining_node_takes_its_keys_while_reads_keep_succeeding() {
     .expect("ring");
     let expected: BTreeSet<usize> = (0..KEYS)
         .filter(|i| {
-            let pos = Key::new(Kind::Lww, format!("k{i}")).position();
+            let pos = Key::new(Kind::Typed, format!("k{i}")).position();
             ring.preference_list(pos, 3)
                 .replicas
                 .iter()

@@ -145,7 +145,7 @@ async fn every_command_through_a_redis_client() {
     let big = "x".repeat(1024 * 1024 + 1);
     assert!(error_text(cmd::<String>(&mut r1, &["SET", "big", &big]).await).contains("at most"));
 
-    // Counters: the /counter key space.
+    // Strings that count: INCR and friends on the string, read back with GET.
     assert_eq!(cmd::<i64>(&mut r1, &["INCR", "hits"]).await.unwrap(), 1);
     assert_eq!(
         cmd::<i64>(&mut r2, &["INCRBY", "hits", "10"])
@@ -158,9 +158,18 @@ async fn every_command_through_a_redis_client() {
         cmd::<i64>(&mut r2, &["DECRBY", "hits", "4"]).await.unwrap(),
         6
     );
+    let hits: Option<String> = r1.get("hits").await.unwrap();
+    assert_eq!(hits.as_deref(), Some("6"));
+    // The /counter key space is another: COUNTER.INCRBY and COUNTER.GET.
     assert_eq!(
         cmd::<i64>(&mut r1, &["COUNTER.GET", "hits"]).await.unwrap(),
-        6
+        0
+    );
+    assert_eq!(
+        cmd::<i64>(&mut r2, &["COUNTER.INCRBY", "hits", "5"])
+            .await
+            .unwrap(),
+        5
     );
     assert_eq!(
         cmd::<i64>(&mut r1, &["COUNTER.GET", "never"])
@@ -212,7 +221,11 @@ async fn every_command_through_a_redis_client() {
         http.lww_get("fresh", &q).await.unwrap().as_deref(),
         Some(&b"1"[..])
     );
-    assert_eq!(http.counter_get("hits", &q).await.unwrap(), 6);
+    assert_eq!(http.counter_get("hits", &q).await.unwrap(), 5);
+    assert_eq!(
+        http.lww_get("hits", &q).await.unwrap().as_deref(),
+        Some(&b"6"[..])
+    );
     assert_eq!(http.set_get("team", &q).await.unwrap(), ["a", "c", "d"]);
     http.lww_put("from-http", "hi", None, &q).await.unwrap();
     let got: Option<String> = r1.get("from-http").await.unwrap();
@@ -328,7 +341,7 @@ async fn malformed_input_closes_only_its_connection() {
     );
     // The well-behaved connection never noticed.
     assert_eq!(cmd::<String>(&mut good, &["PING"]).await.unwrap(), "PONG");
-    let e = error_text(cmd::<String>(&mut good, &["FLUSHALL"]).await);
+    let e = error_text(cmd::<String>(&mut good, &["LPUSH", "l", "x"]).await);
     assert!(e.contains("unknown command"), "{e}");
 }
 
@@ -396,7 +409,9 @@ async fn every_command_through_redis_cli() {
         (n2, &["INCRBY", "visits", "41"], "42"),
         (n1, &["DECR", "visits"], "41"),
         (n2, &["DECRBY", "visits", "40"], "1"),
-        (n1, &["COUNTER.GET", "visits"], "1"),
+        (n2, &["GET", "visits"], "1"),
+        (n1, &["COUNTER.INCRBY", "visits", "7"], "7"),
+        (n1, &["COUNTER.GET", "visits"], "7"),
         (n1, &["COUNTER.GET", "never"], "0"),
         (n1, &["SADD", "crew", "ann", "bob", "cy"], "3"),
         (n2, &["SREM", "crew", "bob", "zed"], "1"),
@@ -440,6 +455,10 @@ async fn every_command_through_redis_cli() {
         http.lww_get("city", &q).await.unwrap().as_deref(),
         Some(&b"Lyon"[..])
     );
-    assert_eq!(http.counter_get("visits", &q).await.unwrap(), 1);
+    assert_eq!(http.counter_get("visits", &q).await.unwrap(), 7);
+    assert_eq!(
+        http.lww_get("visits", &q).await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
     assert_eq!(http.set_get("crew", &q).await.unwrap(), ["ann", "cy"]);
 }

@@ -6,8 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A point in hybrid logical time. Ordered by (millis, logical, node).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A point in hybrid logical time. Ordered by (millis, logical, node); the default is the
+/// earliest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Timestamp {
     /// Milliseconds since the Unix epoch, as the issuing node's clock saw it (or later).
     pub millis: u64,

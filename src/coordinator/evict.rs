@@ -1,8 +1,8 @@
-//! Cache eviction: past the node's memory limit, the least recently used `/lww` keys go, as
+//! Cache eviction: past the node's memory limit, the least recently used keys of the typed namespace go, as
 //! Redis's allkeys-lru does, by sampling.
 //!
-//! An evicted key is deleted, not just dropped here: the node writes an LWW tombstone for it
-//! (newer than its value, on this node's hybrid clock) and sends it to the key's replicas at
+//! An evicted key is deleted, not just dropped here: the node deletes it (a delete newer than
+//! its value, on this node's hybrid clock) and sends it to the key's replicas at
 //! W = 1 in the background. Dropping the key on this node alone would not free anything
 //! for long: anti-entropy and read repair would bring it back from the other replicas. The
 //! tombstone is marked as an eviction, so every replica forgets it after
@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use super::Coordinator;
 use super::gather::{Needed, Tally};
-use crate::crdt::LwwRegister;
 use crate::ops::{Need, Plan};
 use crate::storage::{Key, Value};
 
@@ -43,7 +42,7 @@ impl Coordinator {
         });
     }
 
-    /// Evicts until the store is within `limit` (or no live `/lww` key is left to evict);
+    /// Evicts until the store is within `limit` (or no live key of the typed namespace is left to evict);
     /// returns how many keys went.
     fn evict_until(&self, limit: u64) -> usize {
         let store = self.store();
@@ -68,11 +67,21 @@ impl Coordinator {
     /// Deletes `key` here at once and on its replicas in the background.
     fn evict(&self, key: Key) {
         let now = self.now_ms();
-        let tombstone = Value::Lww(LwwRegister::evict(self.inner.replica.timestamp(now)));
-        if let Err(e) = self.store().merge(&key, &tombstone, now) {
-            tracing::warn!(?key, "cannot evict: {e}");
-            return;
-        }
+        let ts = self.inner.replica.timestamp(now);
+        let made = self.store().update(&key, now, &mut |current, _| {
+            Ok(match current {
+                Some(Value::Typed(t)) => Some(Value::Typed(Box::new(t.delete(true, &ts, now)))),
+                _ => None,
+            })
+        });
+        let tombstone = match made {
+            Ok(Some(applied)) => applied.delta,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(?key, "cannot evict: {e}");
+                return;
+            }
+        };
         self.inner.metrics.evictions.inc();
         let view = self.view();
         let n = self.inner.defaults.n.min(view.ring.len() as u32);

@@ -46,7 +46,15 @@ impl Coordinator {
                             view_open = false;
                             continue;
                         }
-                        let now = ring_ids(&view.borrow_and_update());
+                        let (now, flushed) = {
+                            let current = view.borrow_and_update();
+                            (ring_ids(&current), current.flushed.clone())
+                        };
+                        // A flush learned through gossip (this node was down or cut off when
+                        // it was made) applies here too.
+                        if let Some(before) = flushed {
+                            this.inner.replica.flush(&before);
+                        }
                         if now != members {
                             members = now;
                             ae.reset_after(RING_CHANGE_SETTLE);

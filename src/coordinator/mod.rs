@@ -28,6 +28,7 @@ mod calls;
 pub mod evict;
 pub mod gather;
 pub mod handoff;
+pub mod keyspace;
 mod maintenance;
 mod placement;
 mod read;
@@ -125,6 +126,9 @@ pub struct CoordinatorSpec {
     pub defaults: Defaults,
     /// Where the node's metrics go.
     pub metrics: Metrics,
+    /// The node's membership, to spread a flush through gossip (`None` in tests that run
+    /// without one).
+    pub membership: Option<crate::node::MembershipControl>,
     /// The hints this node holds for others: kept apart from the coordinator so that they
     /// can outlive it as the store does (a simulated crash keeps both, as a durable engine
     /// would).
@@ -159,6 +163,8 @@ struct Inner {
     evicting: std::sync::atomic::AtomicBool,
     /// Placements worked out for the current view and the cluster's N.
     placements: placement::Placements,
+    /// The node's membership, to spread a flush.
+    membership: Option<crate::node::MembershipControl>,
 }
 
 impl Coordinator {
@@ -180,6 +186,7 @@ impl Coordinator {
                 forwarded: write::ForwardedWrites::default(),
                 evicting: std::sync::atomic::AtomicBool::new(false),
                 placements: placement::Placements::default(),
+                membership: spec.membership,
                 me: spec.me.as_str().into(),
                 replica: Arc::new(replica),
                 view: spec.view,
@@ -223,6 +230,11 @@ impl Coordinator {
     /// Hints held and their bytes.
     pub fn pending_hints(&self) -> (usize, usize) {
         self.inner.replica.pending_hints()
+    }
+
+    /// The cluster as this node sees it now.
+    pub fn cluster_view(&self) -> Arc<ClusterView> {
+        self.view()
     }
 
     fn view(&self) -> Arc<ClusterView> {

@@ -26,9 +26,10 @@ impl Coordinator {
     pub async fn read(
         &self,
         kind: Kind,
-        name: &str,
+        name: impl AsRef<[u8]>,
         c: &Consistency,
     ) -> Result<ReadResult, OpError> {
+        let name = name.as_ref();
         check_key(name)?;
         let plan = self.plan(c)?;
         let key = Key::new(kind, name);

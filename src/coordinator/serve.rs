@@ -27,6 +27,11 @@ impl Handler for PeerHandler {
         };
         match req {
             Request::Ping => self.gossip.request(from, req),
+            Request::Flush(flush) => {
+                // Applied here at once; gossip spreads it to whoever the sender could not reach.
+                self.coordinator.replica().flush(&flush.before);
+                self.gossip.request(from, Request::Flush(flush))
+            }
             Request::Coordinate(msg) => {
                 let coordinator = self.coordinator.clone();
                 Box::pin(

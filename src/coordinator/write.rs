@@ -59,10 +59,11 @@ impl Coordinator {
     /// Applies a write at W.
     pub async fn write(
         &self,
-        name: &str,
+        name: impl AsRef<[u8]>,
         write: Write,
         c: &Consistency,
     ) -> Result<Written, OpError> {
+        let name = name.as_ref();
         check_key(name)?;
         let limits = Limits {
             max_value_bytes: self.inner.defaults.max_value_bytes,
@@ -114,9 +115,13 @@ impl Coordinator {
                 .forward(key, write, plan, &placement.replicas, total, deadline)
                 .await;
         }
-        // A dot-issuing write made off its replicas (a forwarded write whose rings disagree)
-        // has no replica to take in what a read would observe: it does not read.
-        let observed = if op.observes() && (local || !op.issues_dots()) {
+        // A write that builds on the key's state uses this node's replica of it, or, on a node
+        // that is not a replica, what a read at R sees. A dot-issuing write made off its
+        // replicas (a forwarded write whose rings disagree) uses this node's store anyway.
+        let on_store = local || op.issues_dots();
+        let observed = if (op.observes() && (local || !op.issues_dots()))
+            || (!on_store && op.builds_on_state())
+        {
             Some(self.quorum_read(&key, &plan, deadline).await?)
         } else {
             None
@@ -127,7 +132,8 @@ impl Coordinator {
         let (delta, mut written) = {
             let timestamp = |now_ms| replica.timestamp(now_ms);
             let seen = observed.as_ref().and_then(|o| o.merged.as_ref());
-            let mut base = Base::new(&key, now, store.as_ref(), seen, &timestamp);
+            let store = on_store.then_some(store.as_ref());
+            let mut base = Base::new(&key, now, store, seen, &timestamp);
             (op.delta(&mut base)?, base.written)
         };
         let mut ready = Vec::new();
@@ -176,7 +182,7 @@ impl Coordinator {
                 .iter()
                 .chain(g.ok.iter().flat_map(|(_, s)| s))
                 .collect();
-            op.report(&mut written, &states);
+            op.report(&mut written, &states, now);
         }
         Ok(written)
     }

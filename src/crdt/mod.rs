@@ -7,14 +7,12 @@
 //! replicas that saw the same deltas in any order, any number of times, hold the same state.
 
 pub mod counter;
-pub mod lww;
 pub mod mvreg;
-pub mod orset;
+pub mod typed;
 
 pub use counter::{CounterOverflow, PnCounter};
-pub use lww::LwwRegister;
 pub use mvreg::{MvRegister, Version};
-pub use orset::OrSet;
+pub use typed::TypedValue;
 
 /// A join-semilattice: the one operation replicas need to converge.
 ///

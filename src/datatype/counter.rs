@@ -49,7 +49,7 @@ impl Operation for Add {
     }
 
     /// The value as merged from the replicas that acknowledged the write.
-    fn report(&self, written: &mut Written, states: &[&Value]) {
+    fn report(&self, written: &mut Written, states: &[&Value], _now_ms: u64) {
         let mut merged = PnCounter::new();
         for state in states {
             if let Value::Counter(c) = state {

@@ -8,8 +8,7 @@
 
 pub mod counter;
 pub mod kv;
-pub mod lww;
-pub mod set;
+pub mod typed;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +43,13 @@ pub trait Operation: Send + Sync {
         false
     }
 
+    /// Whether the delta is made from the key's current state (the increments a `SET`
+    /// replaces, the members a delete removes). A node that is not a replica of the key reads
+    /// it at R for that state; a replica uses its own.
+    fn builds_on_state(&self) -> bool {
+        self.issues_dots()
+    }
+
     /// Makes the delta to send to the key's replicas, and fills in what the write reports.
     fn delta(&self, base: &mut Base<'_>) -> Result<Delta, OpError>;
 
@@ -55,8 +61,8 @@ pub trait Operation: Send + Sync {
     /// Completes the report once the write is acknowledged, from the states of the replicas
     /// that acknowledged it (this node's own first, when it is one), if
     /// [`Operation::wants_states`].
-    fn report(&self, written: &mut Written, states: &[&Value]) {
-        let _ = (written, states);
+    fn report(&self, written: &mut Written, states: &[&Value], now_ms: u64) {
+        let _ = (written, states, now_ms);
     }
 }
 
@@ -111,7 +117,7 @@ pub enum Delta {
 pub struct Base<'a> {
     key: &'a Key,
     now_ms: u64,
-    store: &'a dyn Store,
+    store: Option<&'a dyn Store>,
     observed: Option<&'a Value>,
     timestamp: &'a (dyn Fn(u64) -> Timestamp + Sync),
     /// What the write reports back; the operation fills in its part.
@@ -119,12 +125,13 @@ pub struct Base<'a> {
 }
 
 impl<'a> Base<'a> {
-    /// The base of a write to `key` at `now_ms` coordinated by a node with `store`: what a read
-    /// at R saw first (if the operation observes), and the node's hybrid clock.
+    /// The base of a write to `key` at `now_ms` coordinated by a node with `store` (`None`: the
+    /// node is not a replica and builds on `observed`): what a read at R saw first (if the
+    /// operation observes), and the node's hybrid clock.
     pub fn new(
         key: &'a Key,
         now_ms: u64,
-        store: &'a dyn Store,
+        store: Option<&'a dyn Store>,
         observed: Option<&'a Value>,
         timestamp: &'a (dyn Fn(u64) -> Timestamp + Sync),
     ) -> Self {
@@ -166,11 +173,44 @@ impl<'a> Base<'a> {
         &mut self,
         mut make: impl FnMut(Option<&Value>, &str) -> Result<Value, String>,
     ) -> Result<Applied, OpError> {
-        self.store
+        let store = self
+            .store
+            .ok_or_else(|| OpError::bad("a dot-issuing write needs a replica's store"))?;
+        let applied = store
             .update(self.key, self.now_ms, &mut |current, actor| {
-                make(current, actor).map_err(StoreError::Rejected)
+                make(current, actor).map(Some).map_err(StoreError::Rejected)
             })
-            .map_err(|e| OpError::BadRequest(e.to_string()))
+            .map_err(|e| OpError::BadRequest(e.to_string()))?;
+        applied.ok_or_else(|| OpError::bad("the store made no delta"))
+    }
+
+    /// Makes a delta from the key's current state with `make` (which may find nothing to
+    /// write, `Ok(None)`, or refuse with the client's error): on this node's replica under the
+    /// key's lock, merged there at once; on a node that is not a replica, from what the read
+    /// at R observed, for every replica to merge.
+    pub fn from_state(
+        &mut self,
+        mut make: impl FnMut(Option<&Value>, &str) -> Result<Option<Value>, OpError>,
+    ) -> Result<Delta, OpError> {
+        let Some(store) = self.store else {
+            return Ok(match make(self.observed, "")? {
+                Some(delta) => Delta::New(delta),
+                None => Delta::Nothing,
+            });
+        };
+        let mut refused = None;
+        let applied = store.update(self.key, self.now_ms, &mut |current, actor| {
+            make(current, actor).map_err(|e| {
+                refused = Some(e);
+                StoreError::Rejected(String::new())
+            })
+        });
+        match (applied, refused) {
+            (_, Some(e)) => Err(e),
+            (Ok(Some(applied)), None) => Ok(Delta::Applied(applied.delta)),
+            (Ok(None), None) => Ok(Delta::Nothing),
+            (Err(e), None) => Err(OpError::BadRequest(e.to_string())),
+        }
     }
 }
 
@@ -181,14 +221,10 @@ pub enum Write {
     KvPut(kv::Put),
     /// `DELETE /kv`.
     KvDelete(kv::Delete),
-    /// `PUT /lww`, Redis `SET`.
-    LwwPut(lww::Put),
-    /// `DELETE /lww`, Redis `DEL`.
-    LwwDelete(lww::Delete),
-    /// `POST /counter`, Redis `INCRBY`.
+    /// `POST /counter`, Redis `COUNTER.INCRBY`.
     CounterAdd(counter::Add),
-    /// `POST /set`, Redis `SADD` and `SREM`.
-    SetUpdate(set::Update),
+    /// A write to the typed namespace: `/lww`, `/set`, `/hash` and the Redis commands.
+    Typed(typed::TypedWrite),
 }
 
 impl Write {
@@ -197,10 +233,8 @@ impl Write {
         match self {
             Write::KvPut(op) => op,
             Write::KvDelete(op) => op,
-            Write::LwwPut(op) => op,
-            Write::LwwDelete(op) => op,
             Write::CounterAdd(op) => op,
-            Write::SetUpdate(op) => op,
+            Write::Typed(op) => op,
         }
     }
 

@@ -12,13 +12,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, ApiState};
 use crate::causality::CausalContext;
 use crate::coordinator::Coordinator;
-use crate::datatype::{Write, counter, kv, lww, set};
+use crate::datatype::{Write, counter, kv};
 use crate::membership::MemberState;
 use crate::ops::{Consistency, OpError};
 use crate::storage::Kind;
@@ -39,7 +38,7 @@ fn outcome(result: &Result<Response, ApiError>) -> &'static str {
 }
 
 /// Runs a handler body and records its outcome and latency under `op`.
-async fn measured(
+pub(super) async fn measured(
     state: &ApiState,
     op: &str,
     body: impl Future<Output = Result<Response, ApiError>>,
@@ -58,6 +57,7 @@ impl From<OpError> for ApiError {
         let (status, extra) = match &e {
             OpError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
             OpError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
+            OpError::WrongType(_) => (StatusCode::CONFLICT, None),
             OpError::Unavailable { needed, acks, .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some(json!({"needed": needed, "acks": acks})),
@@ -77,20 +77,20 @@ impl From<OpError> for ApiError {
 }
 
 /// The key from the path: one percent-decoded UTF-8 segment.
-fn key(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn key(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(key) = path.map_err(|e| {
         ApiError::bad_request(format!(
             "the key must be one percent-encoded UTF-8 path segment (send / as %2F): {e}"
         ))
     })?;
-    crate::ops::check_key(&key)?;
+    crate::ops::check_key(key.as_bytes())?;
     Ok(key)
 }
 
 /// The query string: the consistency parameters, plus the ones an endpoint names in `extra`
 /// (returned in that order, `None` when absent). Anything else is refused, so that a typo
 /// never silently falls back to a default.
-fn params<const K: usize>(
+pub(super) fn params<const K: usize>(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     extra: [&str; K],
 ) -> Result<(Consistency, [Option<String>; K]), ApiError> {
@@ -122,7 +122,7 @@ fn params<const K: usize>(
 }
 
 /// `ttl` in whole seconds, at least 1; returned in milliseconds.
-fn ttl(raw: Option<String>) -> Result<Option<u64>, ApiError> {
+pub(super) fn ttl(raw: Option<String>) -> Result<Option<u64>, ApiError> {
     raw.map(|t| match t.parse::<u64>() {
         Ok(s) if s >= 1 => Ok(s.saturating_mul(1000)),
         _ => Err(ApiError::bad_request(format!(
@@ -133,7 +133,7 @@ fn ttl(raw: Option<String>) -> Result<Option<u64>, ApiError> {
 }
 
 /// The `X-Context` header, if any.
-fn context(headers: &HeaderMap) -> Result<Option<CausalContext>, ApiError> {
+pub(super) fn context(headers: &HeaderMap) -> Result<Option<CausalContext>, ApiError> {
     let Some(raw) = headers.get(CONTEXT_HEADER) else {
         return Ok(None);
     };
@@ -157,7 +157,7 @@ const DRAIN_BEYOND_LIMIT: u64 = 8 * 1024 * 1024;
 
 /// Reads the body, refusing more than the cluster's largest value with 413 without ever
 /// buffering more than that.
-async fn body(
+pub(super) async fn body(
     coordinator: &Coordinator,
     headers: &HeaderMap,
     mut body: Body,
@@ -219,7 +219,7 @@ fn with_context(mut response: Response, ctx: Option<&CausalContext>) -> Response
     response
 }
 
-fn not_found(what: &str) -> ApiError {
+pub(super) fn not_found(what: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -311,71 +311,6 @@ pub async fn kv_delete(
     .await
 }
 
-// ---- /lww ----
-
-/// `GET /lww/{key}`: the latest value, or 404 when it is missing, deleted or expired.
-pub async fn lww_get(
-    State(state): State<ApiState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Response {
-    measured(&state, "lww_get", async {
-        let key = key(path)?;
-        let (c, []) = params(query, [])?;
-        let read = state.coordinator.read(Kind::Lww, &key, &c).await?;
-        match lww::live(&read) {
-            Some((value, _)) => Ok((
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                value,
-            )
-                .into_response()),
-            None if read.value.is_some() => Err(not_found("key (deleted or expired)")),
-            None => Err(not_found("key")),
-        }
-    })
-    .await
-}
-
-/// `PUT /lww/{key}`: replaces the value; the latest write wins.
-pub async fn lww_put(
-    State(state): State<ApiState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    headers: HeaderMap,
-    raw: Body,
-) -> Response {
-    measured(&state, "lww_put", async {
-        let key = key(path)?;
-        let (c, [t]) = params(query, ["ttl"])?;
-        let write = Write::LwwPut(lww::Put {
-            ttl_ms: ttl(t)?,
-            value: body(&state.coordinator, &headers, raw).await?,
-        });
-        state.coordinator.write(&key, write, &c).await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
-    .await
-}
-
-/// `DELETE /lww/{key}`: leaves a tombstone, also for a key that does not exist.
-pub async fn lww_delete(
-    State(state): State<ApiState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Response {
-    measured(&state, "lww_delete", async {
-        let key = key(path)?;
-        let (c, []) = params(query, [])?;
-        state
-            .coordinator
-            .write(&key, Write::LwwDelete(lww::Delete), &c)
-            .await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
-    .await
-}
-
 // ---- /counter ----
 
 /// `GET /counter/{key}`: the counter's value, 0 for a key never written.
@@ -419,65 +354,6 @@ pub async fn counter_post(
             .coordinator
             .write(&key, Write::CounterAdd(counter::Add { delta }), &c)
             .await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
-    .await
-}
-
-// ---- /set ----
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetBody {
-    add: Option<Vec<String>>,
-    remove: Option<Vec<String>>,
-}
-
-/// `GET /set/{key}`: the members, sorted.
-pub async fn set_get(
-    State(state): State<ApiState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Response {
-    measured(&state, "set_get", async {
-        let key = key(path)?;
-        let (c, []) = params(query, [])?;
-        let read = state.coordinator.read(Kind::Set, &key, &c).await?;
-        let members = set::members(&read);
-        Ok(axum::Json(json!({ "members": members })).into_response())
-    })
-    .await
-}
-
-/// `POST /set/{key}`: adds and removes members in one step; a remove drops only the adds it
-/// has seen.
-pub async fn set_post(
-    State(state): State<ApiState>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    headers: HeaderMap,
-    raw: Body,
-) -> Response {
-    measured(&state, "set_update", async {
-        let key = key(path)?;
-        let (c, []) = params(query, [])?;
-        let bytes = body(&state.coordinator, &headers, raw).await?;
-        let parsed: SetBody = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::bad_request(format!(
-                "body must be JSON like {{\"add\": [\"a\"], \"remove\": [\"b\"]}} with string \
-                 members: {e}"
-            ))
-        })?;
-        if parsed.add.is_none() && parsed.remove.is_none() {
-            return Err(ApiError::bad_request(
-                "give \"add\", \"remove\" or both, each a list of string members",
-            ));
-        }
-        let write = Write::SetUpdate(set::Update {
-            add: parsed.add.unwrap_or_default(),
-            remove: parsed.remove.unwrap_or_default(),
-        });
-        state.coordinator.write(&key, write, &c).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await

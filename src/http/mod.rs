@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 pub mod data;
+pub mod typed;
 
 use crate::coordinator::Coordinator;
 use crate::coordinator::transfer::{Phase, TransferStatus};
@@ -95,19 +96,31 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/lww/{key}",
-            get(data::lww_get)
-                .put(data::lww_put)
-                .delete(data::lww_delete),
+            get(typed::lww_get)
+                .put(typed::lww_put)
+                .delete(typed::lww_delete),
         )
         .route(
             "/counter/{key}",
             get(data::counter_get).post(data::counter_post),
         )
-        .route("/set/{key}", get(data::set_get).post(data::set_post))
+        .route(
+            "/set/{key}",
+            get(typed::set_get)
+                .post(typed::set_post)
+                .delete(typed::set_delete),
+        )
+        .route(
+            "/hash/{key}",
+            get(typed::hash_get)
+                .post(typed::hash_post)
+                .delete(typed::hash_delete),
+        )
         .route("/kv/", any(data::empty_key))
         .route("/lww/", any(data::empty_key))
         .route("/counter/", any(data::empty_key))
         .route("/set/", any(data::empty_key))
+        .route("/hash/", any(data::empty_key))
         .route_layer(axum::middleware::from_fn(data::check_context))
         .route("/admin/status", get(status))
         .route("/admin/members/{id}", delete(remove_member))
@@ -159,7 +172,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; the routes are /kv, /lww, /counter, /set, /health, /metrics and /admin (docs/api.md)",
+        "no such endpoint; the routes are /kv, /lww, /counter, /set, /hash, /health, /metrics and /admin (docs/api.md)",
     )
 }
 

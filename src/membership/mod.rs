@@ -32,6 +32,7 @@ use serde::Serialize;
 pub use codec::RmpCodec;
 pub use identity::NodeInfo;
 
+use crate::causality::Timestamp;
 use crate::ring::{Ring, RingMember};
 
 /// A member's state as the rest of the system (and `/admin/status`) sees it.
@@ -625,18 +626,39 @@ impl Membership {
         }
     }
 
-    /// Queues every removal this member knows for dissemination again.
+    /// Queues every removal this member knows, and the latest flush, for dissemination
+    /// again.
     fn hand_out_removals(&mut self) {
+        let flushed = self.book.lock().flushed.clone();
         let items: Vec<Vec<u8>> = self
             .removed
             .values()
             .map(|r| removal::Item::Removed(r.clone()).encode())
+            .chain(flushed.map(|f| removal::Item::Flushed(f).encode()))
             .collect();
         for item in items {
             if let Err(e) = self.foca.add_broadcast(&item) {
                 tracing::debug!("removal broadcast: {e}");
             }
         }
+    }
+
+    /// Spreads a flush of the typed namespace (`FLUSHALL`) with cutoff `before` to every
+    /// member, those down or cut off now included once they are back.
+    pub fn flush(&mut self, before: Timestamp) -> Output {
+        let item = removal::Item::Flushed(before);
+        if let Err(e) = self.foca.add_broadcast(&item.encode()) {
+            tracing::warn!("flush broadcast: {e}");
+        }
+        if let Err(e) = self.foca.broadcast(&mut self.runtime) {
+            tracing::debug!("flush broadcast: {e}");
+        }
+        self.drain()
+    }
+
+    /// The latest flush of the typed namespace this member has learned.
+    pub fn flushed(&self) -> Option<Timestamp> {
+        self.book.lock().flushed.clone()
     }
 
     /// Removes a dead member, as an operator decides (`DELETE /admin/members/{id}`): on

@@ -27,12 +27,16 @@ use foca::{BroadcastHandler, Invalidates};
 use serde::{Deserialize, Serialize};
 
 use super::NodeInfo;
+use crate::causality::Timestamp;
 
 /// One custom broadcast item, as it travels. An enum, so later kinds can be added.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Item {
     /// This life of a member (and every older one) was removed by an operator.
     Removed(NodeInfo),
+    /// The typed namespace was flushed: everything written before this is gone. Remembered
+    /// and handed out like removals, so a node that was down or cut off learns it too.
+    Flushed(Timestamp),
 }
 
 impl Item {
@@ -42,17 +46,34 @@ impl Item {
     }
 }
 
-/// Which removal a queued broadcast is: a newer removal of the same member replaces an
-/// older one still being disseminated.
+/// Which item a queued broadcast is: a newer removal of the same member, or a later flush,
+/// replaces an older one still being disseminated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemovalKey {
-    id: String,
-    generation: u64,
+pub enum ItemKey {
+    /// A removal of one member's life.
+    Removal {
+        /// The member.
+        id: String,
+        /// Its life.
+        generation: u64,
+    },
+    /// A flush with this cutoff.
+    Flush(Timestamp),
 }
 
-impl Invalidates for RemovalKey {
+impl Invalidates for ItemKey {
     fn invalidates(&self, other: &Self) -> bool {
-        self.id == other.id && self.generation >= other.generation
+        match (self, other) {
+            (
+                ItemKey::Removal { id, generation },
+                ItemKey::Removal {
+                    id: other_id,
+                    generation: other_generation,
+                },
+            ) => id == other_id && generation >= other_generation,
+            (ItemKey::Flush(a), ItemKey::Flush(b)) => a >= b,
+            _ => false,
+        }
     }
 }
 
@@ -63,6 +84,8 @@ pub(crate) struct Book {
     pub(crate) removed: BTreeMap<String, NodeInfo>,
     /// Removals learned since the wrapper last looked.
     pub(crate) fresh: Vec<NodeInfo>,
+    /// The latest flush of the typed namespace learned.
+    pub(crate) flushed: Option<Timestamp>,
 }
 
 /// The book, shared. The wrapper and foca's handler run on the same thread, one at a time,
@@ -88,7 +111,7 @@ pub(crate) struct Handler {
 pub struct ItemError(#[from] rmp_serde::decode::Error);
 
 impl BroadcastHandler<NodeInfo> for Handler {
-    type Key = RemovalKey;
+    type Key = ItemKey;
     type Error = ItemError;
 
     /// A removal newer than what the book holds for that member is news: recorded, and
@@ -99,9 +122,19 @@ impl BroadcastHandler<NodeInfo> for Handler {
         &mut self,
         data: &[u8],
         sender: Option<&NodeInfo>,
-    ) -> Result<Option<RemovalKey>, ItemError> {
-        let Item::Removed(member) = rmp_serde::from_slice(data)?;
-        let key = RemovalKey {
+    ) -> Result<Option<ItemKey>, ItemError> {
+        let member = match rmp_serde::from_slice(data)? {
+            Item::Removed(member) => member,
+            Item::Flushed(before) => {
+                let mut book = self.book.lock();
+                let news = book.flushed.as_ref().is_none_or(|known| before > *known);
+                if news {
+                    book.flushed = Some(before.clone());
+                }
+                return Ok((news || sender.is_none()).then_some(ItemKey::Flush(before)));
+            }
+        };
+        let key = ItemKey::Removal {
             id: member.id.clone(),
             generation: member.generation,
         };

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::causality::Timestamp;
 use crate::membership::{
     GossipConfig, GossipTimer, MemberState, MemberView, Membership, NodeInfo, Output, RemoveError,
     Removed, ring_of,
@@ -35,6 +36,8 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
     /// The ring of every member that has not left.
     pub ring: Arc<Ring>,
+    /// The latest flush of the typed namespace (`FLUSHALL`) this node has learned: its cutoff.
+    pub flushed: Option<Timestamp>,
 }
 
 impl ClusterView {
@@ -74,6 +77,7 @@ enum Event {
     Timer(GossipTimer),
     Announce(NodeInfo),
     Remove(String, oneshot::Sender<Result<Removed, RemoveError>>),
+    Flush(Timestamp),
     Leave(oneshot::Sender<()>),
 }
 
@@ -103,6 +107,13 @@ pub enum ControlError {
 }
 
 impl MembershipControl {
+    /// Spreads a flush of the typed namespace through gossip (see [`Membership::flush`]).
+    pub async fn flush(&self, before: Timestamp) {
+        if self.events.send(Event::Flush(before)).await.is_err() {
+            tracing::debug!("flush not gossiped: the membership runtime has stopped");
+        }
+    }
+
     /// Removes a dead member from the cluster (see [`Membership::remove`]); the new view,
     /// without it on the ring, is published before this returns.
     pub async fn remove(&self, id: &str) -> Result<Removed, ControlError> {
@@ -138,9 +149,16 @@ impl Handler for NodeHandler {
 
     fn request(&self, _from: &str, req: Request) -> BoxFuture<Response> {
         let me = self.me.clone();
+        let events = self.events.clone();
         Box::pin(async move {
             match req {
                 Request::Ping => Response::Pong { node: me },
+                // Spread a flush through gossip, so members this node can reach and the
+                // coordinator could not learn it too.
+                Request::Flush(flush) => match events.send(Event::Flush(flush.before)).await {
+                    Ok(()) => Response::Flushed,
+                    Err(_) => Response::Error(ReplicaError::NotServed("Flush".into())),
+                },
                 other => Response::Error(ReplicaError::NotServed(other.name().into())),
             }
         })
@@ -241,6 +259,7 @@ impl Driver {
                 },
                 Event::Timer(timer) => self.membership.handle_timer(timer),
                 Event::Announce(to) => self.membership.announce(to),
+                Event::Flush(before) => self.membership.flush(before),
                 Event::Remove(id, done) => match self.membership.remove(&id) {
                     Ok((removed, out)) => {
                         self.apply(out);
@@ -285,8 +304,9 @@ impl Driver {
     /// Publishes a new view if anything a reader can see changed.
     fn publish(&mut self) {
         let members = self.membership.members();
+        let flushed = self.membership.flushed();
         let current = self.view.borrow().clone();
-        if current.members == members {
+        if current.members == members && current.flushed == flushed {
             return;
         }
         let ring_changed = ring_inputs(&current.members).ne(ring_inputs(&members));
@@ -305,6 +325,7 @@ impl Driver {
             me: self.membership.me().id.clone(),
             members,
             ring,
+            flushed,
         }));
     }
 }
@@ -323,6 +344,7 @@ fn snapshot(m: &Membership) -> ClusterView {
         me: m.me().id.clone(),
         ring: Arc::new(ring_of(&members)),
         members,
+        flushed: m.flushed(),
     }
 }
 

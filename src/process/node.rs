@@ -154,6 +154,7 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         ..StoreOptions::default()
     });
     let coordinator = Coordinator::new(CoordinatorSpec {
+        membership: Some(node.control()),
         me: id.to_string(),
         view: node.subscribe(),
         transport: Arc::new(transport.clone()) as Arc<dyn Transport>,

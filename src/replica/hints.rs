@@ -301,9 +301,9 @@ mod tests {
         store.add("n2", key("c"), &counter("y.1", 1), 500);
         store.add("n3", key("a"), &counter("x.1", 1), 2000);
         let (batch, expired) = store.batch("n2", 10, 1 << 20, 1250);
-        let names: Vec<&str> = batch.iter().map(|h| h.key.name.as_str()).collect();
+        let names: Vec<&[u8]> = batch.iter().map(|h| &h.key.name[..]).collect();
         // c (created at 200) expired at 1250 even though merged into at 500.
-        assert_eq!((names, expired), (vec!["d", "e"], 1));
+        assert_eq!((names, expired), (vec![&b"d"[..], &b"e"[..]], 1));
         assert_eq!(store.pending().0, 3);
     }
 

@@ -14,8 +14,8 @@ use crate::causality::{HybridClock, Timestamp};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::rpc::{
-    ArcHashes, Call, Hint, MAX_ARCS, Merge, MergeBatch, MerkleStep, Read, ReadBatch, ReplicaError,
-    Request, Response, respond,
+    ArcHashes, Call, ClockNow, Hint, MAX_ARCS, Merge, MergeBatch, MerkleStep, Read, ReadBatch,
+    ReplicaError, Request, Response, ScanKeys, respond,
 };
 use crate::storage::{Key, Store, StoreError, Value};
 
@@ -23,6 +23,9 @@ use hints::HintStore;
 
 /// A node id shared by everything that names it: cloning one costs no allocation.
 pub type NodeId = Arc<str>;
+
+/// Most keys one [`ScanKeys`] answers.
+pub const MAX_SCAN: usize = 10_000;
 
 /// How far ahead of this node's clock another node's LWW timestamp may be before the clock
 /// stops following it (it still orders after it, by the logical part).
@@ -106,14 +109,26 @@ impl Replica {
         ts
     }
 
-    /// Lets later local timestamps order after `value`'s, if it is an LWW register.
+    /// Lets later local timestamps order after the newest timestamp in `value`.
     pub fn observe(&self, value: &Value) {
-        let Value::Lww(reg) = value else {
+        let Value::Typed(t) = value else {
             return;
         };
+        if let Some(ts) = t.newest() {
+            self.observe_ts(ts);
+        }
+    }
+
+    /// Lets later local timestamps order after another node's clock reading.
+    pub fn observe_clock(&self, ts: &Timestamp) {
+        self.observe_ts(ts);
+    }
+
+    /// Lets later local timestamps order after `ts`.
+    fn observe_ts(&self, ts: &Timestamp) {
         // Older in milliseconds than what the clock has reached: every later local timestamp
         // orders after it already, no need for the lock.
-        if reg.ts.millis < self.hlc_millis.load(Ordering::Relaxed) {
+        if ts.millis < self.hlc_millis.load(Ordering::Relaxed) {
             return;
         }
         let now = self.now_ms();
@@ -121,10 +136,10 @@ impl Replica {
             .hlc
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = hlc.observe(&reg.ts, now) {
-            tracing::warn!(node = %reg.ts.node, "not following a remote clock: {e}");
+        if let Err(e) = hlc.observe(ts, now) {
+            tracing::warn!(node = %ts.node, "not following a remote clock: {e}");
         }
-        self.hlc_millis.fetch_max(reg.ts.millis, Ordering::Relaxed);
+        self.hlc_millis.fetch_max(ts.millis, Ordering::Relaxed);
     }
 
     /// The replica's state of a key, tombstones included; refused while bootstrapping.
@@ -166,6 +181,12 @@ impl Replica {
                 "hint store full for this owner: oldest hints dropped (anti-entropy will repair)"
             );
         }
+    }
+
+    /// Applies a `FLUSHALL`: everything of the typed namespace written before `before` is gone.
+    pub fn flush(&self, before: &Timestamp) {
+        self.observe_ts(before);
+        self.store.flush(before, self.now_ms());
     }
 
     /// Hints held and their bytes.
@@ -215,7 +236,20 @@ impl Replica {
                     .answer(&query)
                     .map_err(|e| ReplicaError::Merkle(e.to_string())),
             ),
-            other @ (Request::Ping | Request::Coordinate(_) | Request::Batch(_)) => {
+            Request::ScanKeys(ScanKeys {
+                kind,
+                from,
+                upto,
+                limit,
+            }) => {
+                let limit = limit.clamp(1, MAX_SCAN);
+                ScanKeys::respond(self.store.scan(kind, from, upto, limit, self.now_ms()))
+            }
+            Request::ClockNow(ClockNow) => ClockNow::respond(self.timestamp(self.now_ms())),
+            other @ (Request::Ping
+            | Request::Coordinate(_)
+            | Request::Batch(_)
+            | Request::Flush(_)) => {
                 return Err(Box::new(other));
             }
         })

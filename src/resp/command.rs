@@ -14,8 +14,10 @@ use bytes::Bytes;
 
 use super::connection::ConnState;
 use super::reply::{CmdError, Reply};
+use super::server::Server;
 use crate::coordinator::Coordinator;
 use crate::datatype::Write;
+use crate::datatype::typed::TypedWrite;
 use crate::ops::{Consistency, ReadResult, Written};
 use crate::storage::Kind;
 
@@ -31,6 +33,20 @@ pub enum Access {
     Read,
     /// Writes data.
     Write,
+    /// Administers the node or the cluster (`FLUSHALL`, `CONFIG`).
+    Admin,
+}
+
+impl Access {
+    /// The flag `COMMAND INFO` shows for it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Access::None => "fast",
+            Access::Read => "readonly",
+            Access::Write => "write",
+            Access::Admin => "admin",
+        }
+    }
 }
 
 /// Where a command's keys are among its arguments (Redis's key specification): the first at
@@ -65,6 +81,12 @@ impl Keys {
         last: -1,
         step: 1,
     };
+    /// Every other argument from the first is a key (`MSET k v k v`).
+    pub const PAIRS: Keys = Keys {
+        first: 1,
+        last: -1,
+        step: 2,
+    };
 
     /// Whether the command may name more than one key.
     pub fn many(&self) -> bool {
@@ -87,9 +109,41 @@ pub struct Meta {
     /// The operation it counts as in the request metrics (the HTTP endpoints' names); `None`
     /// for commands that are not counted.
     pub metric: Option<&'static str>,
+    /// What it does, in one line (`COMMAND DOCS`).
+    pub summary: &'static str,
+    /// Its group (`COMMAND DOCS`): `string`, `set`, `hash`, `generic`, `connection`, ...
+    pub group: &'static str,
 }
 
 impl Meta {
+    /// A command's declaration, not counted in the request metrics.
+    pub const fn new(
+        name: &'static str,
+        arity: i32,
+        access: Access,
+        keys: Keys,
+        group: &'static str,
+        summary: &'static str,
+    ) -> Meta {
+        Meta {
+            name,
+            arity,
+            access,
+            keys,
+            metric: None,
+            summary,
+            group,
+        }
+    }
+
+    /// The same, counted in the request metrics as operation `metric`.
+    pub const fn counted(self, metric: &'static str) -> Meta {
+        Meta {
+            metric: Some(metric),
+            ..self
+        }
+    }
+
     /// Whether `count` arguments (the name included) fit the arity.
     fn fits(&self, count: usize) -> bool {
         let arity = self.arity.unsigned_abs() as usize;
@@ -120,7 +174,7 @@ pub trait ConnectionCommand: Sized + Send + 'static {
     /// Parses the arguments after the name (their number already fits the arity).
     fn parse(args: &[Bytes]) -> Result<Self, CmdError>;
     /// Runs the command on the connection.
-    fn run(self, conn: &mut ConnState, coordinator: &Coordinator) -> Result<Reply, CmdError>;
+    fn run(self, conn: &mut ConnState, server: &Server) -> Result<Reply, CmdError>;
 }
 
 /// How a command runs.
@@ -129,7 +183,7 @@ pub enum Run {
     /// A [`DataCommand`].
     Data(for<'a> fn(&'a Ctx<'a>, &'a [Bytes]) -> CmdFuture<'a>),
     /// A [`ConnectionCommand`].
-    Connection(fn(&mut ConnState, &Coordinator, &[Bytes]) -> Result<Reply, CmdError>),
+    Connection(fn(&mut ConnState, &Server, &[Bytes]) -> Result<Reply, CmdError>),
 }
 
 /// One entry of the command table.
@@ -163,10 +217,10 @@ fn run_data<'a, C: DataCommand>(ctx: &'a Ctx<'a>, args: &'a [Bytes]) -> CmdFutur
 
 fn run_connection<C: ConnectionCommand>(
     conn: &mut ConnState,
-    coordinator: &Coordinator,
+    server: &Server,
     args: &[Bytes],
 ) -> Result<Reply, CmdError> {
-    C::parse(args)?.run(conn, coordinator)
+    C::parse(args)?.run(conn, server)
 }
 
 /// The table by name.
@@ -225,8 +279,11 @@ impl Spec {
     }
 }
 
-/// What a data command runs with: the coordinator, and the connection's consistency settings.
+/// What a data command runs with: the front end's shared state, and the connection's
+/// consistency settings.
 pub struct Ctx<'a> {
+    /// The front end's shared state.
+    pub server: &'a Server,
     /// This node's coordinator.
     pub coordinator: &'a Coordinator,
     /// The connection's N, W and R (`QUORUM`), or the cluster's defaults.
@@ -234,30 +291,57 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Reads a key of the typed namespace at R, counting the hit or miss.
+    pub async fn typed(&self, key: &Bytes) -> Result<ReadResult, CmdError> {
+        let read = self.read(Kind::Typed, key).await?;
+        let hit = crate::datatype::typed::kind(&read).is_some();
+        self.server.stats.lookup(hit);
+        Ok(read)
+    }
+
     /// Reads a key at R.
     pub async fn read(&self, kind: Kind, key: &Bytes) -> Result<ReadResult, CmdError> {
-        let name = text(key)?;
-        Ok(self.coordinator.read(kind, name, self.consistency).await?)
+        Ok(self.coordinator.read(kind, key, self.consistency).await?)
     }
 
     /// Writes a key at W.
     pub async fn write(&self, key: &Bytes, write: Write) -> Result<Written, CmdError> {
-        let name = text(key)?;
-        Ok(self
-            .coordinator
-            .write(name, write, self.consistency)
-            .await?)
+        Ok(self.coordinator.write(key, write, self.consistency).await?)
+    }
+
+    /// Writes a key of the typed namespace at W.
+    pub async fn write_typed(&self, key: &Bytes, write: TypedWrite) -> Result<Written, CmdError> {
+        self.write(key, Write::Typed(write)).await
     }
 }
 
-/// An argument as text: keys and members are UTF-8.
+/// An option or number argument as text (keys, values and members are bytes).
 pub fn text(arg: &Bytes) -> Result<&str, CmdError> {
-    std::str::from_utf8(arg).map_err(|_| CmdError::err("keys and members must be UTF-8"))
+    std::str::from_utf8(arg).map_err(|_| CmdError::syntax())
 }
 
-/// An argument as a signed 64-bit integer.
+/// An argument as a signed 64-bit integer, as Redis reads one (no sign or spaces around it).
 pub fn integer(arg: &Bytes) -> Result<i64, CmdError> {
-    text(arg)?.parse().map_err(|_| CmdError::not_an_integer())
+    std::str::from_utf8(arg)
+        .ok()
+        .filter(|t| !t.starts_with('+') && !t.is_empty())
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(CmdError::not_an_integer)
+}
+
+/// An argument as a finite floating-point number, as Redis reads one.
+pub fn float(arg: &Bytes) -> Result<f64, CmdError> {
+    std::str::from_utf8(arg)
+        .ok()
+        .filter(|t| !t.is_empty() && t.trim() == *t)
+        .and_then(|t| t.parse::<f64>().ok())
+        .filter(|f| !f.is_nan())
+        .ok_or_else(|| CmdError::err("value is not a valid float"))
+}
+
+/// Whether `arg` is the option `name`, in any case.
+pub fn is(arg: &Bytes, name: &str) -> bool {
+    arg.eq_ignore_ascii_case(name.as_bytes())
 }
 
 /// A counter's value as an integer reply.

@@ -1,5 +1,10 @@
 //! One client connection: read what the client sent, run every complete command in order
-//! (pipelined commands on different keys side by side), and answer in one write.
+//! (pipelined commands on different keys side by side), and answer in one write; queue the
+//! commands of a `MULTI` block and run them at `EXEC`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -7,23 +12,44 @@ use tokio::net::TcpStream;
 
 use super::cmd::unknown_command;
 use super::command::{Ctx, Run, Spec, Touch, lookup};
-use super::parse::{FRAME_SLACK, next_command};
-use super::reply::{CmdError, Reply, encode};
-use crate::coordinator::Coordinator;
+use super::parse::{FRAME_SLACK, Next, ParseError, Skipping, next_command};
+use super::reply::{CmdError, Protocol, Reply, encode};
+use super::server::{Server, Stats};
 use crate::ops::Consistency;
+
+/// A `MULTI` block being queued.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    /// The commands queued, in order.
+    pub queued: Vec<Vec<Bytes>>,
+    /// A command could not be queued (unknown, wrong arity): `EXEC` refuses the block.
+    pub failed: bool,
+}
 
 /// What a connection remembers between commands.
 #[derive(Debug, Default)]
 pub struct ConnState {
+    /// The connection's id (`CLIENT ID`).
+    pub id: u64,
+    /// Where the client connects from.
+    pub peer: Option<SocketAddr>,
     /// N, W and R for every later command (`QUORUM`); the cluster's defaults where unset.
     pub consistency: Consistency,
+    /// The protocol the replies are written in (`HELLO`).
+    pub protocol: Protocol,
+    /// The name the client gave itself (`CLIENT SETNAME`, `HELLO ... SETNAME`).
+    pub name: Option<Bytes>,
+    /// The library the client says it is (`CLIENT SETINFO LIB-NAME`, `LIB-VER`).
+    pub lib: (Option<Bytes>, Option<Bytes>),
+    /// The `MULTI` block being queued, if any.
+    pub multi: Option<Transaction>,
     /// The client asked to close the connection (`QUIT`).
     pub quit: bool,
 }
 
 /// One connection.
 pub struct Session {
-    coordinator: Coordinator,
+    server: Arc<Server>,
     state: ConnState,
 }
 
@@ -33,33 +59,75 @@ pub enum SessionError {
     /// Reading or writing the socket failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    /// The client sent something that is not RESP.
+    /// The client sent something that is not RESP, or too large to take.
     #[error("protocol: {0}")]
     Protocol(String),
 }
 
+/// Commands that run even inside `MULTI` rather than being queued.
+const NOT_QUEUED: [&str; 6] = ["EXEC", "DISCARD", "MULTI", "WATCH", "QUIT", "RESET"];
+
 impl Session {
-    /// A new connection served by `coordinator`.
-    pub fn new(coordinator: Coordinator) -> Self {
+    /// A new connection from `peer` served by `server`.
+    pub fn new(server: Arc<Server>, peer: Option<SocketAddr>) -> Self {
+        let id = server.client_id();
         Session {
-            coordinator,
-            state: ConnState::default(),
+            server,
+            state: ConnState {
+                id,
+                peer,
+                ..ConnState::default()
+            },
         }
     }
 
     /// Serves the connection until the client closes it, quits, or sends what is not RESP.
     pub async fn run(mut self, mut stream: TcpStream) -> Result<(), SessionError> {
-        let max_frame = self.coordinator.defaults().max_value_bytes + FRAME_SLACK;
+        let stats = &self.server.stats;
+        Stats::bump(&stats.total_connections_received);
+        stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+        let result = self.serve(&mut stream).await;
+        self.server
+            .stats
+            .connected_clients
+            .fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn serve(&mut self, stream: &mut TcpStream) -> Result<(), SessionError> {
+        let max_value = self.server.coordinator.defaults().max_value_bytes;
+        let max_frame = max_value + FRAME_SLACK;
         let mut input = BytesMut::with_capacity(16 * 1024);
         let mut output = BytesMut::with_capacity(16 * 1024);
         // Kept from one read to the next: no allocation per request for the list.
-        let mut commands = Vec::new();
+        let mut commands: Vec<Command> = Vec::new();
+        // The rest of a command refused for an oversized argument, still to be dropped.
+        let mut skipping: Option<Skipping> = None;
         loop {
             // Take every complete command already here, run them, answer in one write.
             let mut malformed = None;
             loop {
-                match next_command(&mut input, max_frame) {
-                    Ok(Some(args)) => commands.push(args),
+                if let Some(skip) = &mut skipping {
+                    match skip.advance(&mut input) {
+                        Ok(true) => skipping = None,
+                        Ok(false) => break,
+                        Err(e) => {
+                            malformed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match next_command(&mut input, max_frame, max_value) {
+                    Ok(Some(Next::Command(args))) => commands.push((find(&args), args)),
+                    Ok(Some(Next::Oversized { len, max, skip })) => {
+                        // Answered in its place in the pipeline; what follows goes on.
+                        let refused = CmdError::err(format!(
+                            "the value is {len} bytes; this cluster stores values of at most \
+                             {max} bytes"
+                        ));
+                        commands.push((Err(refused), Vec::new()));
+                        skipping = Some(skip);
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         malformed = Some(e);
@@ -69,9 +137,11 @@ impl Session {
             }
             self.run_pipeline(&mut commands, &mut output).await;
             if let Some(e) = malformed {
-                encode(&mut output, Reply::err(format!("ERR Protocol error: {e}")));
+                let ParseError(message) = &e;
+                let reply = Reply::err(format!("ERR Protocol error: {message}"));
+                encode(&mut output, reply, self.state.protocol);
                 stream.write_all(&output).await?;
-                return Err(SessionError::Protocol(e));
+                return Err(SessionError::Protocol(e.0));
             }
             if self.state.quit {
                 stream.write_all(&output).await?;
@@ -90,21 +160,18 @@ impl Session {
     /// Runs pipelined commands with the replies in order. Consecutive commands on distinct
     /// keys run concurrently (each waits for its replicas, not for the one before); a
     /// command on a key already in the group, one on several keys, and one that changes the
-    /// connection (`QUORUM`, `QUIT`) wait for everything before them, so a pipeline behaves
-    /// as if run one command at a time.
-    async fn run_pipeline(&mut self, commands: &mut Vec<Vec<Bytes>>, output: &mut BytesMut) {
-        let mut rest = commands
-            .drain(..)
-            .map(|args| (find(&args), args))
-            .peekable();
+    /// connection (`QUORUM`, `MULTI`) wait for everything before them, so a pipeline behaves
+    /// as if run one command at a time. Inside `MULTI` every command runs alone (it is queued).
+    async fn run_pipeline(&mut self, commands: &mut Vec<Command>, output: &mut BytesMut) {
+        let mut rest = commands.drain(..).peekable();
         while let Some(first) = rest.next() {
             if self.state.quit {
                 return;
             }
             let touch = touches(&first);
-            if touch == Touch::Session {
+            if touch == Touch::Session || self.state.multi.is_some() {
                 let reply = self.execute(first).await;
-                encode(output, reply);
+                encode(output, reply, self.state.protocol);
                 continue;
             }
             let mut group = vec![first];
@@ -123,7 +190,7 @@ impl Session {
             }
             if group.len() == 1 {
                 let reply = self.execute(group.remove(0)).await;
-                encode(output, reply);
+                encode(output, reply, self.state.protocol);
             } else {
                 let this = &*self;
                 let replies = futures_util::future::join_all(
@@ -133,27 +200,71 @@ impl Session {
                 )
                 .await;
                 for reply in replies {
-                    encode(output, reply);
+                    encode(output, reply, self.state.protocol);
                 }
             }
         }
     }
 
-    /// Runs one command (its name first) and answers it.
+    /// Runs one command (its name first) and answers it; inside `MULTI`, queues it.
     async fn execute(&mut self, (spec, args): Command) -> Reply {
         let spec = match spec {
             Ok(spec) => spec,
-            Err(e) => return e.into(),
+            Err(e) => {
+                if let Some(multi) = &mut self.state.multi {
+                    multi.failed = true;
+                }
+                return e.into();
+            }
         };
+        if let Some(multi) = &mut self.state.multi
+            && !NOT_QUEUED.contains(&spec.meta.name)
+        {
+            if let Err(e) = spec.check_arity(&args) {
+                multi.failed = true;
+                return e.into();
+            }
+            multi.queued.push(args);
+            return Reply::Simple("QUEUED");
+        }
+        if spec.meta.name == "EXEC" {
+            return self.exec().await;
+        }
+        self.run_now(spec, args).await
+    }
+
+    /// Runs a command whatever the connection's state.
+    async fn run_now(&mut self, spec: &'static Spec, args: Vec<Bytes>) -> Reply {
         match spec.run {
             Run::Connection(run) => {
+                Stats::bump(&self.server.stats.total_commands_processed);
                 let result = spec
                     .check_arity(&args)
-                    .and_then(|()| run(&mut self.state, &self.coordinator, &args[1..]));
+                    .and_then(|()| run(&mut self.state, &self.server, &args[1..]));
                 result.unwrap_or_else(Reply::from)
             }
             Run::Data(_) => self.run_data(Ok(spec), args).await,
         }
+    }
+
+    /// `EXEC`: runs the queued commands in order and answers them in one array. Not isolated:
+    /// other clients' commands may run between them.
+    async fn exec(&mut self) -> Reply {
+        let Some(multi) = self.state.multi.take() else {
+            return Reply::err("ERR EXEC without MULTI");
+        };
+        if multi.failed {
+            return Reply::err("EXECABORT Transaction discarded because of previous errors.");
+        }
+        let mut replies = Vec::with_capacity(multi.queued.len());
+        for args in multi.queued {
+            let reply = match find(&args) {
+                Ok(spec) => Box::pin(self.run_now(spec, args)).await,
+                Err(e) => e.into(),
+            };
+            replies.push(reply);
+        }
+        Reply::Array(replies)
     }
 
     /// Runs a command that leaves the connection as it is, counted in the request metrics.
@@ -166,9 +277,11 @@ impl Session {
             // The scheduler runs connection commands alone, through `execute`.
             return Reply::err("ERR this command changes the connection and cannot run here");
         };
+        Stats::bump(&self.server.stats.total_commands_processed);
         let start = std::time::Instant::now();
         let ctx = Ctx {
-            coordinator: &self.coordinator,
+            server: &self.server,
+            coordinator: &self.server.coordinator,
             consistency: &self.state.consistency,
         };
         let result = match spec.check_arity(&args) {
@@ -177,7 +290,8 @@ impl Session {
         };
         if let Some(op) = spec.meta.metric {
             let outcome = result.as_ref().map_or_else(CmdError::outcome, |_| "ok");
-            self.coordinator
+            self.server
+                .coordinator
                 .metrics()
                 .request(op, outcome, start.elapsed().as_secs_f64());
         }

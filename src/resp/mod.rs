@@ -1,29 +1,37 @@
-//! The Redis protocol (RESP2) front end: `redis-cli`, `redis-benchmark` and Redis client
-//! libraries talk to any node as to a Redis server.
+//! The Redis protocol front end (RESP2, and RESP3 after `HELLO 3`): `redis-cli`,
+//! `redis-benchmark` and Redis client libraries with their default settings talk to any node as
+//! to a Redis server.
 //!
-//! Strings (`GET`, `SET`, `DEL`, `EXPIRE`, ...) are the `/lww` key space, `INCR` and friends the
-//! `/counter` key space, and `SADD` and friends the `/set` key space, so a value written over
-//! RESP is read over HTTP and back. Every command goes through the same coordinator as HTTP,
-//! with the connection's N/W/R (`QUORUM n w r`), or the cluster defaults.
+//! Strings, sets and hashes share the typed namespace that HTTP's `/lww`, `/set` and `/hash`
+//! see, so a value written over RESP is read over HTTP and back; `COUNTER.INCRBY` and
+//! `COUNTER.GET` address the separate `/counter` key space. Every command goes through the same
+//! coordinator as HTTP, with the connection's N/W/R (`QUORUM n w r`), or the cluster defaults.
 //!
 //! The parts: [`parse`] reads commands off the wire, [`connection`] runs a connection and its
-//! pipelines, [`command`] is the command table's mechanics and [`cmd`] the table itself, one
-//! type per command; [`reply`] writes the answers. Malformed input gets an error reply and
+//! pipelines and transactions, [`command`] is the command table's mechanics and [`cmd`] the
+//! table itself, one type per command; [`reply`] writes the answers, [`server`] holds what
+//! every connection shares, [`glob`] matches patterns. Malformed input gets an error reply and
 //! closes that connection only.
 
 pub mod cmd;
 pub mod command;
 pub mod connection;
+pub mod glob;
 pub mod parse;
 pub mod reply;
+pub mod server;
+
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use crate::coordinator::Coordinator;
 use connection::Session;
+use server::Server;
 
 /// Accepts RESP connections until the task is aborted.
 pub async fn serve(listener: TcpListener, coordinator: Coordinator) {
+    let server = Arc::new(Server::new(coordinator, listener.local_addr().ok()));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -34,7 +42,7 @@ pub async fn serve(listener: TcpListener, coordinator: Coordinator) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let session = Session::new(coordinator.clone());
+        let session = Session::new(Arc::clone(&server), Some(peer));
         tokio::spawn(async move {
             if let Err(e) = session.run(stream).await {
                 tracing::debug!(%peer, "resp connection closed: {e}");

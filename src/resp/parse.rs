@@ -12,13 +12,118 @@ pub const MAX_ARGS: usize = 1024 * 1024;
 /// Room for a command's framing and key on top of the largest value.
 pub const FRAME_SLACK: usize = 64 * 1024;
 
-/// Takes the next complete command off `input`: `Ok(None)` when more bytes are needed.
-pub fn next_command(input: &mut BytesMut, max_frame: usize) -> Result<Option<Vec<Bytes>>, String> {
+/// Why the input is not a command: the connection is answered with this and closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl From<String> for ParseError {
+    fn from(message: String) -> Self {
+        ParseError(message)
+    }
+}
+
+/// What [`next_command`] took off the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// A whole command, its name first.
+    Command(Vec<Bytes>),
+    /// A command with an argument declared longer than the limit: refused as soon as its
+    /// header arrived. The rest of it is to be skipped ([`Skipping`]), so the connection goes
+    /// on with the command after it.
+    Oversized {
+        /// The declared length.
+        len: usize,
+        /// The largest argument this node takes.
+        max: usize,
+        /// What is left of the command on the wire.
+        skip: Skipping,
+    },
+}
+
+/// The rest of a refused command, still to arrive and be dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipping {
+    /// Bytes left of the current argument, its CRLF included.
+    bytes: usize,
+    /// Arguments after it, each a `$len` header and its bytes.
+    args: usize,
+}
+
+impl Skipping {
+    /// Drops what arrived of the refused command; `true` once all of it is gone.
+    pub fn advance(&mut self, input: &mut BytesMut) -> Result<bool, ParseError> {
+        loop {
+            let take = self.bytes.min(input.len());
+            let _ = input.split_to(take);
+            self.bytes -= take;
+            if self.bytes > 0 {
+                return Ok(false);
+            }
+            if self.args == 0 {
+                return Ok(true);
+            }
+            let Some(end) = input.iter().take(24).position(|&b| b == b'\n') else {
+                return if input.len() >= 24 {
+                    Err(ParseError("invalid bulk header".into()))
+                } else {
+                    Ok(false)
+                };
+            };
+            let len = std::str::from_utf8(&input[..end])
+                .ok()
+                .and_then(|h| h.strip_prefix('$'))
+                .and_then(|h| h.trim_end_matches('\r').parse::<usize>().ok())
+                .ok_or_else(|| ParseError("invalid bulk length".into()))?;
+            let _ = input.split_to(end + 1);
+            self.bytes = len.saturating_add(2);
+            self.args -= 1;
+        }
+    }
+}
+
+/// Takes the next command off `input`: `Ok(None)` when more bytes are needed. An argument
+/// declared longer than `max_value` (or a key's limit, if larger) is refused as soon as its
+/// header arrives ([`Next::Oversized`]); a command longer than `max_frame` in all, or input
+/// that is not RESP, is an error that ends the connection.
+pub fn next_command(
+    input: &mut BytesMut,
+    max_frame: usize,
+    max_value: usize,
+) -> Result<Option<Next>, ParseError> {
+    let max_bulk = max_value.max(crate::ops::MAX_KEY_BYTES);
+    if input.first() == Some(&b'*') {
+        check_header(input)?;
+        if let BulkArray::Awaiting {
+            len,
+            start,
+            args_after,
+        } = walk_bulk_array(input, |_| ())
+            && len > max_bulk
+        {
+            let _ = input.split_to(start);
+            return Ok(Some(Next::Oversized {
+                len,
+                max: max_bulk,
+                skip: Skipping {
+                    bytes: len.saturating_add(2),
+                    args: args_after,
+                },
+            }));
+        }
+    }
+    Ok(parse_next(input, max_frame, max_bulk)?.map(Next::Command))
+}
+
+fn parse_next(
+    input: &mut BytesMut,
+    max_frame: usize,
+    max_bulk: usize,
+) -> Result<Option<Vec<Bytes>>, String> {
     if input.is_empty() {
         return Ok(None);
     }
     if input[0] != b'*' {
-        return inline_command(input, max_frame);
+        return inline_command(input, max_frame, max_bulk);
     }
     check_header(input)?;
     match walk_bulk_array(input, |_| ()) {
@@ -28,8 +133,10 @@ pub fn next_command(input: &mut BytesMut, max_frame: usize) -> Result<Option<Vec
             walk_bulk_array(&frame, |arg| args.push(frame.slice(arg)));
             return Ok(Some(args));
         }
-        BulkArray::Incomplete if input.len() > max_frame => return Err(too_long(max_frame)),
-        BulkArray::Incomplete => return Ok(None),
+        BulkArray::Incomplete | BulkArray::Awaiting { .. } if input.len() > max_frame => {
+            return Err(too_long(max_frame));
+        }
+        BulkArray::Incomplete | BulkArray::Awaiting { .. } => return Ok(None),
         // Anything else (other frame types inside, odd lengths) is the codec's to judge.
         BulkArray::Other => {}
     }
@@ -60,7 +167,7 @@ fn codec_command(input: &mut BytesMut, max_frame: usize) -> Result<Option<Vec<By
 fn too_long(max_frame: usize) -> String {
     format!(
         "a command of more than {max_frame} bytes; values may have at most {} bytes",
-        max_frame - FRAME_SLACK
+        max_frame.saturating_sub(FRAME_SLACK)
     )
 }
 
@@ -71,6 +178,15 @@ enum BulkArray {
     Complete { len: usize, count: usize },
     /// The start of one: more bytes are needed.
     Incomplete,
+    /// The start of one, with an argument still arriving.
+    Awaiting {
+        /// Its declared length.
+        len: usize,
+        /// Where its bytes start.
+        start: usize,
+        /// How many arguments follow it.
+        args_after: usize,
+    },
     /// Not an array of bulk strings.
     Other,
 }
@@ -113,12 +229,18 @@ fn walk_bulk_array(input: &[u8], mut arg: impl FnMut(std::ops::Range<usize>)) ->
         if count == 0 || count > MAX_ARGS {
             return Err(BulkArray::Other);
         }
-        for _ in 0..count {
+        for i in 0..count {
             let (len, start) = length(input, at, b'$')?;
             let end = start.checked_add(len).ok_or(BulkArray::Other)?;
             let after = end.checked_add(2).ok_or(BulkArray::Other)?;
             match input.get(end..after) {
-                None => return Err(BulkArray::Incomplete),
+                None => {
+                    return Err(BulkArray::Awaiting {
+                        len,
+                        start,
+                        args_after: count - i - 1,
+                    });
+                }
                 Some(b"\r\n") => {}
                 Some(_) => return Err(BulkArray::Other),
             }
@@ -148,13 +270,19 @@ fn check_header(input: &[u8]) -> Result<(), String> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| "invalid multibulk length".to_string())?;
     if count > MAX_ARGS as i64 {
-        return Err(format!("{count} arguments; at most {MAX_ARGS}"));
+        return Err(format!(
+            "invalid multibulk length ({count} arguments; at most {MAX_ARGS})"
+        ));
     }
     Ok(())
 }
 
 /// A command typed as one line of words (telnet, `nc`).
-fn inline_command(input: &mut BytesMut, max_frame: usize) -> Result<Option<Vec<Bytes>>, String> {
+fn inline_command(
+    input: &mut BytesMut,
+    max_frame: usize,
+    max_bulk: usize,
+) -> Result<Option<Vec<Bytes>>, String> {
     let Some(end) = input.iter().position(|&b| b == b'\n') else {
         return if input.len() > max_frame {
             Err("inline command too long".into())
@@ -172,7 +300,7 @@ fn inline_command(input: &mut BytesMut, max_frame: usize) -> Result<Option<Vec<B
         .collect();
     if args.is_empty() {
         // An empty line: nothing to run, look for the next command.
-        return next_command(input, max_frame);
+        return parse_next(input, max_frame, max_bulk);
     }
     Ok(Some(args))
 }
@@ -181,9 +309,39 @@ fn inline_command(input: &mut BytesMut, max_frame: usize) -> Result<Option<Vec<B
 mod tests {
     use super::*;
 
+    /// The command [`next_command`] reads, if it is one.
+    fn command(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, String> {
+        match next_command(buf, 1 << 20, 1 << 20).map_err(|e| e.0)? {
+            Some(Next::Command(args)) => Ok(Some(args)),
+            Some(other) => Err(format!("{other:?}")),
+            None => Ok(None),
+        }
+    }
+
     fn parse(bytes: &[u8]) -> Result<Option<Vec<Bytes>>, String> {
-        let mut buf = BytesMut::from(bytes);
-        next_command(&mut buf, 1 << 20)
+        command(&mut BytesMut::from(bytes))
+    }
+
+    #[test]
+    fn a_bulk_declared_too_long_is_refused_before_it_arrives_and_skipped() {
+        let mut buf = BytesMut::from(&b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000\r\nxx"[..]);
+        let Ok(Some(Next::Oversized { len, mut skip, .. })) = next_command(&mut buf, 1 << 20, 1500)
+        else {
+            panic!("refused at once")
+        };
+        assert_eq!(len, 2000);
+        // The rest arrives in pieces: the value, then an option and its argument; then the
+        // next command reads as usual.
+        assert_eq!(skip.advance(&mut buf), Ok(false));
+        buf.extend_from_slice(&vec![b'x'; 1998]);
+        buf.extend_from_slice(b"\r\n$2\r\nE");
+        assert_eq!(skip.advance(&mut buf), Ok(false));
+        buf.extend_from_slice(b"X\r\n*1\r\n$4\r\nPING\r\n");
+        assert_eq!(skip.advance(&mut buf), Ok(true));
+        assert_eq!(command(&mut buf), Ok(Some(vec![Bytes::from("PING")])));
+        // Within the limit it waits for the rest.
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1400\r\nxx"[..]);
+        assert_eq!(next_command(&mut buf, 1 << 20, 1500), Ok(None));
     }
 
     #[test]
@@ -204,7 +362,15 @@ mod tests {
             }
         );
         assert_eq!(ranges, [8..11, 17..18]);
-        assert_eq!(walk_bulk_array(&get[..12], |_| ()), BulkArray::Incomplete);
+        assert_eq!(
+            walk_bulk_array(&get[..12], |_| ()),
+            BulkArray::Awaiting {
+                len: 3,
+                start: 8,
+                args_after: 1
+            }
+        );
+        assert_eq!(walk_bulk_array(&get[..6], |_| ()), BulkArray::Incomplete);
         assert_eq!(walk_bulk_array(b"*1\r\n:5\r\n", |_| ()), BulkArray::Other);
         assert_eq!(walk_bulk_array(b"*1\r\n$-1\r\n", |_| ()), BulkArray::Other);
         assert_eq!(
@@ -214,8 +380,8 @@ mod tests {
         assert_eq!(parse(b"PIN").unwrap(), None);
         // Pipelined: the second command stays in the buffer for the next call.
         let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n"[..]);
-        assert!(next_command(&mut buf, 1 << 20).unwrap().is_some());
-        assert!(next_command(&mut buf, 1 << 20).unwrap().is_some());
+        assert!(command(&mut buf).unwrap().is_some());
+        assert!(command(&mut buf).unwrap().is_some());
         assert!(buf.is_empty());
     }
 
@@ -242,7 +408,7 @@ mod tests {
             let whole = wire.len();
             wire.extend(b"*1\r\n$4\r\nPING\r\n");
             let mut buf = BytesMut::from(&wire[..]);
-            let parsed = next_command(&mut buf, 1 << 20).expect("a command");
+            let parsed = command(&mut buf).expect("a command");
             let expected: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
             proptest::prop_assert_eq!(parsed, Some(expected));
             proptest::prop_assert_eq!(buf.len(), wire.len() - whole);
@@ -276,9 +442,20 @@ mod tests {
         assert!(parse(b"*99999999999\r\n").is_err());
         assert!(parse(b"*1\r\n:5\r\n").is_ok());
         assert!(parse(b"*1\r\n*1\r\n$1\r\na\r\n").is_err());
+        // A declared argument over the limit is refused before its bytes are read.
         let mut big = b"*2\r\n$3\r\nSET\r\n$9999999\r\n".to_vec();
         big.extend(vec![b'x'; 2 << 20]);
         let mut buf = BytesMut::from(&big[..]);
-        assert!(next_command(&mut buf, 1 << 20).is_err());
+        assert!(matches!(
+            next_command(&mut buf, 1 << 20, 1 << 20),
+            Ok(Some(Next::Oversized { len: 9_999_999, .. }))
+        ));
+        // A command larger than a frame in all, of arguments each within the limit, is an error.
+        let mut many = b"*3\r\n$3\r\nSET\r\n$1000\r\n".to_vec();
+        many.extend(vec![b'x'; 1000]);
+        many.extend(b"\r\n$1000\r\n");
+        many.extend(vec![b'x'; 500]);
+        let mut buf = BytesMut::from(&many[..]);
+        assert!(next_command(&mut buf, 1200, 1000).is_err());
     }
 }

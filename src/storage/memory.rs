@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
 use super::{Applied, Hash, Key, MakeDelta, MerkleTree, PurgeStats, Store, StoreError, Value};
-use crate::causality::Actor;
+use crate::causality::{Actor, Timestamp};
 
 /// Default time a tombstone is kept after its delete or expiry before it may be forgotten. A
 /// replica cut off for longer than this may bring a deleted value back (as with Cassandra's
@@ -78,6 +78,11 @@ pub struct MemStore {
     writers: AtomicU64,
     /// Sum of the entries' sizes.
     bytes: AtomicUsize,
+    /// What `FLUSHALL` cleared: the typed namespace's writes before it are gone.
+    flushed: std::sync::RwLock<Option<Timestamp>>,
+    /// Whether there is a flush to apply: most stores never see one, and their writes then
+    /// take no lock for it.
+    any_flush: std::sync::atomic::AtomicBool,
 }
 
 impl Default for MemStore {
@@ -96,6 +101,8 @@ impl MemStore {
             options,
             writers: AtomicU64::new(0),
             bytes: AtomicUsize::new(0),
+            flushed: std::sync::RwLock::new(None),
+            any_flush: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -134,6 +141,15 @@ impl MemStore {
     /// its next expiry or its reaping.
     fn settle(&self, key: &Key, entry: &mut Entry, now_ms: u64) {
         entry.value.expire(now_ms);
+        if self.any_flush.load(Ordering::Acquire)
+            && let Value::Typed(t) = &mut entry.value
+            && let Some(before) = &*self
+                .flushed
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            t.clear_before(before);
+        }
         entry.last_access.store(now_ms, Ordering::Relaxed);
         let (hash, encoded) = entry.value.item_hash_and_size(key);
         // An eviction's tombstone lives seconds: counting it would only make the node evict
@@ -227,7 +243,7 @@ impl MemStore {
         entry: &mut Entry,
         now_ms: u64,
         make_delta: &mut MakeDelta<'_>,
-    ) -> Result<Applied, StoreError> {
+    ) -> Result<Option<Applied>, StoreError> {
         if entry.value.expire(now_ms) {
             self.settle(key, entry, now_ms);
         }
@@ -235,14 +251,16 @@ impl MemStore {
             .writer
             .get_or_insert_with(|| self.new_writer())
             .clone();
-        let delta = make_delta(Some(&entry.value), &writer)?;
+        let Some(delta) = make_delta(Some(&entry.value), &writer)? else {
+            return Ok(None);
+        };
         Self::check_kind(key, &delta)?;
         entry.value.merge(&delta)?;
         self.settle(key, entry, now_ms);
-        Ok(Applied {
+        Ok(Some(Applied {
             delta,
             merged: entry.value.clone(),
-        })
+        }))
     }
 
     fn check_kind(key: &Key, value: &Value) -> Result<(), StoreError> {
@@ -280,7 +298,7 @@ impl Store for MemStore {
         key: &Key,
         now_ms: u64,
         make_delta: &mut MakeDelta<'_>,
-    ) -> Result<Applied, StoreError> {
+    ) -> Result<Option<Applied>, StoreError> {
         // A key already here (the common case) needs no copy of its name for the map.
         if let Some(mut slot) = self.entries.get_mut(key) {
             return self.update_entry(key, slot.value_mut(), now_ms, make_delta);
@@ -291,7 +309,9 @@ impl Store for MemStore {
             }
             MapEntry::Vacant(slot) => {
                 let writer = self.new_writer();
-                let delta = make_delta(None, &writer)?;
+                let Some(delta) = make_delta(None, &writer)? else {
+                    return Ok(None);
+                };
                 Self::check_kind(key, &delta)?;
                 let mut entry = Entry {
                     value: delta.clone(),
@@ -303,7 +323,7 @@ impl Store for MemStore {
                 self.settle(key, &mut entry, now_ms);
                 let merged = entry.value.clone();
                 slot.insert(entry);
-                Ok(Applied { delta, merged })
+                Ok(Some(Applied { delta, merged }))
             }
         }
     }
@@ -356,6 +376,54 @@ impl Store for MemStore {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    fn flush(&self, before: &Timestamp, now_ms: u64) {
+        {
+            let mut flushed = self
+                .flushed
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if flushed.as_ref().is_some_and(|f| f >= before) {
+                return;
+            }
+            *flushed = Some(before.clone());
+        }
+        self.any_flush.store(true, Ordering::Release);
+        let mut emptied = Vec::new();
+        for mut slot in self.entries.iter_mut() {
+            if slot.value().value.kind() == super::Kind::Typed {
+                let key = slot.key().clone();
+                self.settle(&key, slot.value_mut(), now_ms);
+                if slot.value().value.is_tombstone(now_ms) {
+                    emptied.push(key);
+                }
+            }
+        }
+        // What the flush emptied goes at once: the watermark stays, so no replica's old copy
+        // can bring it back.
+        for key in emptied {
+            if let MapEntry::Occupied(slot) = self.entries.entry(key.clone())
+                && slot.get().value.is_tombstone(now_ms)
+            {
+                self.merkle.set(key.position(), &key, None);
+                self.bytes.fetch_sub(slot.get().size, Ordering::Relaxed);
+                slot.remove();
+            }
+        }
+    }
+
+    fn typed_counts(&self, now_ms: u64) -> (usize, usize) {
+        let (mut keys, mut expires) = (0, 0);
+        for entry in self.entries.iter() {
+            if let Value::Typed(t) = &entry.value().value
+                && !t.is_tombstone(now_ms)
+            {
+                keys += 1;
+                expires += usize::from(t.expires_at(now_ms).is_some());
+            }
+        }
+        (keys, expires)
+    }
+
     fn lru_sample(&self, count: usize, seed: u64, now_ms: u64) -> Vec<(Key, u64)> {
         let leaves = 1u64 << self.merkle.depth();
         let mut picked = Vec::with_capacity(count);
@@ -371,7 +439,7 @@ impl Store for MemStore {
             state ^= state >> 7;
             state ^= state << 17;
             for (_, key, _) in self.merkle.leaf_items(state % leaves) {
-                if key.kind != super::Kind::Lww {
+                if key.kind != super::Kind::Typed {
                     continue;
                 }
                 if let Some(entry) = self.entries.get(&key)
@@ -391,15 +459,32 @@ mod tests {
 
     use super::*;
     use crate::causality::{CausalContext, Timestamp};
-    use crate::crdt::{Crdt, LwwRegister, MvRegister, PnCounter, Version};
+    use crate::crdt::typed::TtlChange;
+    use crate::crdt::{Crdt, MvRegister, PnCounter, TypedValue, Version};
     use crate::storage::Kind;
 
-    fn ts(millis: u64) -> Timestamp {
+    pub(super) fn ts(millis: u64) -> Timestamp {
         Timestamp {
             millis,
             logical: 0,
             node: "n1".into(),
         }
+    }
+
+    /// A string written at `t` that expires at `expires` (if given).
+    pub(super) fn string(value: &[u8], expires: Option<u64>, t: u64) -> Value {
+        let ttl = expires.map_or(TtlChange::Clear, TtlChange::At);
+        Value::Typed(Box::new(TypedValue::new().set_string(
+            Bytes::copy_from_slice(value),
+            ttl,
+            &ts(t),
+            t,
+        )))
+    }
+
+    /// A delete written at `t`.
+    fn deleted(t: u64) -> Value {
+        Value::Typed(Box::new(TypedValue::new().delete(false, &ts(t), t)))
     }
 
     fn kv_write(s: &MemStore, key: &Key, value: &str, now: u64) -> Applied {
@@ -410,18 +495,18 @@ mod tests {
             };
             let seen = reg.context().clone();
             reg.write(actor, &seen, Version::new(value.as_bytes().to_vec(), None))
-                .map(Value::Kv)
+                .map(|r| Some(Value::Kv(r)))
                 .map_err(|e| StoreError::Rejected(e.to_string()))
         })
+        .unwrap()
         .unwrap()
     }
 
     #[test]
     fn ttl_reads_absent_then_becomes_a_tombstone_then_is_reaped() {
         let s = MemStore::with(4, 1000);
-        let k = Key::new(Kind::Lww, "a");
-        s.merge(&k, &Value::Lww(LwwRegister::set(ts(1), "v", Some(100))), 0)
-            .unwrap();
+        let k = Key::new(Kind::Typed, "a");
+        s.merge(&k, &string(b"v", Some(100), 1), 0).unwrap();
         assert!(!s.get(&k, 99).unwrap().is_tombstone(99));
         assert!(s.get(&k, 100).unwrap().is_tombstone(100));
         let root_live = s.merkle().root();
@@ -449,16 +534,14 @@ mod tests {
     #[test]
     fn a_rewritten_key_is_not_expired_by_its_old_timer() {
         let s = MemStore::with(4, 1000);
-        let k = Key::new(Kind::Lww, "a");
-        s.merge(&k, &Value::Lww(LwwRegister::set(ts(1), "v", Some(100))), 0)
-            .unwrap();
-        s.merge(&k, &Value::Lww(LwwRegister::set(ts(2), "w", None)), 50)
-            .unwrap();
+        let k = Key::new(Kind::Typed, "a");
+        s.merge(&k, &string(b"v", Some(100), 1), 0).unwrap();
+        s.merge(&k, &string(b"w", None, 2), 50).unwrap();
         assert_eq!(s.purge(5000), PurgeStats::default());
-        let Some(Value::Lww(r)) = s.get(&k, 5000) else {
+        let Some(Value::Typed(t)) = s.get(&k, 5000) else {
             panic!("value lost")
         };
-        assert_eq!(r.get(5000), Some(&Bytes::from("w")));
+        assert_eq!(t.string(5000), Some(Bytes::from("w")));
     }
 
     #[test]
@@ -516,9 +599,10 @@ mod tests {
                     _ => PnCounter::new(),
                 };
                 cur.add(actor, 3)
-                    .map(Value::Counter)
+                    .map(|c| Some(Value::Counter(c)))
                     .map_err(|e| StoreError::Rejected(e.to_string()))
             })
+            .unwrap()
             .unwrap();
         let Value::Counter(c) = applied.merged else {
             panic!()
@@ -531,6 +615,8 @@ mod tests {
         ));
         let refused = s.update(&k, 0, &mut |_, _| Err(StoreError::Rejected("no".into())));
         assert_eq!(refused, Err(StoreError::Rejected("no".into())));
+        // An update with nothing to write changes nothing.
+        assert_eq!(s.update(&k, 0, &mut |_, _| Ok(None)), Ok(None));
         let mut again = c.clone();
         again.merge(&c);
         assert_eq!(again, c);
@@ -540,18 +626,18 @@ mod tests {
     fn concurrent_writes_and_purges_keep_the_merkle_tree_whole() {
         let s = std::sync::Arc::new(MemStore::with(6, 0));
         let keys: Vec<Key> = (0..200)
-            .map(|i| Key::new(Kind::Lww, format!("k{i}")))
+            .map(|i| Key::new(Kind::Typed, format!("k{i}")))
             .collect();
         std::thread::scope(|scope| {
             let writer = scope.spawn(|| {
                 for round in 0..50u64 {
                     for k in &keys {
-                        let reg = if round % 2 == 0 {
-                            LwwRegister::delete(ts(round + 1))
+                        let value = if round % 2 == 0 {
+                            deleted(round + 1)
                         } else {
-                            LwwRegister::set(ts(round + 1), "v", None)
+                            string(b"v", None, round + 1)
                         };
-                        s.merge(k, &Value::Lww(reg), round + 1).unwrap();
+                        s.merge(k, &value, round + 1).unwrap();
                     }
                 }
             });
@@ -566,24 +652,63 @@ mod tests {
         }
         assert_eq!(in_tree, s.len());
     }
+
+    #[test]
+    fn a_flush_empties_the_typed_namespace_and_keeps_old_copies_out() {
+        let s = MemStore::with(4, 1000);
+        let k = Key::new(Kind::Typed, "a");
+        let counter = Key::new(Kind::Counter, "c");
+        s.merge(&k, &string(b"old", None, 10), 10).unwrap();
+        let c = PnCounter::new().add("x", 1).unwrap();
+        s.merge(&counter, &Value::Counter(c), 10).unwrap();
+        s.flush(&ts(20), 20);
+        assert!(s.get(&k, 20).is_none(), "flushed keys go at once");
+        assert!(s.get(&counter, 20).is_some(), "other key spaces stay");
+        // An old copy from a replica that missed the flush brings nothing back; a write after
+        // it is kept.
+        let merged = s.merge(&k, &string(b"old", None, 10), 30).unwrap();
+        assert!(merged.is_tombstone(30));
+        let merged = s.merge(&k, &string(b"new", None, 40), 40).unwrap();
+        let Value::Typed(t) = merged else { panic!() };
+        assert_eq!(t.string(40), Some(Bytes::from("new")));
+    }
+
+    #[test]
+    fn scans_walk_live_keys_in_position_order() {
+        let s = MemStore::with(4, 1000);
+        for i in 0..50 {
+            let k = Key::new(Kind::Typed, format!("k{i}"));
+            let v = if i % 10 == 0 {
+                deleted(5)
+            } else {
+                string(b"v", None, 5)
+            };
+            s.merge(&k, &v, 5).unwrap();
+        }
+        let mut names = Vec::new();
+        let mut from = 0;
+        loop {
+            let (page, more) = s.scan(Kind::Typed, from, u64::MAX, 7, 6);
+            assert!(page.windows(2).all(|w| w[0].position <= w[1].position));
+            names.extend(page.iter().map(|k| k.name.clone()));
+            if !more {
+                break;
+            }
+            from = page.last().unwrap().position + 1;
+        }
+        assert_eq!(names.len(), 45, "every live key once");
+    }
 }
 
 #[cfg(test)]
 mod lru_tests {
     use super::*;
-    use crate::causality::Timestamp;
-    use crate::crdt::LwwRegister;
     use crate::storage::Kind;
 
     fn put(store: &MemStore, name: &str, now: u64) {
-        let ts = Timestamp {
-            millis: now,
-            logical: 0,
-            node: "n1".into(),
-        };
-        let v = Value::Lww(LwwRegister::set(ts, vec![b'x'; 100], None));
+        let v = super::tests::string(&[b'x'; 100], None, now);
         store
-            .merge(&Key::new(Kind::Lww, name), &v, now)
+            .merge(&Key::new(Kind::Typed, name), &v, now)
             .expect("merge");
     }
 
@@ -594,11 +719,14 @@ mod lru_tests {
             put(&store, &format!("k{i}"), 1000 + i);
         }
         // k0 is read late: it is no longer the least recently used.
-        store.get(&Key::new(Kind::Lww, "k0"), 5000);
+        store.get(&Key::new(Kind::Typed, "k0"), 5000);
         let sample = store.lru_sample(16, 42, 6000);
         assert!(sample.len() >= 8, "{} sampled", sample.len());
         for (key, at) in &sample {
-            let i: u64 = key.name[1..].parse().expect("number");
+            let i: u64 = std::str::from_utf8(&key.name[1..])
+                .expect("utf-8")
+                .parse()
+                .expect("number");
             let expected = if i == 0 { 5000 } else { 1000 + i };
             assert_eq!(*at, expected, "{key:?}");
         }

@@ -290,6 +290,29 @@ impl<K: Ord + Clone> MerkleTree<K> {
         self.lock_leaf(leaf as usize).items.clone()
     }
 
+    /// Keys with positions from `from` to `upto` (both included), in position order: the first
+    /// `limit` of them, and every other key at the last position taken, so a caller that goes
+    /// on after that position skips none. Whether keys were left out past the limit.
+    pub fn keys_from(&self, from: u64, upto: u64, limit: usize) -> (Vec<(u64, K)>, bool) {
+        let mut out: Vec<(u64, K)> = Vec::new();
+        if from > upto {
+            return (out, false);
+        }
+        for leaf in self.leaf_index(from)..=self.leaf_index(upto) {
+            let items = self.lock_leaf(leaf);
+            for (pos, key, _) in items.items.iter() {
+                if *pos < from || *pos > upto {
+                    continue;
+                }
+                if out.len() >= limit && out.last().is_some_and(|(last, _)| last != pos) {
+                    return (out, true);
+                }
+                out.push((*pos, key.clone()));
+            }
+        }
+        (out, false)
+    }
+
     /// Keys whose positions lie in `arc`, in position order (from 0 for an arc that wraps).
     pub fn keys_in(&self, arc: RingArc) -> Vec<K> {
         let mut out = Vec::new();

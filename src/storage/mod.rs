@@ -11,59 +11,61 @@ pub mod merkle;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crdt::{Crdt, LwwRegister, MvRegister, OrSet, PnCounter};
+use bytes::Bytes;
+
+use crate::causality::Timestamp;
+use crate::crdt::typed::Type;
+use crate::crdt::{Crdt, MvRegister, PnCounter, TypedValue};
 use crate::ring::{RingArc, key_position};
 
 pub use memory::MemStore;
 pub use memory::StoreOptions;
 pub use merkle::{Hash, MerkleTree};
 
-/// The four key spaces; `/kv/a` and `/counter/a` are different keys.
+/// The key spaces: `/kv/a`, `/counter/a` and the typed namespace's `a` (what `/lww`, `/set`,
+/// `/hash` and the Redis protocol address) are different keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
-    /// `/kv`: multi-value registers with causal contexts.
+    /// `/kv`: registers with causal context.
     Kv,
-    /// `/lww`: last-write-wins registers.
-    Lww,
     /// `/counter`: PN-counters.
     Counter,
-    /// `/set`: add-wins OR-sets.
-    Set,
+    /// The typed namespace: strings, sets and hashes.
+    Typed,
 }
 
 impl Kind {
-    /// Every key space, for code that goes over all of them.
-    pub const ALL: [Kind; 4] = [Kind::Kv, Kind::Lww, Kind::Counter, Kind::Set];
+    /// Every key space.
+    pub const ALL: [Kind; 3] = [Kind::Kv, Kind::Counter, Kind::Typed];
 
     fn tag(self) -> u8 {
         match self {
             Kind::Kv => b'k',
-            Kind::Lww => b'l',
             Kind::Counter => b'c',
-            Kind::Set => b's',
+            Kind::Typed => b't',
         }
     }
 
-    /// The name used in URLs and metrics.
+    /// The name used in logs and errors.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Kv => "kv",
-            Kind::Lww => "lww",
             Kind::Counter => "counter",
-            Kind::Set => "set",
+            Kind::Typed => "typed",
         }
     }
 }
 
 /// A key within its key space. Built only by [`Key::new`] (or decoded), which works out its
-/// ring position once: a write needs it for placement and again for the Merkle tree.
+/// ring position once: a write needs it for placement and again for the Merkle tree. Names are
+/// bytes: Redis keys are binary-safe.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(from = "KeyParts")]
 pub struct Key {
     /// The key space.
     pub kind: Kind,
     /// The key as the client wrote it.
-    pub name: String,
+    pub name: Bytes,
     /// Not sent: a node works it out from the kind and the name it received.
     #[serde(skip_serializing)]
     position: u64,
@@ -73,12 +75,12 @@ pub struct Key {
 #[derive(Deserialize)]
 struct KeyParts {
     kind: Kind,
-    name: String,
+    name: Bytes,
 }
 
 impl From<KeyParts> for Key {
     fn from(parts: KeyParts) -> Self {
-        Key::new(parts.kind, parts.name)
+        Key::from_bytes(parts.kind, parts.name)
     }
 }
 
@@ -92,14 +94,34 @@ impl std::hash::Hash for Key {
 }
 
 impl Key {
-    /// The key `name` of key space `kind`, with its ring position worked out.
-    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
-        let name = name.into();
+    /// The key `name` of key space `kind`, with its ring position worked out (the name is
+    /// copied: a key outlives the request buffer it was read from).
+    pub fn new(kind: Kind, name: impl AsRef<[u8]>) -> Self {
+        Key::from_bytes(kind, Bytes::copy_from_slice(name.as_ref()))
+    }
+
+    /// [`Key::new`] for a name already in its own buffer.
+    pub fn from_bytes(kind: Kind, name: Bytes) -> Self {
         Key {
-            position: key_position(&[&[kind.tag()], name.as_bytes()]),
+            position: key_position(&[&[kind.tag()], &name]),
             kind,
             name,
         }
+    }
+
+    /// A key that stands for ring position `position` alone, for placing a scan of the ring
+    /// (no key space owns it).
+    pub fn from_position(position: u64) -> Self {
+        Key {
+            kind: Kind::Typed,
+            name: Bytes::new(),
+            position,
+        }
+    }
+
+    /// The name as text, for logs and messages (bytes that are not UTF-8 are replaced).
+    pub fn display_name(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.name)
     }
 
     /// The key's position on the ring (and in the Merkle tree): blake3 of its kind and name,
@@ -112,14 +134,13 @@ impl Key {
 /// The replicated state of one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
-    /// The state of a `/kv` key.
+    /// A `/kv` register.
     Kv(MvRegister),
-    /// The state of a `/lww` key.
-    Lww(LwwRegister),
-    /// The state of a `/counter` key.
+    /// A `/counter` counter.
     Counter(PnCounter),
-    /// The state of a `/set` key.
-    Set(OrSet),
+    /// A name of the typed namespace (boxed: it is the largest state by far, and the enum is
+    /// as large as its largest variant).
+    Typed(Box<TypedValue>),
 }
 
 /// Why a store refused a change. Travels back to a coordinator inside a replica's answer.
@@ -143,20 +164,8 @@ impl Value {
     pub fn kind(&self) -> Kind {
         match self {
             Value::Kv(_) => Kind::Kv,
-            Value::Lww(_) => Kind::Lww,
             Value::Counter(_) => Kind::Counter,
-            Value::Set(_) => Kind::Set,
-        }
-    }
-
-    /// The empty state of a kind: what a never-written key merges from.
-    pub fn empty(kind: Kind) -> Option<Value> {
-        match kind {
-            Kind::Kv => Some(Value::Kv(MvRegister::new())),
-            Kind::Counter => Some(Value::Counter(PnCounter::new())),
-            Kind::Set => Some(Value::Set(OrSet::new())),
-            // An LWW register has no bottom: it always holds some write.
-            Kind::Lww => None,
+            Value::Typed(_) => Kind::Typed,
         }
     }
 
@@ -164,9 +173,8 @@ impl Value {
     pub fn merge(&mut self, other: &Value) -> Result<(), StoreError> {
         match (self, other) {
             (Value::Kv(a), Value::Kv(b)) => a.merge(b),
-            (Value::Lww(a), Value::Lww(b)) => a.merge(b),
             (Value::Counter(a), Value::Counter(b)) => a.merge(b),
-            (Value::Set(a), Value::Set(b)) => a.merge(b),
+            (Value::Typed(a), Value::Typed(b)) => a.merge(b),
             (a, b) => {
                 return Err(StoreError::KindMismatch {
                     key: a.kind(),
@@ -177,13 +185,13 @@ impl Value {
         Ok(())
     }
 
-    /// Whether the key reads as absent at `now_ms` (deleted or expired). Counters and sets are
-    /// never tombstones: an empty one reads as 0 or `[]`.
+    /// Whether the key reads as absent at `now_ms` (deleted or expired). Counters are never
+    /// tombstones: an empty one reads as 0.
     pub fn is_tombstone(&self, now_ms: u64) -> bool {
         match self {
             Value::Kv(r) => r.is_tombstone(now_ms),
-            Value::Lww(r) => r.is_tombstone(now_ms),
-            Value::Counter(_) | Value::Set(_) => false,
+            Value::Typed(t) => t.is_tombstone(now_ms),
+            Value::Counter(_) => false,
         }
     }
 
@@ -191,8 +199,8 @@ impl Value {
     pub fn expire(&mut self, now_ms: u64) -> bool {
         match self {
             Value::Kv(r) => r.expire(now_ms),
-            Value::Lww(r) => r.expire(now_ms),
-            Value::Counter(_) | Value::Set(_) => false,
+            Value::Typed(t) => t.expire(now_ms),
+            Value::Counter(_) => false,
         }
     }
 
@@ -201,22 +209,22 @@ impl Value {
     pub fn death_time(&self, now_ms: u64) -> Option<u64> {
         match self {
             Value::Kv(r) => r.death_time(now_ms),
-            Value::Lww(r) => r.death_time(now_ms),
-            Value::Counter(_) | Value::Set(_) => None,
+            Value::Typed(t) => t.death_time(now_ms),
+            Value::Counter(_) => None,
         }
     }
 
     /// Whether the value is a tombstone left by cache eviction (kept only briefly).
     pub fn is_eviction(&self) -> bool {
-        matches!(self, Value::Lww(r) if r.evicted && r.value.is_none())
+        matches!(self, Value::Typed(t) if t.is_eviction())
     }
 
     /// The earliest time something in the value expires.
     pub fn next_expiry(&self) -> Option<u64> {
         match self {
             Value::Kv(r) => r.next_expiry(),
-            Value::Lww(r) => r.next_expiry(),
-            Value::Counter(_) | Value::Set(_) => None,
+            Value::Typed(t) => t.next_expiry(),
+            Value::Counter(_) => None,
         }
     }
 
@@ -239,40 +247,24 @@ impl Value {
             b.clear();
             b.push(key.kind.tag());
             b.extend_from_slice(&(key.name.len() as u64).to_le_bytes());
-            b.extend_from_slice(key.name.as_bytes());
+            b.extend_from_slice(&key.name);
             let header = b.len();
-            let size = if let Value::Lww(LwwRegister {
-                ts,
-                value,
-                expires_at,
-                evicted,
-            }) = self
-            {
-                // The hot path of a cache: laid out field by field, no encoding. The pattern
-                // names every field, so a field added later cannot be left out of the hash.
-                b.extend_from_slice(b"lww");
+            let plain = match self {
+                Value::Typed(t) => t.plain_string(),
+                _ => None,
+            };
+            let size = if let Some((value, ts)) = plain {
+                // The hot path of a cache (a string with nothing but its value), laid out field
+                // by field without encoding; the tag keeps it apart from every encoded state.
+                b.extend_from_slice(b"plain-string");
                 b.extend_from_slice(&ts.millis.to_le_bytes());
                 b.extend_from_slice(&ts.logical.to_le_bytes());
                 b.extend_from_slice(&(ts.node.len() as u64).to_le_bytes());
                 b.extend_from_slice(ts.node.as_bytes());
-                match value {
-                    Some(v) => {
-                        b.push(1);
-                        b.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                        b.extend_from_slice(v);
-                    }
-                    None => b.push(0),
-                }
-                match expires_at {
-                    Some(t) => {
-                        b.push(1);
-                        b.extend_from_slice(&t.to_le_bytes());
-                    }
-                    None => b.push(0),
-                }
-                b.push(u8::from(*evicted));
+                b.extend_from_slice(&(value.len() as u64).to_le_bytes());
+                b.extend_from_slice(value);
                 // About what its encoding takes: the value, the node id and a few integers.
-                value.as_ref().map_or(0, |v| v.len()) + ts.node.len() + 24
+                value.len() + ts.node.len() + 24
             } else {
                 // Encoding in-memory maps of strings, integers and bytes cannot fail.
                 let _ = rmp_serde::encode::write(&mut *b, self);
@@ -311,6 +303,17 @@ pub struct Applied {
     pub merged: Value,
 }
 
+/// A key a scan found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScannedKey {
+    /// Its ring position.
+    pub position: u64,
+    /// Its name.
+    pub name: Bytes,
+    /// Its type, for a key of the typed namespace.
+    pub typed: Option<Type>,
+}
+
 /// What one purge pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PurgeStats {
@@ -322,7 +325,8 @@ pub struct PurgeStats {
 
 /// Derives an update's delta from a key's current state (`None` if absent) and the actor to
 /// issue dots under.
-pub type MakeDelta<'a> = dyn FnMut(Option<&Value>, &str) -> Result<Value, StoreError> + 'a;
+/// `Ok(None)`: the operation has nothing to write (a condition that does not hold).
+pub type MakeDelta<'a> = dyn FnMut(Option<&Value>, &str) -> Result<Option<Value>, StoreError> + 'a;
 
 /// A replica store. Every method takes the current time, so tests control it.
 pub trait Store: Send + Sync {
@@ -349,7 +353,7 @@ pub trait Store: Send + Sync {
         key: &Key,
         now_ms: u64,
         make_delta: &mut MakeDelta<'_>,
-    ) -> Result<Applied, StoreError>;
+    ) -> Result<Option<Applied>, StoreError>;
 
     /// Turns expired values into tombstones and drops tombstones that died more than the grace
     /// period ago.
@@ -372,11 +376,58 @@ pub trait Store: Send + Sync {
         0
     }
 
-    /// About `count` live `/lww` keys picked at random (from random Merkle leaves, so the
+    /// About `count` live keys of the typed namespace picked at random (from random Merkle leaves, so the
     /// pick costs no scan), each with when it was last read or written: eviction takes the
     /// least recently used of them, as Redis's allkeys-lru samples.
     fn lru_sample(&self, _count: usize, _seed: u64, _now_ms: u64) -> Vec<(Key, u64)> {
         Vec::new()
+    }
+
+    /// Live keys of key space `kind` with positions from `from` to `upto`, in position order,
+    /// about `limit` of them (see [`MerkleTree::keys_from`]), each with its type when it is one
+    /// of the typed namespace's; and whether keys were left out past the limit.
+    fn scan(
+        &self,
+        kind: Kind,
+        from: u64,
+        upto: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> (Vec<ScannedKey>, bool) {
+        let (keys, more) = self.merkle().keys_from(from, upto, limit);
+        let live = keys
+            .into_iter()
+            .filter(|(_, key)| key.kind == kind)
+            .filter_map(|(position, key)| {
+                let value = self.get(&key, now_ms)?;
+                if value.is_tombstone(now_ms) {
+                    return None;
+                }
+                let typed = match &value {
+                    Value::Typed(t) => t.kind_at(now_ms),
+                    _ => None,
+                };
+                Some(ScannedKey {
+                    position,
+                    name: key.name,
+                    typed,
+                })
+            })
+            .collect();
+        (live, more)
+    }
+
+    /// Everything of the typed namespace written before `before` is gone (`FLUSHALL`), now and
+    /// whenever it arrives later from another replica.
+    fn flush(&self, before: &Timestamp, now_ms: u64) {
+        let _ = (before, now_ms);
+    }
+
+    /// Live keys of the typed namespace at `now_ms`, and how many of them have a time to
+    /// live (`INFO keyspace`).
+    fn typed_counts(&self, now_ms: u64) -> (usize, usize) {
+        let _ = now_ms;
+        (0, 0)
     }
 
     /// Whether the store holds no key, tombstones included.
