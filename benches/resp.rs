@@ -1,15 +1,18 @@
 //! quorumkv against redis-server, side by side, with the same client: `redis-benchmark -t
-//! set,get -c 50`, without and with `-P 16`, against
+//! set,get,incr,hset,mset -c 50 -r 100000`, without and with `-P 16`, against
 //!
 //! - a `redis-server` on loopback (the distribution's package; no persistence),
 //! - a one-node quorumkv cluster (N = 1), and
 //! - a three-node quorumkv cluster (N = 3, W = 2, R = 2: the cluster defaults),
 //!
 //! each on its own free ports, all on this machine. The runs are interleaved and repeated,
-//! and the median of each cell is reported with its ratio to redis-server.
+//! and the median of each cell is reported with its ratio to redis-server. Then
+//! `redis-benchmark -q` with its default test list runs once against the one-node cluster, to
+//! show which tests quorumkv serves and which it refuses (lists, sorted sets).
 //!
 //! `make bench` runs it (after the criterion benchmarks); `cargo bench --bench resp` alone.
-//! Environment: `QKV_BENCH_ROUNDS` (default 3), `QKV_BENCH_REQUESTS` (default 200000), and
+//! Environment: `QKV_BENCH_ROUNDS` (default 3), `QKV_BENCH_REQUESTS` (default 200000),
+//! `QKV_BENCH_TESTS` (default `set,get,incr,hset,mset`), and
 //! `QKV_BENCH_BASELINE=/path/to/an/older/quorumkv`: that binary's one-node and three-node
 //! clusters run in the same interleaved rounds, so a change is measured against the build
 //! before it on the same machine at the same time.
@@ -156,11 +159,12 @@ fn start_cluster(
     addrs[0].2
 }
 
-/// One redis-benchmark run: requests per second, p50 and p99 in ms, by test (SET, GET).
-fn run(port: u16, pipeline: usize, requests: usize) -> BTreeMap<String, Sample> {
+/// One redis-benchmark run: requests per second, p50 and p99 in ms, by test (`SET`, `GET`,
+/// `MSET (10 keys)`, ...).
+fn run(port: u16, tests: &str, pipeline: usize, requests: usize) -> BTreeMap<String, Sample> {
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", "set,get", "-c", "50", "-r", "100000", "--csv"])
+        .args(["-t", tests, "-c", "50", "-r", "100000", "--csv"])
         .args(["-n", &requests.to_string(), "-P", &pipeline.to_string()])
         .stderr(Stdio::null())
         .output()
@@ -214,6 +218,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    let tests =
+        std::env::var("QKV_BENCH_TESTS").unwrap_or_else(|_| "set,get,incr,hset,mset".into());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("resp-bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
@@ -251,7 +257,7 @@ fn main() {
                 } else {
                     requests * 4
                 };
-                for (test, cell) in run(*port, pipeline, n) {
+                for (test, cell) in run(*port, &tests, pipeline, n) {
                     eprintln!(
                         "round {} -P {pipeline:>2} {name:<30} {test}: {:>9.0} req/s p50 {:.3} ms p99 {:.3} ms",
                         round + 1,
@@ -265,14 +271,17 @@ fn main() {
         }
     }
     println!(
-        "\nredis-benchmark -t set,get -c 50 -r 100000 (-n {requests}, or 4x with -P 16), median of {rounds} interleaved rounds\n"
+        "\nredis-benchmark -t {tests} -c 50 -r 100000 (-n {requests}, or 4x with -P 16), median of {rounds} interleaved rounds\n"
     );
     println!(
-        "{:<32} {:>3} {:>4} {:>11} {:>9} {:>9} {:>8}",
+        "{:<32} {:>3} {:>14} {:>11} {:>9} {:>9} {:>8}",
         "target", "-P", "op", "req/s", "p50 ms", "p99 ms", "x redis"
     );
+    let mut names: Vec<String> = samples.keys().map(|(_, _, test)| test.clone()).collect();
+    names.sort_by_key(|n| (order(n), n.clone()));
+    names.dedup();
     for pipeline in [1, 16] {
-        for test in ["SET", "GET"] {
+        for test in &names {
             let base = samples
                 .get(&(0, pipeline, test.to_string()))
                 .map(|s| median(s.iter().map(|c| c.0).collect()))
@@ -285,10 +294,42 @@ fn main() {
                 let p50 = median(s.iter().map(|c| c.1).collect());
                 let p99 = median(s.iter().map(|c| c.2).collect());
                 println!(
-                    "{name:<32} {pipeline:>3} {test:>4} {rps:>11.0} {p50:>9.3} {p99:>9.3} {:>7.2}x",
+                    "{name:<32} {pipeline:>3} {test:>14} {rps:>11.0} {p50:>9.3} {p99:>9.3} {:>7.2}x",
                     if base > 0.0 { rps / base } else { 0.0 }
                 );
             }
+        }
+    }
+    default_list(one.port(), 100_000);
+}
+
+/// Where a test's rows go in the table: in the order of the default list.
+fn order(test: &str) -> usize {
+    ["SET", "GET", "INCR", "HSET", "MSET (10 keys)"]
+        .iter()
+        .position(|t| *t == test)
+        .unwrap_or(usize::MAX)
+}
+
+/// `redis-benchmark -q` with its default test list, once, against `port`: each test's
+/// throughput, or the error the server answered it with.
+fn default_list(port: u16, requests: usize) {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-q", "-n", &requests.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-benchmark");
+    println!(
+        "\nredis-benchmark -q -n {requests} (its default test list) against one quorumkv node\n"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let errors = String::from_utf8_lossy(&out.stderr);
+    // -q prints progress with carriage returns; the last piece of each line is the result.
+    for line in text.lines().chain(errors.lines()) {
+        let last = line.rsplit('\r').next().unwrap_or(line).trim();
+        if !last.is_empty() {
+            println!("  {last}");
         }
     }
 }

@@ -316,6 +316,35 @@ proptest! {
         prop_assert!(healed.members(sim.now).contains(&&b("m0")));
     }
 
+    /// What INCRBY and HINCRBY answer is what the replica reads once their delta is merged,
+    /// whatever history the replica has seen.
+    #[test]
+    fn reported_values_are_the_state_after(history in steps(), at in 0..REPLICAS, by in -5i64..5) {
+        let mut sim = Sim::new();
+        sim.run(&history);
+        let now = sim.now + 1;
+        let ts = sim.clocks[at].now(now);
+        let s = &sim.replicas[at];
+        if let Ok((d, v)) = s.incr(&actor(at), Number::Int(by), &ts, now) {
+            let after = merged(s, &d);
+            prop_assert_eq!(after.string(now), Some(v));
+        }
+        let names = [b("m0"), b("m1")];
+        let incr = [(names[0].clone(), Number::Int(by)), (names[1].clone(), Number::Float(0.5))];
+        if let Ok((d, _, _, values)) = s.update_hash(&actor(at), &[], &incr, &[], &ts, now) {
+            let after = merged(s, &d);
+            let fields: std::collections::BTreeMap<Bytes, Bytes> =
+                after.fields(now).into_iter().map(|(k, v)| (k.clone(), v)).collect();
+            prop_assert_eq!(values, names.iter().map(|n| fields[n].clone()).collect::<Vec<_>>());
+        }
+        let all: Vec<Bytes> = (0..4).map(|i| b(&format!("m{i}"))).collect();
+        if let Ok((d, _, removed, _)) = s.update_hash(&actor(at), &[], &[], &all, &ts, now) {
+            let after = merged(s, &d);
+            prop_assert!(after.fields(now).is_empty());
+            prop_assert_eq!(removed as usize, s.fields(now).len());
+        }
+    }
+
     /// Applied one after another to one state, the operations behave as Redis's do on one
     /// server: strings, counters, deletes and type errors.
     #[test]

@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use super::gather::{Gathered, Tally};
 use super::placement::needed;
 use super::{Coordinator, deadline, is_reachable, unavailable};
 use crate::causality::Timestamp;
-use crate::membership::MemberState;
 use crate::ops::{Consistency, OpError};
 use crate::rpc::{ClockNow, Flush, ScanKeys};
 use crate::storage::{Kind, ScannedKey};
@@ -53,26 +55,22 @@ impl Coordinator {
             let placement = self.placement(&view, &crate::storage::Key::from_position(pos), plan.n);
             let needed = needed(&plan.r, &placement.replicas)?;
             let want = count.saturating_sub(keys.len()).max(1);
-            let calls = placement.replicas.iter().map(|t| {
+            // Every replica is asked; the page is built as soon as R have answered (a dead
+            // replica that gossip has not declared yet only answers at the deadline).
+            let ids = placement.replicas.iter().map(|t| t.id.clone()).collect();
+            let tally = Tally::new(needed.clone(), Vec::new(), ids, false);
+            for t in &placement.replicas {
                 let msg = ScanKeys {
                     kind,
                     from: pos,
                     upto,
                     limit: want,
                 };
-                let id = t.id.clone();
+                let (id, tally) = (t.id.clone(), Arc::clone(&tally));
                 let call = self.call(t, msg, deadline, "scan");
-                async move { (id, call.await) }
-            });
-            let answers = futures_util::future::join_all(calls).await;
-            let mut ok = Vec::new();
-            let mut failed = Vec::new();
-            for (id, answer) in answers {
-                match answer {
-                    Ok(page) => ok.push((id, page)),
-                    Err(e) => failed.push((id, e)),
-                }
+                tokio::spawn(async move { tally.answer(id, call.await) });
             }
+            let Gathered { ok, failed } = tally.wait(deadline).await;
             if !needed.met(&ok) {
                 return Err(unavailable(&needed, ok.len() as u32, &failed, "scan"));
             }
@@ -110,8 +108,10 @@ impl Coordinator {
         }
     }
 
-    /// Empties the typed namespace of the whole cluster: once this returns, every live member
-    /// has applied it; members down or cut off apply it when gossip reaches them.
+    /// Empties the typed namespace of the whole cluster: once this returns, every member that
+    /// answered within the request's timeout has applied it; members down, cut off or too slow
+    /// apply it when gossip reaches them (and until then, reads through a node that applied it
+    /// clear what their answers bring back).
     pub async fn flush_all(&self, c: &Consistency) -> Result<(), OpError> {
         let plan = self.plan(c)?;
         let deadline = deadline(plan.timeout_ms);
@@ -122,31 +122,27 @@ impl Coordinator {
             .filter(|m| m.info.id != *self.inner.me && is_reachable(m.state))
             .map(|m| Peer::new(&m.info.id, m.info.peer))
             .collect();
-        let must_answer = |p: &Peer| {
-            view.member(&p.id)
-                .is_some_and(|m| m.state == MemberState::Alive)
-        };
         let left = || deadline.saturating_duration_since(Instant::now());
-        // A cutoff after every timestamp a live member has issued.
+        // A cutoff after every timestamp a member that answers has issued (one that does not
+        // answer spent the whole timeout on this node's clock meanwhile).
         let transport = &self.inner.transport;
         let clocks = futures_util::future::join_all(
             others.iter().map(|p| transport.ask(p, ClockNow, left())),
         )
         .await;
         let replica = &self.inner.replica;
-        let mut failed = Vec::new();
+        let mut missed = Vec::new();
         for (peer, clock) in others.iter().zip(clocks) {
             match clock {
                 Ok(ts) => replica.observe_clock(&ts),
-                Err(e) if must_answer(peer) => failed.push((peer.id.clone(), e.to_string())),
-                Err(_) => {}
+                Err(e) => missed.push(format!("{}: {e}", peer.id)),
             }
-        }
-        if !failed.is_empty() {
-            return Err(flush_unavailable(others.len(), &failed));
         }
         let cutoff: Timestamp = replica.timestamp(self.now_ms());
         replica.flush(&cutoff);
+        if let Some(membership) = &self.inner.membership {
+            membership.flush(cutoff.clone()).await;
+        }
         let flushes = futures_util::future::join_all(others.iter().map(|p| {
             transport.ask(
                 p,
@@ -158,33 +154,16 @@ impl Coordinator {
         }))
         .await;
         for (peer, done) in others.iter().zip(flushes) {
-            if let Err(e) = done
-                && must_answer(peer)
-            {
-                failed.push((peer.id.clone(), e.to_string()));
+            if let Err(e) = done {
+                missed.push(format!("{}: {e}", peer.id));
             }
         }
-        if let Some(membership) = &self.inner.membership {
-            membership.flush(cutoff).await;
-        }
-        if !failed.is_empty() {
-            return Err(flush_unavailable(others.len(), &failed));
+        if !missed.is_empty() {
+            tracing::warn!(
+                missed = %missed.join("; "),
+                "FLUSHALL: members that did not confirm it apply it when gossip reaches them"
+            );
         }
         Ok(())
-    }
-}
-
-/// The error of a flush that live members did not confirm.
-fn flush_unavailable(others: usize, failed: &[(std::sync::Arc<str>, String)]) -> OpError {
-    let why: Vec<String> = failed.iter().map(|(id, e)| format!("{id}: {e}")).collect();
-    OpError::Unavailable {
-        needed: others as u32 + 1,
-        acks: (others + 1 - failed.len()) as u32,
-        message: format!(
-            "the flush needs every live member and {} did not confirm it ({}); it reaches \
-             them through gossip, but retry to be sure",
-            failed.len(),
-            why.join("; ")
-        ),
     }
 }

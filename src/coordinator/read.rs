@@ -98,7 +98,14 @@ impl Coordinator {
         };
         let answers = ok.len() as u32;
         let enough = needed.met(&ok);
-        let merged = merge_all(ok.iter().map(|(_, v)| v));
+        let mut merged = merge_all(ok.iter().map(|(_, v)| v));
+        // A replica that has not heard of the last FLUSHALL yet (it was cut off) must not
+        // bring back what it cleared.
+        if let Some(Value::Typed(t)) = &mut merged
+            && let Some(before) = replica.store().flushed()
+        {
+            t.clear_before(&before);
+        }
         if let Some(value) = &merged {
             replica.observe(value);
             let store = replica.store();

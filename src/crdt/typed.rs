@@ -117,6 +117,18 @@ pub struct Base {
     pub seen: Increments,
 }
 
+impl Counted {
+    /// The later write, and every actor's later totals.
+    fn merge(&mut self, other: &Counted) {
+        if let Some(theirs) = &other.base
+            && self.base.as_ref().is_none_or(|mine| theirs.beats(mine))
+        {
+            self.base = Some(theirs.clone());
+        }
+        merge_increments(&mut self.incr, &other.incr);
+    }
+}
+
 impl Base {
     /// Whether `self` wins over `other` as the last write.
     fn beats(&self, other: &Base) -> bool {
@@ -322,6 +334,18 @@ impl TypedValue {
     pub fn kind_at(&self, now_ms: u64) -> Option<Type> {
         let cutoff = self.cutoff(now_ms);
         let cutoff = cutoff.as_ref();
+        // The usual key holds one type and nothing is gone: no need to look at timestamps.
+        let string = self.string.base.is_some() || !self.string.incr.is_empty();
+        if cutoff.is_none() && !string {
+            match (self.set.is_empty(), self.hash.values().next()) {
+                (false, None) => return Some(Type::Set),
+                (true, Some(_)) if self.hash.values().any(|f| !f.writes.is_empty()) => {
+                    return Some(Type::Hash);
+                }
+                (true, None) => return None,
+                _ => {}
+            }
+        }
         let string = self.string_at(cutoff).map(|(_, ts)| ts);
         [
             (string, Type::String),
@@ -404,10 +428,15 @@ impl TypedValue {
     /// Moves a passed expiry into the cleared watermark and drops what is gone. Returns
     /// whether anything changed.
     pub fn expire(&mut self, now_ms: u64) -> bool {
-        let before = self.clone();
-        self.cleared = self.cutoff(now_ms);
+        let cutoff = self.cutoff(now_ms);
+        // Every state is compacted against its watermark when it changes: only a watermark
+        // that moved (an expiry that passed) can leave anything to drop.
+        if cutoff == self.cleared {
+            return false;
+        }
+        self.cleared = cutoff;
         self.compact();
-        *self != before
+        true
     }
 
     /// Drops everything written before `cutoff` (a flush of the namespace).
@@ -664,10 +693,11 @@ impl TypedValue {
         };
         let entry = bump(self.string.incr.get(actor), current.as_ref(), by, ts)?;
         delta.string.incr.insert(actor.to_string(), entry);
-        let mut after = self.clone();
-        after.merge(&delta);
-        let value = after
-            .string_at(after.cutoff(now_ms).as_ref())
+        // The value it leaves: the string part merged (a string write moves neither the
+        // watermark nor the expiry).
+        let mut after = self.string.clone();
+        after.merge(&delta.string);
+        let value = render(&after, &BTreeMap::new(), cutoff.as_ref())
             .map_or_else(|| Bytes::from_static(b"0"), |(v, _)| v);
         Ok((delta, value))
     }
@@ -801,18 +831,27 @@ impl TypedValue {
                 delta.hash.entry(name.clone()).or_default().reset = f.incr.clone();
             }
         }
-        let mut after = self.clone();
-        after.merge(&delta);
-        let after_cutoff = after.cutoff(now_ms);
+        // What the write leaves, worked out from the fields it touched (the watermark stays
+        // where it was: a hash write moves neither it nor the expiry).
         for (name, _) in incr {
-            let value = after
-                .hash
-                .get(name)
-                .and_then(|f| field_value(f, after_cutoff.as_ref()))
-                .unwrap_or_else(|| Bytes::from_static(b"0"));
-            values.push(value);
+            let mut after = field(name).clone();
+            if let Some(d) = delta.hash.get(name) {
+                merge_field(&mut after, &self.ctx, d, &delta.ctx);
+            }
+            values.push(field_value(&after, cutoff).unwrap_or_else(|| Bytes::from_static(b"0")));
         }
-        if after.kind_at(now_ms).is_none() && (created + removed) > 0 {
+        // The last live fields removed (a write that sets or adds to one leaves the key live).
+        let emptied = removed > 0
+            && set.is_empty()
+            && incr.is_empty()
+            && self
+                .hash
+                .values()
+                .filter(|f| f.writes.values().any(|w| !gone(&w.ts, cutoff)))
+                .take(removed as usize + 1)
+                .count()
+                == removed as usize;
+        if emptied {
             delta.deleted = Some(Deletion {
                 ts: ts.clone(),
                 evicted: false,
@@ -996,16 +1035,7 @@ impl Crdt for TypedValue {
         merge_dotted(&mut self.set, &self.ctx, &other.set, &other.ctx);
         merge_fields(&mut self.hash, &self.ctx, &other.hash, &other.ctx);
         self.ctx.join(&other.ctx);
-        if let Some(theirs) = &other.string.base
-            && self
-                .string
-                .base
-                .as_ref()
-                .is_none_or(|mine| theirs.beats(mine))
-        {
-            self.string.base = Some(theirs.clone());
-        }
-        merge_increments(&mut self.string.incr, &other.string.incr);
+        self.string.merge(&other.string);
         if let Some(theirs) = &other.expiry
             && self
                 .expiry
@@ -1072,6 +1102,13 @@ fn merge_dotted(
     mine.retain(|_, dots| !dots.is_empty());
 }
 
+/// One hash field's merge: its writes observed-remove, its increments by actor.
+fn merge_field(mine: &mut Field, my_ctx: &CausalContext, other: &Field, their_ctx: &CausalContext) {
+    merge_dots(&mut mine.writes, my_ctx, &other.writes, their_ctx);
+    merge_increments(&mut mine.incr, &other.incr);
+    merge_increments(&mut mine.reset, &other.reset);
+}
+
 fn merge_fields(
     mine: &mut BTreeMap<Bytes, Field>,
     my_ctx: &CausalContext,
@@ -1080,17 +1117,12 @@ fn merge_fields(
 ) {
     let empty = Field::default();
     for (name, field) in mine.iter_mut() {
-        let other = theirs.get(name).unwrap_or(&empty);
-        merge_dots(&mut field.writes, my_ctx, &other.writes, their_ctx);
-        merge_increments(&mut field.incr, &other.incr);
-        merge_increments(&mut field.reset, &other.reset);
+        merge_field(field, my_ctx, theirs.get(name).unwrap_or(&empty), their_ctx);
     }
     for (name, other) in theirs {
         if !mine.contains_key(name) {
             let mut field = Field::default();
-            merge_dots(&mut field.writes, my_ctx, &other.writes, their_ctx);
-            field.incr = other.incr.clone();
-            field.reset = other.reset.clone();
+            merge_field(&mut field, my_ctx, other, their_ctx);
             mine.insert(name.clone(), field);
         }
     }

@@ -376,6 +376,16 @@ impl Store for MemStore {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    fn flushed(&self) -> Option<Timestamp> {
+        if !self.any_flush.load(Ordering::Acquire) {
+            return None;
+        }
+        self.flushed
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn flush(&self, before: &Timestamp, now_ms: u64) {
         {
             let mut flushed = self

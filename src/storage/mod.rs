@@ -423,6 +423,12 @@ pub trait Store: Send + Sync {
         let _ = (before, now_ms);
     }
 
+    /// The latest `FLUSHALL` cutoff this store applied, for a coordinator to apply to what it
+    /// merged from replicas that may not have applied it yet.
+    fn flushed(&self) -> Option<Timestamp> {
+        None
+    }
+
     /// Live keys of the typed namespace at `now_ms`, and how many of them have a time to
     /// live (`INFO keyspace`).
     fn typed_counts(&self, now_ms: u64) -> (usize, usize) {

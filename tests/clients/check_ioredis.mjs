@@ -28,6 +28,8 @@ assert.deepEqual(await b.hgetall('user:1'), { name: 'ann', age: '31' });
 assert.equal(await a.sadd('team', 'a', 'b', 'c'), 3);
 assert.equal(await b.srem('team', 'b'), 1);
 assert.deepEqual((await b.smembers('team')).sort(), ['a', 'c']);
+// A command for another type is the library's own error, and the connection goes on.
+await assert.rejects(a.incr('team'), (e) => e.name === 'ReplyError' && /^WRONGTYPE/.test(e.message));
 
 // Expiry.
 assert.equal(await a.set('short', 'v', 'PX', 300), 'OK');

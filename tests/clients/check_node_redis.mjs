@@ -35,6 +35,8 @@ assert.equal(all.age, '31');
 assert.equal(await a.sAdd('team', ['a', 'b', 'c']), 3);
 assert.equal(await b.sRem('team', 'b'), 1);
 assert.deepEqual([...(await b.sMembers('team'))].sort(), ['a', 'c']);
+// A command for another type is the library's own error, and the connection goes on.
+await assert.rejects(a.incr('team'), (e) => ['SimpleError', 'ErrorReply'].includes(e.constructor.name) && /^WRONGTYPE/.test(e.message));
 
 // Expiry.
 assert.equal(await a.set('short', 'v', { PX: 300 }), 'OK');
