@@ -199,8 +199,9 @@ pub enum Response {
     Hashes(Vec<Hash>),
     /// Answer to [`MerkleStep`].
     Merkle(Answer<Key>),
-    /// Answer to [`ScanKeys`]: the keys, and whether more were left out.
-    Keys(Vec<ScannedKey>, bool),
+    /// Answer to [`ScanKeys`]: the live keys, and, when the answer stopped at its limit, the
+    /// last position it looked at (the caller goes on after it).
+    Keys(Vec<ScannedKey>, Option<u64>),
     /// Answer to [`ClockNow`].
     Clock(Timestamp),
     /// Answer to [`Flush`]: applied.
@@ -339,7 +340,7 @@ call!(MergeBatch => Vec<(u32, StoreError)>, |a| Response::MergedBatch(a), Respon
 call!(ReadBatch => Vec<Option<Value>>, |a| Response::States(a), Response::States(a) => a);
 call!(ArcHashes => Vec<Hash>, |a| Response::Hashes(a), Response::Hashes(a) => a);
 call!(MerkleStep => Answer<Key>, |a| Response::Merkle(a), Response::Merkle(a) => a);
-call!(ScanKeys => (Vec<ScannedKey>, bool), |a| Response::Keys(a.0, a.1), Response::Keys(k, more) => (k, more));
+call!(ScanKeys => (Vec<ScannedKey>, Option<u64>), |a| Response::Keys(a.0, a.1), Response::Keys(k, upto) => (k, upto));
 call!(ClockNow => Timestamp, |a| Response::Clock(a), Response::Clock(a) => a);
 call!(Flush => (), |_a| Response::Flushed, Response::Flushed => ());
 

@@ -306,6 +306,131 @@ async fn every_command_through_a_redis_client() {
     );
 }
 
+/// Edge cases a client can reach that once hung a node, grew a value past the limit, or
+/// answered differently from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_cases_answer_as_redis_and_stay_within_limits() {
+    let mut c = TestCluster::new("respedge", 1, true);
+    c.start_all(&["n1"]).await;
+    let mut r = connect(&c, "n1").await;
+
+    // SRANDMEMBER with a huge negative count: nothing to repeat on a missing key; refused
+    // (not built in memory) on a set.
+    let none: Vec<String> = cmd(&mut r, &["SRANDMEMBER", "nokey", "-9223372036854775807"])
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let _: i64 = cmd(&mut r, &["SADD", "s", "a", "b"]).await.unwrap();
+    let e =
+        error_text(cmd::<Vec<String>>(&mut r, &["SRANDMEMBER", "s", "-9223372036854775807"]).await);
+    assert!(e.contains("out of range"), "{e}");
+    let five: Vec<String> = cmd(&mut r, &["SRANDMEMBER", "s", "-5"]).await.unwrap();
+    assert_eq!(five.len(), 5);
+
+    // SETRANGE and APPEND cannot make a value larger than the limit (1 MiB here).
+    let e = error_text(cmd::<i64>(&mut r, &["SETRANGE", "big", "2000000", "x"]).await);
+    assert!(e.contains("at most 1048576 bytes"), "{e}");
+    assert_eq!(
+        cmd::<i64>(&mut r, &["SETRANGE", "big", "2000000", ""])
+            .await
+            .unwrap(),
+        0
+    );
+    let chunk = "x".repeat(600_000);
+    assert_eq!(
+        cmd::<i64>(&mut r, &["APPEND", "log", &chunk])
+            .await
+            .unwrap(),
+        600_000
+    );
+    let e = error_text(cmd::<i64>(&mut r, &["APPEND", "log", &chunk]).await);
+    assert!(e.contains("at most 1048576 bytes"), "{e}");
+    assert_eq!(
+        cmd::<i64>(&mut r, &["STRLEN", "log"]).await.unwrap(),
+        600_000
+    );
+
+    // EXPIRE XX LT on a key without a time to live changes nothing; errors name the command.
+    let _: String = cmd(&mut r, &["SET", "k", "v"]).await.unwrap();
+    assert_eq!(
+        cmd::<i64>(&mut r, &["EXPIRE", "k", "10", "XX", "LT"])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(cmd::<i64>(&mut r, &["TTL", "k"]).await.unwrap(), -1);
+    assert_eq!(
+        cmd::<i64>(&mut r, &["EXPIRE", "k", "100"]).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        cmd::<i64>(&mut r, &["EXPIRE", "k", "10", "XX", "LT"])
+            .await
+            .unwrap(),
+        1
+    );
+    let e = error_text(cmd::<i64>(&mut r, &["PEXPIRE", "k", "9223372036854775807"]).await);
+    assert!(e.contains("'pexpire'"), "{e}");
+
+    // Integers as Redis reads them: no leading zeros, no "-0", no "+".
+    for bad in ["007", "-0", "+5", " 5"] {
+        let e = error_text(cmd::<i64>(&mut r, &["INCRBY", "n", bad]).await);
+        assert!(e.contains("not an integer"), "{bad}: {e}");
+    }
+    let _: String = cmd(&mut r, &["SET", "z", "007"]).await.unwrap();
+    assert!(error_text(cmd::<i64>(&mut r, &["INCR", "z"]).await).contains("not an integer"));
+    assert_eq!(
+        cmd::<String>(&mut r, &["INCRBYFLOAT", "z", "0.5"])
+            .await
+            .unwrap(),
+        "7.5"
+    );
+
+    // SET with an expiry already passed answers OK and leaves no key.
+    let _: String = cmd(&mut r, &["SET", "gone", "1"]).await.unwrap();
+    assert_eq!(
+        cmd::<String>(&mut r, &["SET", "gone", "2", "PXAT", "1"])
+            .await
+            .unwrap(),
+        "OK"
+    );
+    assert_eq!(
+        cmd::<Option<String>>(&mut r, &["GET", "gone"])
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A pattern that is exponential for a backtracking matcher answers at once.
+    let long = "a".repeat(1000);
+    let _: String = cmd(&mut r, &["SET", &long, "1"]).await.unwrap();
+    let pattern = format!("{}b", "*a".repeat(12));
+    let found: Vec<String> = cmd(&mut r, &["KEYS", &pattern]).await.unwrap();
+    assert!(found.is_empty());
+
+    // A keyspace command in a pipeline sees the writes before it and none after it.
+    let (size, _, after): (i64, String, i64) = redis::pipe()
+        .cmd("FLUSHALL")
+        .ignore()
+        .cmd("SET")
+        .arg("p1")
+        .arg("1")
+        .ignore()
+        .cmd("SET")
+        .arg("p2")
+        .arg("1")
+        .ignore()
+        .cmd("DBSIZE")
+        .cmd("SET")
+        .arg("p3")
+        .arg("1")
+        .cmd("DBSIZE")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!((size, after), (2, 3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_closes_only_its_connection() {
     let mut c = TestCluster::new("respbad", 1, false);

@@ -410,3 +410,225 @@ proptest! {
         }
     }
 }
+
+/// Fixed histories where a replica's partial view used to decide wrongly: each delta is made
+/// on the replica named, and reaches only the replicas it is merged into.
+mod partial_views {
+    use super::*;
+    use quorumkv::causality::Timestamp;
+
+    /// Three replicas with their own clocks, at a shared time in ms.
+    struct Three {
+        r: Vec<TypedValue>,
+        clocks: Vec<HybridClock>,
+        now: u64,
+    }
+
+    impl Three {
+        fn new() -> Self {
+            Three {
+                r: vec![TypedValue::new(); 3],
+                clocks: (0..3).map(|i| HybridClock::new(actor(i), 10_000)).collect(),
+                now: 1_000,
+            }
+        }
+
+        /// Replica `at` makes a delta at the current time, merges it, and returns it.
+        fn make(
+            &mut self,
+            at: usize,
+            f: impl FnOnce(&TypedValue, &str, &Timestamp, u64) -> TypedValue,
+        ) -> TypedValue {
+            let ts = self.clocks[at].now(self.now);
+            let d = f(&self.r[at], &actor(at), &ts, self.now);
+            self.r[at].merge(&d);
+            d
+        }
+
+        fn give(&mut self, to: usize, d: &TypedValue) {
+            self.r[to].merge(d);
+        }
+
+        fn sync_all(&mut self) {
+            let all = self
+                .r
+                .iter()
+                .fold(TypedValue::new(), |acc, s| merged(&acc, s));
+            for r in &mut self.r {
+                r.merge(&all);
+            }
+        }
+    }
+
+    fn incr(s: &TypedValue, a: &str, ts: &Timestamp, now: u64, by: i64) -> TypedValue {
+        s.incr(a, Number::Int(by), ts, now).expect("incr").0
+    }
+
+    #[test]
+    fn an_increment_on_a_replica_that_missed_the_set_adds_to_it() {
+        let mut c = Three::new();
+        let set = c.make(0, |s, _, ts, now| {
+            s.set_string(b("10"), TtlChange::Clear, ts, now)
+        });
+        c.give(1, &set);
+        c.now += 5;
+        // Replica 2 never saw the SET.
+        let d = c.make(2, |s, a, ts, now| incr(s, a, ts, now, 1));
+        c.give(0, &d);
+        c.sync_all();
+        for r in &c.r {
+            assert_eq!(r.string(c.now), Some(b("11")));
+        }
+    }
+
+    #[test]
+    fn a_set_after_a_delete_replaces_the_increments_the_delete_replaced() {
+        let mut c = Three::new();
+        c.make(0, |s, _, ts, now| {
+            s.set_string(b("1"), TtlChange::Clear, ts, now)
+        });
+        c.sync_all();
+        c.now += 1;
+        // Replica 0's increment reaches no one before its delete does.
+        let inc = c.make(0, |s, a, ts, now| incr(s, a, ts, now, 5));
+        c.now += 1;
+        let del = c.make(0, |s, _, ts, now| s.delete(false, ts, now));
+        c.give(1, &del);
+        c.now += 1;
+        c.make(1, |s, _, ts, now| {
+            s.set_string(b("7"), TtlChange::Clear, ts, now)
+        });
+        c.give(1, &inc);
+        c.sync_all();
+        for r in &c.r {
+            assert_eq!(r.string(c.now), Some(b("7")));
+        }
+    }
+
+    #[test]
+    fn an_hset_replaces_the_increments_an_earlier_hset_replaced() {
+        let mut c = Three::new();
+        let f = b("f");
+        let inc = c.make(0, |s, a, ts, now| {
+            s.update_hash(a, &[], &[(f.clone(), Number::Int(3))], &[], ts, now)
+                .expect("hincrby")
+                .0
+        });
+        c.now += 1;
+        let first = c.make(0, |s, a, ts, now| {
+            s.update_hash(a, &[(f.clone(), b("7"))], &[], &[], ts, now)
+                .expect("hset")
+                .0
+        });
+        c.give(1, &first);
+        c.now += 1;
+        c.make(1, |s, a, ts, now| {
+            s.update_hash(a, &[(f.clone(), b("5"))], &[], &[], ts, now)
+                .expect("hset")
+                .0
+        });
+        c.give(1, &inc);
+        c.sync_all();
+        for r in &c.r {
+            let fields: Vec<(Bytes, Bytes)> = r
+                .fields(c.now)
+                .into_iter()
+                .map(|(k, v)| (k.clone(), v))
+                .collect();
+            assert_eq!(fields, vec![(f.clone(), b("5"))]);
+        }
+    }
+
+    #[test]
+    fn a_replica_that_purges_an_expiry_another_cancelled_loses_nothing() {
+        for cancel in ["set", "persist"] {
+            let mut c = Three::new();
+            let until = c.now + 10_000;
+            c.make(0, |s, _, ts, now| {
+                s.set_string(b("v"), TtlChange::At(until), ts, now)
+            });
+            c.sync_all();
+            c.now += 5_000;
+            // Cut off from replica 1, replica 0 cancels the expiry.
+            c.make(0, |s, _, ts, now| match cancel {
+                "set" => s.set_string(b("w"), TtlChange::Clear, ts, now),
+                _ => s.set_expiry(TtlChange::Clear, ts, now),
+            });
+            c.now += 6_000;
+            // Replica 1 sees the expiry pass and purges.
+            c.r[1].expire(c.now);
+            assert_eq!(c.r[1].string(c.now), None);
+            c.sync_all();
+            let want = if cancel == "set" { b("w") } else { b("v") };
+            for r in &c.r {
+                assert_eq!(r.string(c.now), Some(want.clone()), "{cancel}");
+                assert_eq!(r.expires_at(c.now), None, "{cancel}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_time_to_live_a_set_voided_stays_void() {
+        // SET EX, SET, then DEL, INCR / FLUSH, INCR / DEL, SADD: the new key has no TTL.
+        for then in ["del-incr", "flush-incr", "del-sadd"] {
+            let mut c = Three::new();
+            let until = c.now + 100_000;
+            c.make(0, |s, _, ts, now| {
+                s.set_string(b("v"), TtlChange::At(until), ts, now)
+            });
+            c.now += 1;
+            c.make(0, |s, _, ts, now| {
+                s.set_string(b("w"), TtlChange::Clear, ts, now)
+            });
+            c.now += 1;
+            match then {
+                "flush-incr" => {
+                    let cut = c.clocks[0].now(c.now);
+                    c.r[0].clear_before(&cut);
+                }
+                _ => {
+                    c.make(0, |s, _, ts, now| s.delete(false, ts, now));
+                }
+            }
+            c.now += 1;
+            if then == "del-sadd" {
+                c.make(0, |s, a, ts, now| {
+                    s.update_set(a, &[b("m")], &[], ts, now).expect("sadd").0
+                });
+            } else {
+                c.make(0, |s, a, ts, now| incr(s, a, ts, now, 1));
+            }
+            c.sync_all();
+            c.now = until + 1;
+            for r in &c.r {
+                assert_eq!(r.expires_at(c.now - 2), None, "{then}: a TTL came back");
+                assert!(r.kind_at(c.now).is_some(), "{then}: the key expired");
+            }
+        }
+    }
+
+    #[test]
+    fn an_increment_after_an_expiry_starts_from_zero_and_a_later_set_elsewhere_wins() {
+        let mut c = Three::new();
+        let until = c.now + 1_000;
+        c.make(0, |s, _, ts, now| {
+            s.set_string(b("5"), TtlChange::At(until), ts, now)
+        });
+        c.make(0, |s, a, ts, now| incr(s, a, ts, now, 2));
+        c.sync_all();
+        // Replica 1 sets the key after the expiry; replica 0, not knowing, increments it
+        // later: Redis, in that order, gives 41.
+        c.now = until + 5;
+        let set = c.make(1, |s, _, ts, now| {
+            s.set_string(b("40"), TtlChange::Clear, ts, now)
+        });
+        c.now += 5;
+        c.make(0, |s, a, ts, now| incr(s, a, ts, now, 1));
+        assert_eq!(c.r[0].string(c.now), Some(b("1")));
+        c.give(0, &set);
+        c.sync_all();
+        for r in &c.r {
+            assert_eq!(r.string(c.now), Some(b("41")));
+        }
+    }
+}

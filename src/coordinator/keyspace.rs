@@ -46,6 +46,10 @@ impl Coordinator {
     ) -> Result<ScanPage, OpError> {
         let plan = self.plan(c)?;
         let deadline = deadline(plan.timeout_ms);
+        // A page may hold fewer than `count` keys (Redis's SCAN may answer none): past half
+        // the timeout the page ends where it got to, so a sparse keyspace over slow links
+        // (each arc is a round trip) answers with a cursor instead of timing out.
+        let budget = Instant::now() + Duration::from_millis(plan.timeout_ms / 2);
         let view = self.view();
         let count = count.max(1);
         let mut pos = cursor.saturating_sub(1);
@@ -74,11 +78,10 @@ impl Coordinator {
             if !needed.met(&ok) {
                 return Err(unavailable(&needed, ok.len() as u32, &failed, "scan"));
             }
-            // Complete up to the last position of the shortest truncated answer.
+            // Complete up to where the shortest truncated answer stopped looking.
             let complete = ok
                 .iter()
-                .filter(|(_, (_, more))| *more)
-                .filter_map(|(_, (page, _))| page.last().map(|k| k.position))
+                .filter_map(|(_, (_, looked))| *looked)
                 .min()
                 .unwrap_or(upto);
             let mut found: Vec<ScannedKey> = ok
@@ -99,7 +102,7 @@ impl Coordinator {
                 return Ok(ScanPage { next: 0, keys });
             }
             pos = upto + 1;
-            if keys.len() >= count {
+            if keys.len() >= count || Instant::now() >= budget {
                 return Ok(ScanPage {
                     next: pos.saturating_add(1),
                     keys,

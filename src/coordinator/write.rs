@@ -133,7 +133,10 @@ impl Coordinator {
             let timestamp = |now_ms| replica.timestamp(now_ms);
             let seen = observed.as_ref().and_then(|o| o.merged.as_ref());
             let store = on_store.then_some(store.as_ref());
-            let mut base = Base::new(&key, now, store, seen, &timestamp);
+            let limits = Limits {
+                max_value_bytes: self.inner.defaults.max_value_bytes,
+            };
+            let mut base = Base::new(&key, now, store, seen, &timestamp, limits);
             (op.delta(&mut base)?, base.written)
         };
         let mut ready = Vec::new();

@@ -118,14 +118,30 @@ pub struct Base {
 }
 
 impl Counted {
-    /// The later write, and every actor's later totals.
+    /// The later write, and every actor's later totals. Two copies of one write (the same
+    /// time and bytes) replace what either saw.
     fn merge(&mut self, other: &Counted) {
-        if let Some(theirs) = &other.base
-            && self.base.as_ref().is_none_or(|mine| theirs.beats(mine))
-        {
-            self.base = Some(theirs.clone());
+        match (&mut self.base, &other.base) {
+            (_, None) => {}
+            (None, Some(theirs)) => self.base = Some(theirs.clone()),
+            (Some(mine), Some(theirs)) if theirs.beats(mine) => *mine = theirs.clone(),
+            (Some(mine), Some(theirs)) if theirs.ts == mine.ts && theirs.value == mine.value => {
+                merge_increments(&mut mine.seen, &theirs.seen);
+            }
+            _ => {}
         }
         merge_increments(&mut self.incr, &other.incr);
+    }
+
+    /// The increments a write that replaces this string replaces: every total this replica
+    /// knows, and those the last write had already replaced (which may include totals that
+    /// have not reached this replica yet).
+    fn replaced(&self) -> Increments {
+        let mut seen = self.incr.clone();
+        if let Some(base) = &self.base {
+            merge_increments(&mut seen, &base.seen);
+        }
+        seen
     }
 }
 
@@ -170,6 +186,17 @@ pub struct Field {
 }
 
 impl Field {
+    /// The increments a write that replaces or removes this field replaces: its totals, those
+    /// removed with it before, and those its writes had replaced.
+    fn replaced(&self) -> Increments {
+        let mut seen = self.incr.clone();
+        merge_increments(&mut seen, &self.reset);
+        for w in self.writes.values() {
+            merge_increments(&mut seen, &w.seen);
+        }
+        seen
+    }
+
     /// Whether the field still holds anything: its writes, or the increments it counted or
     /// removed (kept so that a stale replica's old increments cannot count again).
     fn is_kept(&self) -> bool {
@@ -425,18 +452,26 @@ impl TypedValue {
         self.expiry.as_ref().and_then(|e| e.at_ms)
     }
 
-    /// Moves a passed expiry into the cleared watermark and drops what is gone. Returns
-    /// whether anything changed.
+    /// Drops the string's last write once a passed expiry has made it gone (the bulk of an
+    /// expired cache entry). Returns whether anything changed.
+    ///
+    /// The watermark does not move: a `PERSIST` or `SET` another replica made before the
+    /// expiry, not seen here yet, still cancels it, and brings its own copy of the value. Only a
+    /// write that finds the key gone makes the expiry final (`base_delta`). Set members and
+    /// hash fields stay until the key's tombstone is forgotten, because dropping them here
+    /// would read as their removal to the replicas that kept them.
     pub fn expire(&mut self, now_ms: u64) -> bool {
         let cutoff = self.cutoff(now_ms);
-        // Every state is compacted against its watermark when it changes: only a watermark
-        // that moved (an expiry that passed) can leave anything to drop.
-        if cutoff == self.cleared {
-            return false;
+        if self
+            .string
+            .base
+            .as_ref()
+            .is_some_and(|b| gone(&b.ts, cutoff.as_ref()))
+        {
+            self.string.base = None;
+            return true;
         }
-        self.cleared = cutoff;
-        self.compact();
-        true
+        false
     }
 
     /// Drops everything written before `cutoff` (a flush of the namespace).
@@ -559,13 +594,25 @@ impl TypedValue {
             cleared: self.cutoff(now_ms),
             ..TypedValue::default()
         };
-        if keep != Some(Type::String)
-            && (self.string.base.is_some() || !self.string.incr.is_empty())
-        {
+        // A write that starts the key anew, or replaces the string whose written value voided
+        // an older time to live, clears that time to live explicitly: otherwise it would apply
+        // again once the value that voided it is replaced. (A passed expiry stays final through
+        // the watermark above.)
+        let has_ttl = self.expiry.as_ref().is_some_and(|e| e.at_ms.is_some());
+        let voided = has_ttl && self.live_expiry().is_none();
+        let replaces_string = keep != Some(Type::String)
+            && (self.string.base.is_some() || !self.string.incr.is_empty());
+        if has_ttl && ((voided && replaces_string) || self.kind_at(now_ms).is_none()) {
+            delta.expiry = Some(Expiry {
+                at_ms: None,
+                ts: ts.clone(),
+            });
+        }
+        if replaces_string {
             delta.string.base = Some(Base {
                 value: None,
                 ts: ts.clone(),
-                seen: self.string.incr.clone(),
+                seen: self.string.replaced(),
             });
         }
         if keep != Some(Type::Set) {
@@ -582,7 +629,7 @@ impl TypedValue {
                 }
                 if !field.incr.is_empty() {
                     let removed = delta.hash.entry(name.clone()).or_default();
-                    removed.reset = field.incr.clone();
+                    removed.reset = field.replaced();
                 }
             }
         }
@@ -596,7 +643,7 @@ impl TypedValue {
         delta.string.base = Some(Base {
             value: Some(value),
             ts: ts.clone(),
-            seen: self.string.incr.clone(),
+            seen: self.string.replaced(),
         });
         // The new value voids every older expiry; one to keep is written again, at its time.
         delta.expiry = match ttl {
@@ -637,13 +684,21 @@ impl TypedValue {
         delta.string.base = Some(Base {
             value: None,
             ts: ts.clone(),
-            seen: self.string.incr.clone(),
+            seen: self.string.replaced(),
         });
         delta.deleted = Some(Deletion {
             ts: ts.clone(),
             evicted,
         });
-        delta.expiry = self.expiry_change(TtlChange::Clear, ts, now_ms);
+        if let Some(cleared) = self.expiry_change(TtlChange::Clear, ts, now_ms) {
+            delta.expiry = Some(cleared);
+        } else if self.expiry.as_ref().is_some_and(|e| e.at_ms.is_some()) {
+            // A time to live a SET voided: the delete replaces that SET's value.
+            delta.expiry = Some(Expiry {
+                at_ms: None,
+                ts: ts.clone(),
+            });
+        }
         delta
     }
 
@@ -678,12 +733,24 @@ impl TypedValue {
         let cutoff = self.cutoff(now_ms);
         let present = self.kind_at(now_ms) == Some(Type::String);
         let mut delta = self.base_delta(Some(Type::String), ts, now_ms);
-        if !present {
-            // A key that is gone starts again from 0: the increments it had are replaced.
+        // A string that expired or was flushed starts again from 0: the increments it had are
+        // replaced, as of the moment it went, so that a write after that moment on a replica
+        // that has not seen this one still wins. (A deleted string needs nothing: its delete
+        // replaced them. A string this replica never saw needs nothing either: the increment
+        // adds to whatever the other replicas hold.)
+        if let Some(went) = &cutoff
+            && !present
+            && !self.string.incr.is_empty()
+            && self
+                .string
+                .base
+                .as_ref()
+                .is_none_or(|b| gone(&b.ts, Some(went)))
+        {
             delta.string.base = Some(Base {
                 value: None,
-                ts: ts.clone(),
-                seen: self.string.incr.clone(),
+                ts: went.clone(),
+                seen: self.string.replaced(),
             });
         }
         let current = if present {
@@ -788,7 +855,7 @@ impl TypedValue {
                 FieldWrite {
                     ts: ts.clone(),
                     value: Some(value.clone()),
-                    seen: f.incr.clone(),
+                    seen: f.replaced(),
                 },
             );
         }
@@ -799,7 +866,7 @@ impl TypedValue {
             let d = delta.hash.entry(name.clone()).or_default();
             if current.is_none() {
                 // A field that is gone starts again from 0.
-                d.reset = f.incr.clone();
+                d.reset = f.replaced();
             }
             // One presence dot per writer: the increment's own replaces the writer's earlier.
             for (dot, w) in &f.writes {
@@ -828,7 +895,7 @@ impl TypedValue {
                 delta.ctx.insert(dot.clone());
             }
             if !f.incr.is_empty() {
-                delta.hash.entry(name.clone()).or_default().reset = f.incr.clone();
+                delta.hash.entry(name.clone()).or_default().reset = f.replaced();
             }
         }
         // What the write leaves, worked out from the fields it touched (the watermark stays
@@ -917,7 +984,7 @@ enum Parsed {
 /// number (for an integer increment, not an integer).
 fn parse_number(bytes: &Bytes) -> Result<Parsed, TypedError> {
     let text = std::str::from_utf8(bytes).map_err(|_| TypedError::NotAnInteger)?;
-    if let Ok(i) = text.parse::<i64>() {
+    if let Some(i) = parse_integer(text) {
         return Ok(Parsed::Int(i128::from(i)));
     }
     match text.parse::<f64>() {
@@ -928,15 +995,51 @@ fn parse_number(bytes: &Bytes) -> Result<Parsed, TypedError> {
     }
 }
 
-/// A floating-point result as Redis writes one: at most 17 significant digits, no trailing
-/// zeros, no exponent for ordinary magnitudes. Rounded to 15 digits first, so sums of decimal
-/// fractions read as the decimal (0.1 + 0.2 is 0.3), as Redis's long double arithmetic gives.
+/// A floating-point result as Redis writes one: fixed-point with at most 17 decimals, no
+/// trailing zeros, no exponent (so a result below 1e-17 is `0`). Rounded to 15 significant
+/// digits first, so sums of decimal fractions read as the decimal (0.1 + 0.2 is 0.3), as
+/// Redis's long double arithmetic gives; where Redis shows 17 digits of a long double (1/3),
+/// this shows 15.
 pub fn format_float(x: f64) -> String {
-    let rounded: f64 = format!("{x:.14e}").parse().unwrap_or(x);
-    if rounded == 0.0 {
-        return "0".into();
+    // 15 significant digits, d.dddddddddddddde±x, laid out as a decimal by hand (printing
+    // the rounded f64 with 17 decimals would show its binary expansion: 10.59999...).
+    let scientific = format!("{:.14e}", x.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let point = exponent.parse::<i64>().unwrap_or(0) + 1;
+    let (int, frac) = if point <= 0 {
+        let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
+        ("0".to_string(), format!("{zeros}{digits}"))
+    } else if point as usize >= digits.len() {
+        let zeros = "0".repeat(point as usize - digits.len());
+        (format!("{digits}{zeros}"), String::new())
+    } else {
+        let (i, f) = digits.split_at(point as usize);
+        (i.to_string(), f.to_string())
+    };
+    let frac = frac.get(..17).unwrap_or(&frac).trim_end_matches('0');
+    let shown = if frac.is_empty() {
+        int
+    } else {
+        format!("{int}.{frac}")
+    };
+    if x < 0.0 && shown != "0" {
+        format!("-{shown}")
+    } else {
+        shown
     }
-    format!("{rounded}")
+}
+
+/// `text` as Redis reads an integer (`string2ll`): optional `-`, digits, no leading zeros, no
+/// `+`, no spaces, within 64 bits.
+pub fn parse_integer(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let canonical = match digits.as_bytes() {
+        [b'0'] => digits.len() == text.len(),
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if canonical { text.parse().ok() } else { None }
 }
 
 /// What a string (or field) shows: its last value plus the increments that write did not see.
@@ -1201,6 +1304,13 @@ mod tests {
         );
         assert_eq!(format_float(0.1 + 0.2), "0.3");
         assert_eq!(format_float(11.0), "11");
+        assert_eq!(format_float(-2.5), "-2.5");
+        assert_eq!(format_float(1e20), "100000000000000000000");
+        assert_eq!(format_float(1.5e-10), "0.00000000015");
+        assert_eq!(format_float(1e-20), "0");
+        assert_eq!(format_float(-1e-20), "0");
+        assert_eq!(format_float(1.0 / 3.0), "0.333333333333333");
+        assert_eq!(format_float(5.0e3), "5000");
     }
 
     #[test]

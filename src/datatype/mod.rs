@@ -120,6 +120,7 @@ pub struct Base<'a> {
     store: Option<&'a dyn Store>,
     observed: Option<&'a Value>,
     timestamp: &'a (dyn Fn(u64) -> Timestamp + Sync),
+    limits: Limits,
     /// What the write reports back; the operation fills in its part.
     pub written: Written,
 }
@@ -127,13 +128,15 @@ pub struct Base<'a> {
 impl<'a> Base<'a> {
     /// The base of a write to `key` at `now_ms` coordinated by a node with `store` (`None`: the
     /// node is not a replica and builds on `observed`): what a read at R saw first (if the
-    /// operation observes), and the node's hybrid clock.
+    /// operation observes), the node's hybrid clock, and the limits what the write makes must
+    /// stay within (an `APPEND` can only be checked against the value it extends).
     pub fn new(
         key: &'a Key,
         now_ms: u64,
         store: Option<&'a dyn Store>,
         observed: Option<&'a Value>,
         timestamp: &'a (dyn Fn(u64) -> Timestamp + Sync),
+        limits: Limits,
     ) -> Self {
         Base {
             key,
@@ -141,8 +144,14 @@ impl<'a> Base<'a> {
             store,
             observed,
             timestamp,
+            limits,
             written: Written::default(),
         }
+    }
+
+    /// The limits the value the write makes must stay within.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// The time the write is made at.

@@ -45,6 +45,8 @@ pub enum ExpiryCondition {
     Later,
     /// Only if the new expiry is earlier (`LT`; no time to live counts as infinite).
     Earlier,
+    /// Only if the key has a time to live and the new one is earlier (`XX LT`).
+    EarlierThanTtl,
 }
 
 /// A time-to-live change as it travels.
@@ -156,9 +158,6 @@ pub enum TypedWrite {
     },
 }
 
-/// The longest string `SETRANGE` may make: Redis's 512 MB.
-const MAX_SETRANGE: u64 = 512 * 1024 * 1024;
-
 impl TypedWrite {
     /// The write's delta against `current` at `now_ms`, with `ts` its timestamp and `actor`
     /// the replica's; fills in the report.
@@ -168,6 +167,7 @@ impl TypedWrite {
         actor: &str,
         ts: &crate::causality::Timestamp,
         now_ms: u64,
+        limits: &Limits,
         written: &mut Written,
     ) -> Result<Option<TypedValue>, OpError> {
         let kind = current.kind_at(now_ms);
@@ -193,11 +193,20 @@ impl TypedWrite {
                     Condition::IfPresent => holds,
                 };
                 written.applied = go;
-                go.then(|| current.set_string(value.clone(), ttl.change(now_ms), ts, now_ms))
+                match ttl.change(now_ms) {
+                    _ if !go => None,
+                    // A time to live already passed (`EXAT`/`PXAT` in the past): as in Redis,
+                    // the write answers as done and leaves the key deleted.
+                    TtlChange::At(at) if at <= now_ms => {
+                        holds.then(|| current.delete(false, ts, now_ms))
+                    }
+                    change => Some(current.set_string(value.clone(), change, ts, now_ms)),
+                }
             }
             TypedWrite::Append { value } => {
                 check_string(kind)?;
                 let mut joined = string().map(|s| s.to_vec()).unwrap_or_default();
+                check_value_size(joined.len() + value.len(), limits)?;
                 joined.extend_from_slice(value);
                 written.values = vec![Bytes::from(joined.len().to_string())];
                 Some(current.set_string(Bytes::from(joined), TtlChange::Keep, ts, now_ms))
@@ -209,12 +218,8 @@ impl TypedWrite {
                     written.values = vec![Bytes::from(bytes.len().to_string())];
                     return Ok(None);
                 }
+                // The offset is checked against the limit before the write is made (`check`).
                 let end = offset.saturating_add(value.len() as u64);
-                if end > MAX_SETRANGE {
-                    return Err(OpError::bad(
-                        "string exceeds maximum allowed size (proto-max-bulk-len)",
-                    ));
-                }
                 let (start, end) = (*offset as usize, end as usize);
                 if bytes.len() < end {
                     bytes.resize(end, 0);
@@ -257,6 +262,10 @@ impl TypedWrite {
                     ExpiryCondition::Earlier => match (new, had) {
                         (Some(n), Some(h)) => n < h,
                         (Some(_), None) => true,
+                        _ => false,
+                    },
+                    ExpiryCondition::EarlierThanTtl => match (new, had) {
+                        (Some(n), Some(h)) => n < h,
                         _ => false,
                     },
                 };
@@ -375,7 +384,12 @@ impl Operation for TypedWrite {
                 ttl(t)
             }
             TypedWrite::Append { value } => check_value_size(value.len(), limits),
-            TypedWrite::SetRange { value, .. } => check_value_size(value.len(), limits),
+            // An empty value writes nothing, at any offset (as in Redis).
+            TypedWrite::SetRange { value, .. } if value.is_empty() => Ok(()),
+            TypedWrite::SetRange { offset, value } => {
+                let end = offset.saturating_add(value.len() as u64);
+                check_value_size(usize::try_from(end).unwrap_or(usize::MAX), limits)
+            }
             TypedWrite::Expire { ttl: t, .. } => ttl(t),
             TypedWrite::UpdateSet { add, remove } => {
                 if add.is_empty() && remove.is_empty() {
@@ -383,7 +397,8 @@ impl Operation for TypedWrite {
                         "nothing to do: give members to \"add\" or \"remove\"",
                     ));
                 }
-                if let Some(both) = add.iter().find(|m| remove.contains(m)) {
+                let removed: std::collections::HashSet<&Bytes> = remove.iter().collect();
+                if let Some(both) = add.iter().find(|m| removed.contains(m)) {
                     return Err(OpError::bad(format!(
                         "{:?} is both added and removed; send it in one of the two lists",
                         String::from_utf8_lossy(both)
@@ -457,6 +472,7 @@ impl Operation for TypedWrite {
     fn delta(&self, base: &mut Base<'_>) -> Result<Delta, OpError> {
         let now = base.now_ms();
         let ts = base.timestamp();
+        let limits = base.limits();
         let mut written = Written::default();
         let delta = base.from_state(|current, actor| {
             let empty = TypedValue::new();
@@ -464,7 +480,7 @@ impl Operation for TypedWrite {
                 Some(Value::Typed(t)) => t,
                 _ => &empty,
             };
-            self.make(current, actor, &ts, now, &mut written)
+            self.make(current, actor, &ts, now, &limits, &mut written)
                 .map(|delta| delta.map(|d| Value::Typed(Box::new(d))))
         })?;
         base.written = written;

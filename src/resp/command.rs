@@ -250,7 +250,7 @@ pub enum Touch {
     Session,
     /// One key.
     Key(Bytes),
-    /// Nothing that another command could change (`PING`, an unknown command).
+    /// Nothing that another command could change (an unknown command).
     Nothing,
 }
 
@@ -259,10 +259,12 @@ impl Spec {
     pub fn touches(&self, args: &[Bytes]) -> Touch {
         match self.run {
             Run::Connection(_) => Touch::Session,
-            Run::Data(_) if self.meta.keys.many() => Touch::Session,
+            // Several keys, or the whole keyspace (`SCAN`, `DBSIZE`, `FLUSHALL`): what comes
+            // before must be done, and what comes after must wait.
+            Run::Data(_) if self.meta.keys.many() || self.meta.keys.first == 0 => Touch::Session,
             Run::Data(_) => match args.get(self.meta.keys.first) {
-                Some(key) if self.meta.keys.first > 0 => Touch::Key(key.clone()),
-                _ => Touch::Nothing,
+                Some(key) => Touch::Key(key.clone()),
+                None => Touch::Nothing,
             },
         }
     }
@@ -324,8 +326,7 @@ pub fn text(arg: &Bytes) -> Result<&str, CmdError> {
 pub fn integer(arg: &Bytes) -> Result<i64, CmdError> {
     std::str::from_utf8(arg)
         .ok()
-        .filter(|t| !t.starts_with('+') && !t.is_empty())
-        .and_then(|t| t.parse().ok())
+        .and_then(crate::crdt::typed::parse_integer)
         .ok_or_else(CmdError::not_an_integer)
 }
 

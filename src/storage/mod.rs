@@ -384,8 +384,10 @@ pub trait Store: Send + Sync {
     }
 
     /// Live keys of key space `kind` with positions from `from` to `upto`, in position order,
-    /// about `limit` of them (see [`MerkleTree::keys_from`]), each with its type when it is one
-    /// of the typed namespace's; and whether keys were left out past the limit.
+    /// each with its type when it is one of the typed namespace's; about `limit` keys are
+    /// looked at (see [`MerkleTree::keys_from`]). When keys were left out past the limit, the
+    /// last position looked at: the scan is complete up to there, even where every key it
+    /// looked at was dead or of another key space.
     fn scan(
         &self,
         kind: Kind,
@@ -393,8 +395,9 @@ pub trait Store: Send + Sync {
         upto: u64,
         limit: usize,
         now_ms: u64,
-    ) -> (Vec<ScannedKey>, bool) {
+    ) -> (Vec<ScannedKey>, Option<u64>) {
         let (keys, more) = self.merkle().keys_from(from, upto, limit);
+        let looked = keys.last().map(|(position, _)| *position).filter(|_| more);
         let live = keys
             .into_iter()
             .filter(|(_, key)| key.kind == kind)
@@ -414,7 +417,7 @@ pub trait Store: Send + Sync {
                 })
             })
             .collect();
-        (live, more)
+        (live, looked)
     }
 
     /// Everything of the typed namespace written before `before` is gone (`FLUSHALL`), now and

@@ -109,7 +109,8 @@ fn auth_without_password() -> CmdError {
 /// Checks credentials: with no users configured, only Redis's passwordless `default` user
 /// exists, and any password opens it.
 fn authenticate(user: &Bytes, _password: &Bytes) -> Result<(), CmdError> {
-    if is(user, "default") {
+    // User names are case-sensitive, as Redis's.
+    if user.as_ref() == b"default" {
         Ok(())
     } else {
         Err(CmdError::Client(

@@ -43,10 +43,17 @@ fn pairs(args: &[Bytes], command: &str) -> Result<Vec<(Bytes, Bytes)>, CmdError>
             "ERR wrong number of arguments for '{command}' command"
         )));
     }
+    // In order of first appearance, with the last value given.
+    let mut at: std::collections::HashMap<&Bytes, usize> = std::collections::HashMap::new();
     let mut pairs: Vec<(Bytes, Bytes)> = Vec::with_capacity(args.len() / 2);
     for p in args.chunks(2) {
-        pairs.retain(|(f, _)| *f != p[0]);
-        pairs.push((p[0].clone(), p[1].clone()));
+        match at.get(&p[0]) {
+            Some(&i) => pairs[i].1 = p[1].clone(),
+            None => {
+                at.insert(&p[0], pairs.len());
+                pairs.push((p[0].clone(), p[1].clone()));
+            }
+        }
     }
     Ok(pairs)
 }

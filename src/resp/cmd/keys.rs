@@ -184,12 +184,20 @@ impl Expire {
         }
         let condition = match (nx, xx, gt, lt) {
             (true, ..) => ExpiryCondition::NoTtl,
+            // GT implies XX: no time to live counts as infinite.
             (_, _, true, _) => ExpiryCondition::Later,
+            (_, true, _, true) => ExpiryCondition::EarlierThanTtl,
             (_, _, _, true) => ExpiryCondition::Earlier,
             (_, true, ..) => ExpiryCondition::HasTtl,
             _ => ExpiryCondition::Always,
         };
-        let invalid = || CmdError::err("invalid expire time in 'expire' command");
+        let command = match unit {
+            Unit::Seconds => "expire",
+            Unit::Millis => "pexpire",
+            Unit::AtSeconds => "expireat",
+            Unit::AtMillis => "pexpireat",
+        };
+        let invalid = || CmdError::err(format!("invalid expire time in '{command}' command"));
         let ttl = match unit {
             Unit::Seconds | Unit::Millis if amount <= 0 => Ttl::AtMs(0),
             Unit::Seconds => Ttl::AfterMs((amount as u64).checked_mul(1000).ok_or_else(invalid)?),

@@ -172,6 +172,7 @@ impl DataCommand for SMIsMember {
 
     async fn run(self, ctx: &Ctx<'_>) -> Result<Reply, CmdError> {
         let members = members(ctx, &self.key).await?;
+        let members: std::collections::HashSet<&Bytes> = members.iter().collect();
         Ok(Reply::Array(
             self.members
                 .iter()
@@ -240,15 +241,30 @@ impl DataCommand for SRandMember {
             Some(n) if n >= 0 => Reply::Array(Reply::bulks(
                 members.sample(&mut rng, (n as usize).min(members.len())),
             )),
-            Some(n) => Reply::Array(
-                (0..n.unsigned_abs())
-                    .filter_map(|_| members.choose(&mut rng))
-                    .map(|m| Reply::Bulk(m.clone()))
-                    .collect(),
-            ),
+            Some(_) if members.is_empty() => Reply::Array(Vec::new()),
+            Some(n) => {
+                let count = n.unsigned_abs();
+                if count > MAX_REPEATED as u64 {
+                    return Err(CmdError::err(format!(
+                        "value is out of range: a negative count may ask for at most \
+                         {MAX_REPEATED} members"
+                    )));
+                }
+                Reply::Array(
+                    (0..count)
+                        .filter_map(|_| members.choose(&mut rng))
+                        .map(|m| Reply::Bulk(m.clone()))
+                        .collect(),
+                )
+            }
         })
     }
 }
+
+/// The most members `SRANDMEMBER` with a negative count (members may repeat) answers: its
+/// reply is built in memory, and Redis's own limit (the count's range) would let one command
+/// take all of it.
+const MAX_REPEATED: usize = 1 << 20;
 
 /// `SPOP key [count]`: removes and answers random members. Two clients popping at once may
 /// both get the same member (the pop is a read, then a remove).
