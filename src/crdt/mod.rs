@@ -7,6 +7,7 @@
 //! replicas that saw the same deltas in any order, any number of times, hold the same state.
 
 pub mod counter;
+pub mod digest;
 pub mod mvreg;
 pub mod typed;
 

@@ -28,6 +28,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+
+use super::digest::{self, Cached, Digest};
 use serde::{Deserialize, Serialize};
 
 use super::Crdt;
@@ -227,14 +229,27 @@ pub struct Deletion {
 pub struct TypedValue {
     /// Every dot of the set and hash parts this replica has seen, removed ones included.
     ctx: CausalContext,
-    /// Everything written before this is gone (a passed expiry, a flush).
+    /// Everything written before this is gone (a passed expiry a write found, a flush).
     cleared: Option<Timestamp>,
     expiry: Option<Expiry>,
     deleted: Option<Deletion>,
     string: Counted,
     set: BTreeMap<Bytes, BTreeMap<Dot, Timestamp>>,
     hash: BTreeMap<Bytes, Field>,
+    /// Set on the deltas operations make: every dot of the context that no entry holds
+    /// belongs to a member the delta names (an entry, empty for a removal), so merging it
+    /// visits only those members, not the whole collection. A state is never partial.
+    #[serde(default)]
+    partial: bool,
+    /// The digest of the set and hash parts, kept up to date by merges (see
+    /// [`TypedValue::collection_digest`]).
+    #[serde(skip)]
+    digest: Cached,
 }
+
+/// The digest tags of set members and hash fields.
+const SET_TAG: u8 = b's';
+const HASH_TAG: u8 = b'h';
 
 /// A number a string holds or an increment adds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -360,19 +375,21 @@ impl TypedValue {
     /// absent (never written, deleted, expired or flushed).
     pub fn kind_at(&self, now_ms: u64) -> Option<Type> {
         let cutoff = self.cutoff(now_ms);
-        let cutoff = cutoff.as_ref();
-        // The usual key holds one type and nothing is gone: no need to look at timestamps.
+        // The usual key holds one type, and what the watermark made gone has been dropped:
+        // unless an expiry passed since, a set or hash part holding anything is live, with no
+        // need to look at timestamps (which would take time in the collection's size).
         let string = self.string.base.is_some() || !self.string.incr.is_empty();
-        if cutoff.is_none() && !string {
-            match (self.set.is_empty(), self.hash.values().next()) {
-                (false, None) => return Some(Type::Set),
-                (true, Some(_)) if self.hash.values().any(|f| !f.writes.is_empty()) => {
-                    return Some(Type::Hash);
-                }
-                (true, None) => return None,
-                _ => {}
+        if cutoff == self.cleared && !string {
+            let set = !self.set.is_empty();
+            let hash = self.hash.values().any(|f| !f.writes.is_empty());
+            match (set, hash) {
+                (false, false) => return None,
+                (true, false) => return Some(Type::Set),
+                (false, true) => return Some(Type::Hash),
+                (true, true) => {}
             }
         }
+        let cutoff = cutoff.as_ref();
         let string = self.string_at(cutoff).map(|(_, ts)| ts);
         [
             (string, Type::String),
@@ -556,6 +573,7 @@ impl TypedValue {
         let Some(cutoff) = self.cleared.clone() else {
             return;
         };
+        self.digest = Cached(None);
         let cutoff = Some(&cutoff);
         if self
             .string
@@ -590,8 +608,13 @@ impl TypedValue {
     /// of what it observed of the types other than `keep` (so a type that lost a conflict, or
     /// that a `SET` replaced, does not come back).
     fn base_delta(&self, keep: Option<Type>, ts: &Timestamp, now_ms: u64) -> TypedValue {
+        // Removing the other types' members covers their dots without naming them: such a
+        // delta is merged over the whole value.
+        let names_all = (keep == Some(Type::Set) || self.set.is_empty())
+            && (keep == Some(Type::Hash) || self.hash.is_empty());
         let mut delta = TypedValue {
             cleared: self.cutoff(now_ms),
+            partial: names_all,
             ..TypedValue::default()
         };
         // A write that starts the key anew, or replaces the string whose written value voided
@@ -706,6 +729,7 @@ impl TypedValue {
     pub fn set_expiry(&self, ttl: TtlChange, ts: &Timestamp, now_ms: u64) -> Self {
         let mut delta = TypedValue {
             cleared: self.cutoff(now_ms),
+            partial: true,
             ..TypedValue::default()
         };
         let at_ms = match ttl {
@@ -781,12 +805,14 @@ impl TypedValue {
     ) -> Result<(Self, u32, u32), TypedError> {
         self.check_type(Type::Set, now_ms)?;
         let cutoff = self.cutoff(now_ms);
-        let live: std::collections::BTreeSet<&Bytes> = self.live_members(cutoff.as_ref()).collect();
+        let cutoff = cutoff.as_ref();
+        let is_live = |dots: &BTreeMap<Dot, Timestamp>| dots.values().any(|ts| !gone(ts, cutoff));
+        let live = |member: &Bytes| self.set.get(member).is_some_and(is_live);
         let mut delta = self.base_delta(Some(Type::Set), ts, now_ms);
         let mut issued = self.ctx.clone();
         let (mut added, mut removed) = (0, 0);
         for member in add {
-            added += u32::from(!live.contains(member));
+            added += u32::from(!live(member));
             self.observe_member(member, &mut delta.ctx);
             let dot = issued.next_dot(actor)?;
             issued.insert(dot.clone());
@@ -798,11 +824,22 @@ impl TypedValue {
                 .insert(dot, ts.clone());
         }
         for member in remove {
-            removed += u32::from(live.contains(member));
+            removed += u32::from(live(member));
             self.observe_member(member, &mut delta.ctx);
+            // Named, so that merging the delta visits it.
+            delta.set.entry(member.clone()).or_default();
         }
-        let left = (live.len() as u32 + added).saturating_sub(removed);
-        if left == 0 && (added + removed) > 0 {
+        // The last live members removed (a write that adds one leaves the set live).
+        let emptied = added == 0
+            && removed > 0
+            && self
+                .set
+                .values()
+                .filter(|dots| is_live(dots))
+                .take(removed as usize + 1)
+                .count()
+                == removed as usize;
+        if emptied {
             delta.deleted = Some(Deletion {
                 ts: ts.clone(),
                 evicted: false,
@@ -894,8 +931,10 @@ impl TypedValue {
             for dot in f.writes.keys() {
                 delta.ctx.insert(dot.clone());
             }
+            // Named even without increments, so that merging the delta visits it.
+            let d = delta.hash.entry(name.clone()).or_default();
             if !f.incr.is_empty() {
-                delta.hash.entry(name.clone()).or_default().reset = f.replaced();
+                d.reset = f.replaced();
             }
         }
         // What the write leaves, worked out from the fields it touched (the watermark stays
@@ -1134,9 +1173,18 @@ fn field_value(f: &Field, cutoff: Option<&Timestamp>) -> Option<Bytes> {
 
 impl Crdt for TypedValue {
     fn merge(&mut self, other: &Self) {
+        // A delta an operation made touches only the members it names (unless it moves the
+        // watermark, which may drop anything): the write costs time in what it changed, not
+        // in the collection's size.
+        let named_only = other.partial && other.cleared <= self.cleared;
         // The dotted parts first: they need both sides' contexts as they were.
-        merge_dotted(&mut self.set, &self.ctx, &other.set, &other.ctx);
-        merge_fields(&mut self.hash, &self.ctx, &other.hash, &other.ctx);
+        if named_only {
+            self.merge_named(other);
+        } else {
+            merge_dotted(&mut self.set, &self.ctx, &other.set, &other.ctx);
+            merge_fields(&mut self.hash, &self.ctx, &other.hash, &other.ctx);
+            self.digest = Cached(None);
+        }
         self.ctx.join(&other.ctx);
         self.string.merge(&other.string);
         if let Some(theirs) = &other.expiry
@@ -1158,8 +1206,122 @@ impl Crdt for TypedValue {
         if other.cleared > self.cleared {
             self.cleared = other.cleared.clone();
         }
-        self.compact();
+        // Two partial deltas joined stay partial (each named what it covers). A full merge
+        // gives a value merged over the whole next time, which is always right.
+        self.partial = named_only && self.partial;
+        if named_only {
+            // The string part, as `compact` would (the named members were done above).
+            if self
+                .string
+                .base
+                .as_ref()
+                .is_some_and(|b| gone(&b.ts, self.cleared.as_ref()))
+            {
+                self.string.base = None;
+            }
+        } else {
+            self.set.retain(|_, dots| !dots.is_empty());
+            self.hash.retain(|_, f| f.is_kept());
+            self.compact();
+        }
     }
+}
+
+impl TypedValue {
+    /// [`Crdt::merge`] of a partial delta: only the members it names, each compacted against
+    /// the watermark, the collection digest updated member by member.
+    fn merge_named(&mut self, other: &Self) {
+        let keep_empty = self.partial;
+        let cutoff = self.cleared.clone();
+        let cutoff = cutoff.as_ref();
+        let mut digest = self.digest.0;
+        for (name, dots) in &other.set {
+            let before = digest.map(|_| set_member_digest(name, self.set.get(name)));
+            let mine = self.set.entry(name.clone()).or_default();
+            merge_dots(mine, &self.ctx, dots, &other.ctx);
+            mine.retain(|_, ts| !gone(ts, cutoff));
+            if mine.is_empty() && !keep_empty {
+                self.set.remove(name);
+            }
+            if let (Some(d), Some(before)) = (digest.as_mut(), before) {
+                d.toggle(&before, false);
+                d.toggle(&set_member_digest(name, self.set.get(name)), true);
+            }
+        }
+        for (name, field) in &other.hash {
+            let before = digest.map(|_| hash_field_digest(name, self.hash.get(name)));
+            let mine = self.hash.entry(name.clone()).or_default();
+            merge_field(mine, &self.ctx, field, &other.ctx);
+            mine.writes.retain(|_, w| !gone(&w.ts, cutoff));
+            if !mine.is_kept() && !keep_empty {
+                self.hash.remove(name);
+            }
+            if let (Some(d), Some(before)) = (digest.as_mut(), before) {
+                d.toggle(&before, false);
+                d.toggle(&hash_field_digest(name, self.hash.get(name)), true);
+            }
+        }
+        self.digest = Cached(digest);
+    }
+
+    /// The digest of the set and hash parts: the XOR of one digest per member, and the sum
+    /// of their encoded sizes. Kept up to date by merges once known; worked out over the
+    /// whole collection when not.
+    pub fn collection_digest(&self) -> Digest {
+        if let Some(d) = self.digest.0 {
+            return d;
+        }
+        let mut d = Digest::default();
+        for (name, dots) in &self.set {
+            d.toggle(&set_member_digest(name, Some(dots)), true);
+        }
+        for (name, field) in &self.hash {
+            d.toggle(&hash_field_digest(name, Some(field)), true);
+        }
+        d
+    }
+
+    /// Works out the collection digest if it is not known, so that later merges keep it.
+    pub fn keep_digest(&mut self) {
+        if self.digest.0.is_none() {
+            self.digest = Cached(Some(self.collection_digest()));
+        }
+    }
+
+    /// Everything but the set and hash parts, to encode for the Merkle item hash beside
+    /// [`TypedValue::collection_digest`].
+    pub fn header(&self) -> impl Serialize + '_ {
+        (
+            &self.ctx,
+            &self.cleared,
+            &self.expiry,
+            &self.deleted,
+            &self.string,
+            self.partial,
+        )
+    }
+
+    /// This value as a state to keep: a delta stored as the first state of its key stops
+    /// being partial and loses the empty entries that only named what it removed.
+    pub fn into_state(mut self) -> Self {
+        if self.partial {
+            self.partial = false;
+            self.set.retain(|_, dots| !dots.is_empty());
+            self.hash.retain(|_, f| f.is_kept());
+            self.digest = Cached(None);
+        }
+        self
+    }
+}
+
+/// A set member's digest (nothing when it is absent).
+fn set_member_digest(name: &Bytes, dots: Option<&BTreeMap<Dot, Timestamp>>) -> Digest {
+    dots.map_or_else(Digest::default, |d| digest::member(SET_TAG, name, d))
+}
+
+/// A hash field's digest (nothing when it is absent).
+fn hash_field_digest(name: &Bytes, field: Option<&Field>) -> Digest {
+    field.map_or_else(Digest::default, |f| digest::member(HASH_TAG, name, f))
 }
 
 /// The observed-remove merge of dotted entries: keep a dot of ours unless the other side has
@@ -1202,7 +1364,6 @@ fn merge_dotted(
             }
         }
     }
-    mine.retain(|_, dots| !dots.is_empty());
 }
 
 /// One hash field's merge: its writes observed-remove, its increments by actor.
@@ -1229,7 +1390,6 @@ fn merge_fields(
             mine.insert(name.clone(), field);
         }
     }
-    mine.retain(|_, f| f.is_kept());
 }
 
 #[cfg(test)]

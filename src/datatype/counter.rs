@@ -29,18 +29,22 @@ impl Operation for Add {
     }
 
     fn delta(&self, base: &mut Base<'_>) -> Result<Delta, OpError> {
+        let mut after = None;
         let applied = base.update(|current, actor| {
-            let delta = match current {
-                Some(Value::Counter(c)) => c.add(actor, self.delta),
-                _ => PnCounter::new().add(actor, self.delta),
+            let empty = PnCounter::new();
+            let current = match current {
+                Some(Value::Counter(c)) => c,
+                _ => &empty,
             };
-            delta
-                .map(Value::Counter)
-                .map_err(|e| format!("{e}; the counter is left as it was"))
+            let delta = current
+                .add(actor, self.delta)
+                .map_err(|e| format!("{e}; the counter is left as it was"))?;
+            let mut merged = current.clone();
+            merged.merge(&delta);
+            after = Some(merged.value());
+            Ok(Value::Counter(delta))
         })?;
-        if let Value::Counter(c) = &applied.merged {
-            base.written.counter = Some(c.value());
-        }
+        base.written.counter = after;
         Ok(Delta::Applied(applied.delta))
     }
 

@@ -141,6 +141,9 @@ impl MemStore {
     /// its next expiry or its reaping.
     fn settle(&self, key: &Key, entry: &mut Entry, now_ms: u64) {
         entry.value.expire(now_ms);
+        if let Value::Typed(t) = &mut entry.value {
+            t.keep_digest();
+        }
         if self.any_flush.load(Ordering::Acquire)
             && let Value::Typed(t) = &mut entry.value
             && let Some(before) = &*self
@@ -197,7 +200,7 @@ impl MemStore {
                 self.merge_entry(key, slot.get_mut(), incoming, now_ms, out)
             }
             MapEntry::Vacant(slot) => {
-                let mut value = incoming.clone();
+                let mut value = incoming.clone().into_state();
                 value.expire(now_ms);
                 // A tombstone past its grace period has been (or will be) forgotten by every
                 // replica; taking it in again would only start its grace period over.
@@ -257,10 +260,7 @@ impl MemStore {
         Self::check_kind(key, &delta)?;
         entry.value.merge(&delta)?;
         self.settle(key, entry, now_ms);
-        Ok(Some(Applied {
-            delta,
-            merged: entry.value.clone(),
-        }))
+        Ok(Some(Applied { delta }))
     }
 
     fn check_kind(key: &Key, value: &Value) -> Result<(), StoreError> {
@@ -314,16 +314,15 @@ impl Store for MemStore {
                 };
                 Self::check_kind(key, &delta)?;
                 let mut entry = Entry {
-                    value: delta.clone(),
+                    value: delta.clone().into_state(),
                     item_hash: [0; 32],
                     size: 0,
                     last_access: AtomicU64::new(now_ms),
                     writer: Some(writer),
                 };
                 self.settle(key, &mut entry, now_ms);
-                let merged = entry.value.clone();
                 slot.insert(entry);
-                Ok(Some(Applied { delta, merged }))
+                Ok(Some(Applied { delta }))
             }
         }
     }
@@ -614,7 +613,8 @@ mod tests {
             })
             .unwrap()
             .unwrap();
-        let Value::Counter(c) = applied.merged else {
+        assert!(matches!(&applied.delta, Value::Counter(_)));
+        let Some(Value::Counter(c)) = s.get(&k, 0) else {
             panic!()
         };
         assert_eq!(c.value(), 3);

@@ -228,6 +228,15 @@ impl Value {
         }
     }
 
+    /// This value as the first state of its key: a delta stops being a delta (see
+    /// [`TypedValue::into_state`]).
+    pub fn into_state(self) -> Value {
+        match self {
+            Value::Typed(t) => Value::Typed(Box::new(t.into_state())),
+            other => other,
+        }
+    }
+
     /// The hash that stands for (key, value) in the Merkle tree. Values are normalised, so
     /// equal states hash equal on every replica.
     pub fn item_hash(&self, key: &Key) -> Hash {
@@ -265,6 +274,15 @@ impl Value {
                 b.extend_from_slice(value);
                 // About what its encoding takes: the value, the node id and a few integers.
                 value.len() + ts.node.len() + 24
+            } else if let Value::Typed(t) = self {
+                // Everything but the collections, encoded, then the collections' digest, kept
+                // up to date member by member: a write to a large set or hash does not encode
+                // the whole collection again.
+                b.extend_from_slice(b"typed");
+                let _ = rmp_serde::encode::write(&mut *b, &t.header());
+                let collections = t.collection_digest();
+                b.extend_from_slice(&collections.hash);
+                b.len() - header + collections.size
             } else {
                 // Encoding in-memory maps of strings, integers and bytes cannot fail.
                 let _ = rmp_serde::encode::write(&mut *b, self);
@@ -293,14 +311,14 @@ fn item_digest(bytes: &[u8]) -> merkle::Hash {
     hash
 }
 
-/// The result of [`Store::update`]: the delta the operation made (to send to the other
-/// replicas) and the key's state after merging it.
+/// The result of [`Store::update`]: the delta the operation made, merged into the store, to
+/// send to the other replicas. (Not the merged state: copying a large collection on every
+/// write would cost what the partial merge saved; an operation that reports a value works it
+/// out from the state it was given.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// What the operation changed, to send to the other replicas.
     pub delta: Value,
-    /// The key's whole state after the delta was merged in.
-    pub merged: Value,
 }
 
 /// A key a scan found.
