@@ -33,6 +33,7 @@ bench:
 	  { test "$$(id -u)" = 0 && apt-get install -y redis-server redis-tools >/dev/null; } || \
 	  { echo "make bench needs redis-server and redis-benchmark (apt-get install redis-server redis-tools)"; exit 2; }
 	$(CARGO) bench --locked --bench resp
+	$(CARGO) bench --locked --bench durability
 
 ## Shows the ring the cluster file describes.
 ring: build

@@ -1,200 +1,34 @@
 //! quorumkv against redis-server, side by side, with the same client: `redis-benchmark -t
-//! set,get,incr,hset,mset -c 50 -r 100000`, without and with `-P 16`, against
+//! set,get,incr,mset -c 50 -r 100000`, without and with `-P 16`, against
 //!
 //! - a `redis-server` on loopback (the distribution's package; no persistence),
 //! - a one-node quorumkv cluster (N = 1), and
 //! - a three-node quorumkv cluster (N = 3, W = 2, R = 2: the cluster defaults),
 //!
 //! each on its own free ports, all on this machine. The runs are interleaved and repeated,
-//! and the median of each cell is reported with its ratio to redis-server. Then
-//! `redis-benchmark -q` with its default test list runs once against the one-node cluster, to
-//! show which tests quorumkv serves and which it refuses (lists, sorted sets).
+//! and the median of each cell is reported with its ratio to redis-server. Then `HSET` into
+//! one hash of up to 100,000 fields, once per target, and `redis-benchmark -q` with its default
+//! test list once against the one-node cluster, to show which tests quorumkv serves and which
+//! it refuses (lists, sorted sets, streams).
 //!
 //! `make bench` runs it (after the criterion benchmarks); `cargo bench --bench resp` alone.
 //! Environment: `QKV_BENCH_ROUNDS` (default 3), `QKV_BENCH_REQUESTS` (default 200000),
-//! `QKV_BENCH_TESTS` (default `set,get,incr,hset,mset`), and
+//! `QKV_BENCH_TESTS` (default `set,get,incr,mset`), and
 //! `QKV_BENCH_BASELINE=/path/to/an/older/quorumkv`: that binary's one-node and three-node
 //! clusters run in the same interleaved rounds, so a change is measured against the build
 //! before it on the same machine at the same time.
 //! Under `cargo test --benches` (no `--bench` flag) it only checks that it would run.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
-
-fn free_tcp() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-    l.local_addr().expect("addr")
-}
-
-/// Processes started here; killed on drop.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn found(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-fn wait_for_port(addr: SocketAddr) {
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{addr} never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_for_health(http: SocketAddr) {
-    let start = Instant::now();
-    loop {
-        if let Ok(mut s) = TcpStream::connect(http) {
-            use std::io::{Read, Write};
-            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
-            let mut reply = String::new();
-            let _ = s.read_to_string(&mut reply);
-            if reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200") {
-                return;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{http} never healthy"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Starts a quorumkv cluster of `nodes` nodes with N = `replicas`; returns the first node's
-/// RESP address.
-fn start_cluster(
-    bin: &str,
-    dir: &Path,
-    name: &str,
-    nodes: usize,
-    replicas: usize,
-    procs: &mut Procs,
-) -> SocketAddr {
-    let config = dir.join(format!("{name}.toml"));
-    // One runtime thread per node, as redis-server runs its commands on one thread. Measured
-    // cheaper per request than one per core: three nodes share these two cores with
-    // redis-benchmark, and a single node's second thread mostly wakes and steals from the
-    // first (docs/benchmarks.md).
-    let threads = 1;
-    let mut text = format!(
-        "[cluster]\nname = \"{name}\"\nreplicas = {replicas}\ndata_dir = \"{name}-data\"\n\
-         worker_threads = {threads}\n"
-    );
-    // Every socket stays bound until all ports are picked, so none is handed out twice.
-    let held: Vec<(UdpSocket, TcpListener, TcpListener)> = (0..nodes)
-        .map(|_| {
-            (
-                UdpSocket::bind("127.0.0.1:0").expect("bind udp"),
-                TcpListener::bind("127.0.0.1:0").expect("bind tcp"),
-                TcpListener::bind("127.0.0.1:0").expect("bind tcp"),
-            )
-        })
-        .collect();
-    let mut addrs = Vec::new();
-    for (i, (u, h, r)) in (1..=nodes).zip(&held) {
-        let addr = |a: std::io::Result<SocketAddr>| a.expect("addr");
-        let (peer, http, resp) = (
-            addr(u.local_addr()),
-            addr(h.local_addr()),
-            addr(r.local_addr()),
-        );
-        let _ = write!(
-            text,
-            "\n[[node]]\nid = \"n{i}\"\nzone = \"z\"\npeer = \"{peer}\"\nhttp = \"{http}\"\nresp = \"{resp}\"\n"
-        );
-        addrs.push((format!("n{i}"), http, resp));
-    }
-    std::fs::write(&config, text).expect("write config");
-    drop(held);
-    let out = Command::new(bin)
-        .args(["certs", "--config"])
-        .arg(&config)
-        .output()
-        .expect("quorumkv certs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for (id, _, _) in &addrs {
-        let log = std::fs::File::create(dir.join(format!("{name}-{id}.log"))).expect("log");
-        let child = Command::new(bin)
-            .args(["node", "--config"])
-            .arg(&config)
-            .args(["--id", id])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start node");
-        procs.0.push(child);
-    }
-    for (_, http, _) in &addrs {
-        wait_for_health(*http);
-    }
-    addrs[0].2
-}
-
-/// One redis-benchmark run: requests per second, p50 and p99 in ms, by test (`SET`, `GET`,
-/// `MSET (10 keys)`, ...).
-fn run(port: u16, tests: &str, pipeline: usize, requests: usize) -> BTreeMap<String, Sample> {
-    let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", tests, "-c", "50", "-r", "100000", "--csv"])
-        .args(["-n", &requests.to_string(), "-P", &pipeline.to_string()])
-        .stderr(Stdio::null())
-        .output()
-        .expect("redis-benchmark");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut result = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with("\"test\"")) {
-        let cells: Vec<&str> = line.split(',').map(|c| c.trim_matches('"')).collect();
-        if cells.len() >= 7
-            && let (Ok(rps), Ok(p50), Ok(p99)) = (
-                cells[1].parse::<f64>(),
-                cells[4].parse::<f64>(),
-                cells[6].parse::<f64>(),
-            )
-        {
-            result.insert(cells[0].to_string(), (rps, p50, p99));
-        }
-    }
-    result
-}
+use common::{BIN, Procs, Sample, found, free_tcp, median, run, start_cluster, wait_for_port};
 
 /// A table cell: target index, pipeline depth, test name.
 type Cell = (usize, usize, String);
-/// One run's requests per second, p50 and p99 (ms).
-type Sample = (f64, f64, f64);
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
@@ -218,8 +52,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let tests =
-        std::env::var("QKV_BENCH_TESTS").unwrap_or_else(|_| "set,get,incr,hset,mset".into());
+    let tests = std::env::var("QKV_BENCH_TESTS").unwrap_or_else(|_| "set,get,incr,mset".into());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("resp-bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
@@ -235,16 +68,16 @@ fn main() {
             .expect("redis-server"),
     );
     wait_for_port(redis);
-    let one = start_cluster(BIN, &dir, "one", 1, 1, &mut procs);
-    let three = start_cluster(BIN, &dir, "three", 3, 3, &mut procs);
+    let one = start_cluster(BIN, &dir, "one", 1, 1, "", &mut procs);
+    let three = start_cluster(BIN, &dir, "three", 3, 3, "", &mut procs);
     let mut targets = vec![
         ("redis-server".to_string(), redis.port()),
         ("quorumkv 1 node, N=1".to_string(), one.port()),
         ("quorumkv 3 nodes, N=3 W=2 R=2".to_string(), three.port()),
     ];
     if let Ok(baseline) = std::env::var("QKV_BENCH_BASELINE") {
-        let one = start_cluster(&baseline, &dir, "base-one", 1, 1, &mut procs);
-        let three = start_cluster(&baseline, &dir, "base-three", 3, 3, &mut procs);
+        let one = start_cluster(&baseline, &dir, "base-one", 1, 1, "", &mut procs);
+        let three = start_cluster(&baseline, &dir, "base-three", 3, 3, "", &mut procs);
         targets.push(("baseline 1 node, N=1".to_string(), one.port()));
         targets.push(("baseline 3 nodes, N=3 W=2 R=2".to_string(), three.port()));
     }
@@ -300,36 +133,91 @@ fn main() {
             }
         }
     }
+    one_large_hash(&targets);
     default_list(one.port(), 100_000);
+}
+
+/// `HSET myhash element:__rand_int__` with `-r 100000`: one hash growing to 100,000 fields,
+/// once per target and after the table (a cluster that falls behind on it would slow down
+/// whatever ran after it). Its throughput, or the error that stopped redis-benchmark.
+fn one_large_hash(targets: &[(String, u16)]) {
+    println!(
+        "\nredis-benchmark -t hset -c 50 -r 100000 -n 200000: one hash of up to 100,000 fields\n"
+    );
+    for (name, port) in targets {
+        let lines = quiet(*port, "hset", 200_000, &["-c", "50", "-r", "100000"]);
+        let result = lines
+            .iter()
+            .find(|l| l.starts_with("HSET:") && l.contains("requests per second"))
+            .or_else(|| lines.iter().find(|l| l.contains("rror")))
+            .cloned()
+            .unwrap_or_else(|| lines.join(" "));
+        println!("  {name:<32} {result}");
+        // Leave nothing behind for the next target's cluster to repair.
+        let _ = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "FLUSHALL"])
+            .output();
+    }
 }
 
 /// Where a test's rows go in the table: in the order of the default list.
 fn order(test: &str) -> usize {
-    ["SET", "GET", "INCR", "HSET", "MSET (10 keys)"]
+    ["SET", "GET", "INCR", "MSET (10 keys)"]
         .iter()
         .position(|t| *t == test)
         .unwrap_or(usize::MAX)
 }
 
-/// `redis-benchmark -q` with its default test list, once, against `port`: each test's
-/// throughput, or the error the server answered it with.
+/// The tests of redis-benchmark's default list that quorumkv serves, and the ones it does
+/// not (lists, sorted sets and streams are not part of its command set).
+const SUPPORTED: &str = "ping_inline,ping_mbulk,set,get,incr,sadd,hset,spop,mset";
+const UNSUPPORTED: [&str; 8] = [
+    "lpush",
+    "rpush",
+    "lpop",
+    "rpop",
+    "zadd",
+    "zpopmin",
+    "lrange_100",
+    "xadd",
+];
+
+/// redis-benchmark's default test list, once, against `port`: each supported test's
+/// throughput, then each other test with the error the server answers it with. (A single
+/// `redis-benchmark -q` run stops at its first failing test, so they run apart.)
 fn default_list(port: u16, requests: usize) {
-    let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-q", "-n", &requests.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("redis-benchmark");
     println!(
         "\nredis-benchmark -q -n {requests} (its default test list) against one quorumkv node\n"
     );
+    for line in quiet(port, SUPPORTED, requests, &[]) {
+        println!("  {line}");
+    }
+    for test in UNSUPPORTED {
+        let answer = quiet(port, test, 1_000, &[]).join(" ");
+        let answer = if answer.is_empty() {
+            "no output".to_string()
+        } else {
+            answer
+        };
+        println!("  {}: not served ({answer})", test.to_uppercase());
+    }
+}
+
+/// One `redis-benchmark -q` run (with `extra` arguments): its result lines (stdout and stderr, progress stripped).
+fn quiet(port: u16, tests: &str, requests: usize, extra: &[&str]) -> Vec<String> {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-q", "-t", tests, "-n", &requests.to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-benchmark");
     let text = String::from_utf8_lossy(&out.stdout);
     let errors = String::from_utf8_lossy(&out.stderr);
     // -q prints progress with carriage returns; the last piece of each line is the result.
-    for line in text.lines().chain(errors.lines()) {
-        let last = line.rsplit('\r').next().unwrap_or(line).trim();
-        if !last.is_empty() {
-            println!("  {last}");
-        }
-    }
+    text.lines()
+        .chain(errors.lines())
+        .map(|line| line.rsplit('\r').next().unwrap_or(line).trim().to_string())
+        .filter(|line| !line.is_empty())
+        .collect()
 }

@@ -5,6 +5,8 @@
 //!
 //! Exit codes: 0 success, 1 not found (`get` of a missing key), 2 any error.
 
+pub mod changes;
+
 use std::time::Duration;
 
 use base64::Engine;

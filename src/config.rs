@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::ring::{Ring, RingError, RingMember};
+use crate::wal::Durability;
 
 /// A quorum size as written in the file or a request: a number or a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +145,11 @@ pub struct ClusterSettings {
     pub anti_entropy_interval_ms: u64,
     /// Most keys anti-entropy repairs per second, so repair does not crowd out requests.
     pub anti_entropy_keys_per_sec: u64,
+    /// What an acknowledged write survives: `memory`, `everysec` (the default) or `always`.
+    pub durability: Durability,
+    /// The durable log is snapshotted (and its old segments deleted) once it has grown by
+    /// this many bytes, or by the size of the last snapshot if that is larger.
+    pub snapshot_after_bytes: u64,
 }
 
 impl Default for ClusterSettings {
@@ -168,6 +174,8 @@ impl Default for ClusterSettings {
             max_memory_bytes: 0,
             anti_entropy_interval_ms: 10_000,
             anti_entropy_keys_per_sec: 2_000,
+            durability: Durability::EverySec,
+            snapshot_after_bytes: crate::wal::DEFAULT_SNAPSHOT_AFTER_BYTES,
         }
     }
 }
@@ -189,6 +197,8 @@ pub struct NodeSettings {
     pub resp: SocketAddr,
     /// Ring positions of this node; the cluster's `vnodes` when absent.
     pub vnodes: Option<u32>,
+    /// This node's durability; the cluster's `durability` when absent.
+    pub durability: Option<Durability>,
 }
 
 fn default_zone() -> String {

@@ -5,6 +5,7 @@
 //! - [`causality`]: dots, causal contexts, hybrid logical clocks.
 //! - [`crdt`]: the replicated values (multi-value register, LWW register, PN-counter, OR-set).
 //! - [`ring`]: consistent hashing, preference lists, ownership shares.
+//! - [`wal`]: the durable log: checksummed records, group commit, snapshots, recovery.
 //! - [`storage`]: the local replica store with TTLs and Merkle trees.
 //! - [`config`]: the cluster file.
 //! - [`ops`]: what clients ask for (operations, consistency settings, errors).
@@ -49,5 +50,6 @@ pub mod rpc;
 pub mod storage;
 pub mod tls;
 pub mod transport;
+pub mod wal;
 
 pub use client::Client;

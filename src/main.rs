@@ -73,6 +73,16 @@ enum Command {
         #[command(subcommand)]
         action: AdminCommand,
     },
+    /// Prints a node's change feed as JSON lines, one per change, and follows it.
+    Changes {
+        /// The node: http://HOST:PORT or HOST:PORT.
+        #[arg(long, env = "QUORUMKV_NODE", default_value = "http://127.0.0.1:8101")]
+        node: String,
+        /// Start after this event id (0: from the oldest change the node keeps; without it:
+        /// from now on).
+        #[arg(long)]
+        since: Option<u64>,
+    },
     #[command(flatten)]
     Data(DataCommand),
 }
@@ -136,6 +146,9 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Command::Changes { node, since } => {
+            runtime().and_then(|rt| rt.block_on(quorumkv::cli::changes::follow(&node, since)))
+        }
         Command::Ring { config, n, keys } => show_ring(&config, n, &keys),
         Command::Certs { config } => process::certs(&config),
         Command::Node { config, id, join } => {

@@ -271,6 +271,15 @@ pub enum ReplicaError {
 }
 
 impl Request {
+    /// Whether serving it changes the replica's state (its answer then waits for the
+    /// durable log); reads, pings and Merkle queries do not wait.
+    pub fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Request::Merge(_) | Request::MergeBatch(_) | Request::Hint(_) | Request::Flush(_)
+        )
+    }
+
     /// The message's name, for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {

@@ -167,6 +167,7 @@ impl Cluster {
                 seeds,
                 gossip: GossipConfig::default(),
                 rng_seed: self.seed ^ ((i as u64) << 32) ^ generation,
+                removed: Vec::new(),
             },
             Arc::clone(&transport),
         );

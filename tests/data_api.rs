@@ -524,7 +524,17 @@ async fn a_partition_makes_siblings_and_add_wins_and_counts_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_fails_only_w_all_and_read_repair_restores_it() {
-    let mut c = TestCluster::new("repair", 3, true);
+    killed_node_catches_up("memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_restarted_on_its_data_gets_what_it_missed_from_hints() {
+    killed_node_catches_up("everysec").await;
+}
+
+async fn killed_node_catches_up(durability: &str) {
+    let settings = format!("durability = \"{durability}\"");
+    let mut c = TestCluster::with_settings("repair", 3, true, &settings);
     c.start_all(&ALL3).await;
     let n1 = c.client("n1");
     n1.kv_put("k", "v1", None, None, &wr("all", "all"))
@@ -558,14 +568,22 @@ async fn a_killed_node_fails_only_w_all_and_read_repair_restores_it() {
         .expect_err("w=all with n3 dead");
     assert_eq!(e.status(), Some(503));
 
-    // n3 comes back empty (the store is in memory): before it answers /health it has pulled
-    // its keys from the other replicas (bootstrap), with no read involved.
+    // With durability = "memory" n3 comes back empty: before it answers /health it has
+    // pulled its keys from the other replicas (bootstrap), with no read involved. On its
+    // data, it serves at once and gets what it missed from the hints n1 and n2 kept.
     c.start("n3");
     c.until_states(&ALL3, &ALL3, "alive").await;
     eventually("n3 healthy", || async {
         get(&c, "n3", "/health").await.status == 200
     })
     .await;
+    if durability != "memory" {
+        eventually("hints delivered to n3", || async {
+            c.metric("n1", "quorumkv_hints_pending").await == 0.0
+                && c.metric("n2", "quorumkv_hints_pending").await == 0.0
+        })
+        .await;
+    }
     let alone = n3_alone_reads_k(&c).await;
     let values: BTreeSet<_> = alone.values.iter().map(|v| v.to_vec()).collect();
     assert_eq!(

@@ -99,6 +99,7 @@ async fn a_suspect_is_written_directly_when_a_dead_replica_took_the_only_fallbac
             members: members.clone(),
             ring: Arc::new(ring_of(&members)),
             flushed: None,
+            removed: Vec::new(),
         }));
         views.push(tx);
         let store = Arc::new(MemStore::new(StoreOptions {

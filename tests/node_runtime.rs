@@ -64,6 +64,7 @@ impl Cluster {
                 seeds,
                 gossip: GossipConfig::default(),
                 rng_seed: self.seed ^ (i as u64) << 32 ^ generation,
+                removed: Vec::new(),
             },
             Arc::new(transport) as Arc<dyn Transport>,
         );

@@ -75,6 +75,15 @@ impl HybridClock {
         Ok(())
     }
 
+    /// Moves the clock to `millis` if it is behind it, whatever the physical clock says: the
+    /// mark a restarted node recovered, past every timestamp it issued before.
+    pub fn resume_at(&mut self, millis: u64) {
+        if millis > self.millis {
+            self.millis = millis;
+            self.logical = 0;
+        }
+    }
+
     fn tick_logical(&mut self) {
         if self.logical == u32::MAX {
             // Four billion events in one millisecond: borrow the next millisecond.

@@ -189,6 +189,12 @@ impl Coordinator {
     ) -> Result<(), String> {
         if fallback.is(self.me()) {
             self.inner.replica.hold_hint(owner, key.clone(), value);
+            // It counts toward w: only once the durable log has it.
+            if let Some(point) = self.store().sync_point() {
+                tokio::time::timeout_at(deadline, point.reached())
+                    .await
+                    .map_err(|_| "the hint did not reach the durable log in time".to_string())?;
+            }
             return Ok(());
         }
         let hint = Hint {

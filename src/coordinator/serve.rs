@@ -44,6 +44,11 @@ impl Handler for PeerHandler {
         }
     }
 
+    fn settled(&self) -> Option<BoxFuture<()>> {
+        let point = self.coordinator.replica().store().sync_point()?;
+        Some(Box::pin(point.reached()))
+    }
+
     fn request_now(&self, _from: &str, req: Request) -> Result<Response, Box<Request>> {
         match req {
             Request::Read(_) | Request::Merge(_) => self.coordinator.replica().serve(req),

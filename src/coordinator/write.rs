@@ -31,6 +31,9 @@ pub(super) struct ForwardedWrites {
     seen: Mutex<HashMap<String, (Instant, Outcome)>>,
 }
 
+/// This replica's answer when its durable log did not take a write before the deadline.
+const LOG_TOO_SLOW: &str = "this node's durable log did not take the write in time";
+
 impl ForwardedWrites {
     /// The outcome cell of write `id`, new if this is its first arrival.
     fn slot(&self, id: String, now: Instant) -> Outcome {
@@ -159,10 +162,26 @@ impl Coordinator {
                 delta
             }
         };
-        let others = placement.others(me);
+        // This replica's own change counts once the durable log has it.
+        let local_sync = match ready.first() {
+            Some((_, Ok(_))) => store.sync_point(),
+            _ => None,
+        };
+        let mut others = placement.others(me);
         let g = if others.is_empty() {
+            if let Some(point) = local_sync
+                && tokio::time::timeout_at(deadline, point.reached())
+                    .await
+                    .is_err()
+            {
+                ready = vec![(me.clone(), Err(LOG_TOO_SLOW.to_string()))];
+            }
             Gathered::ready(ready)
         } else {
+            if local_sync.is_some() {
+                ready.clear();
+                others.push(me.clone());
+            }
             let tally = Tally::new(needed.clone(), ready, others, false);
             self.replicate(
                 &key,
@@ -173,7 +192,15 @@ impl Coordinator {
                 deadline,
                 &tally,
             );
-            tally.wait(deadline).await
+            let mine = async {
+                if let Some(point) = local_sync {
+                    let synced = tokio::time::timeout_at(deadline, point.reached()).await;
+                    let answer = synced.map(|()| None).map_err(|_| LOG_TOO_SLOW.to_string());
+                    tally.answer(me.clone(), answer);
+                }
+            };
+            let ((), g) = tokio::join!(mine, tally.wait(deadline));
+            g
         };
         written.acks = g.ok.len() as u32;
         if !needed.met(&g.ok) {

@@ -402,6 +402,11 @@ impl TypedValue {
         .map(|(_, kind)| kind)
     }
 
+    /// Members and fields held (live or not): what a whole copy of the value costs.
+    pub fn collection_len(&self) -> usize {
+        self.set.len() + self.hash.len()
+    }
+
     /// Whether the key reads as absent at `now_ms`.
     pub fn is_tombstone(&self, now_ms: u64) -> bool {
         self.kind_at(now_ms).is_none()

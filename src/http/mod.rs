@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
+pub mod changes;
 pub mod data;
 pub mod typed;
 
@@ -125,6 +126,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/admin/status", get(status))
         .route("/admin/members/{id}", delete(remove_member))
         .route("/health", get(health))
+        .route("/changes", get(changes::changes))
         .route("/metrics", get(data::metrics))
         .route(
             "/admin/faults",

@@ -699,6 +699,27 @@ impl Membership {
         }
     }
 
+    /// Removals this member remembers from an earlier life (its durable log): acted on and
+    /// gossiped again, as an operator's removal is, so a whole cluster that restarted keeps
+    /// them removed.
+    pub fn restore_removed(&mut self, lives: Vec<NodeInfo>) -> Output {
+        for info in lives {
+            let item = removal::Item::Removed(NodeInfo {
+                leaving: false,
+                ..info
+            });
+            if let Err(e) = self.foca.add_broadcast(&item.encode()) {
+                tracing::warn!("removal broadcast: {e}");
+            }
+        }
+        self.drain()
+    }
+
+    /// The removed life of every member removed, as this member knows them.
+    pub fn removed_lives(&self) -> Vec<NodeInfo> {
+        self.removed.values().cloned().collect()
+    }
+
     /// Announces this member to the next few members it knows of, in turn, while foca knows
     /// no live member (see [`GossipConfig::rejoin_every`]).
     fn rejoin(&mut self) {

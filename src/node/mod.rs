@@ -38,6 +38,8 @@ pub struct ClusterView {
     pub ring: Arc<Ring>,
     /// The latest flush of the typed namespace (`FLUSHALL`) this node has learned: its cutoff.
     pub flushed: Option<Timestamp>,
+    /// The removed life of every member removed (what the durable log keeps).
+    pub removed: Vec<NodeInfo>,
 }
 
 impl ClusterView {
@@ -70,6 +72,8 @@ pub struct NodeSpec {
     pub gossip: GossipConfig,
     /// Seeds the protocol's random choices.
     pub rng_seed: u64,
+    /// Members removed, as an earlier life of this node knew them.
+    pub removed: Vec<NodeInfo>,
 }
 
 enum Event {
@@ -169,7 +173,9 @@ impl Node {
     /// Starts the runtime: announces to the seeds and runs until [`Node::leave`].
     pub fn start(spec: NodeSpec, transport: Arc<dyn Transport>) -> Node {
         let (events_tx, events_rx) = mpsc::channel(INBOX_CAPACITY);
-        let membership = Membership::new(spec.me.clone(), &spec.seeds, spec.gossip, spec.rng_seed);
+        let mut membership =
+            Membership::new(spec.me.clone(), &spec.seeds, spec.gossip, spec.rng_seed);
+        let restored = membership.restore_removed(spec.removed);
         let initial = Arc::new(snapshot(&membership));
         let (view_tx, view_rx) = watch::channel(initial);
         let handler = Arc::new(NodeHandler {
@@ -183,7 +189,7 @@ impl Node {
             view: view_tx,
         };
         let seeds = spec.seeds;
-        let task = tokio::spawn(driver.run(events_rx, seeds));
+        let task = tokio::spawn(driver.run(events_rx, seeds, restored));
         Node {
             events: events_tx,
             view: view_rx,
@@ -242,7 +248,8 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut events: mpsc::Receiver<Event>, seeds: Vec<NodeInfo>) {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>, seeds: Vec<NodeInfo>, first: Output) {
+        self.apply(first);
         for seed in seeds {
             let out = self.membership.announce(seed);
             self.apply(out);
@@ -305,8 +312,9 @@ impl Driver {
     fn publish(&mut self) {
         let members = self.membership.members();
         let flushed = self.membership.flushed();
+        let removed = self.membership.removed_lives();
         let current = self.view.borrow().clone();
-        if current.members == members && current.flushed == flushed {
+        if current.members == members && current.flushed == flushed && current.removed == removed {
             return;
         }
         let ring_changed = ring_inputs(&current.members).ne(ring_inputs(&members));
@@ -326,6 +334,7 @@ impl Driver {
             members,
             ring,
             flushed,
+            removed,
         }));
     }
 }
@@ -345,6 +354,7 @@ fn snapshot(m: &Membership) -> ClusterView {
         ring: Arc::new(ring_of(&members)),
         members,
         flushed: m.flushed(),
+        removed: m.removed_lives(),
     }
 }
 
@@ -385,6 +395,7 @@ mod tests {
                         seeds: (0..4).filter(|&j| j != i).map(info).collect(),
                         gossip: GossipConfig::default(),
                         rng_seed: i as u64,
+                        removed: Vec::new(),
                     },
                     Arc::new(net.transport(&format!("n{i}"))) as Arc<dyn Transport>,
                 );

@@ -5,9 +5,11 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{load, node_dir, pid_path};
+use crate::clock::Clock;
 use crate::clock::SystemClock;
 use crate::config::{Config, NodeSettings};
 use crate::coordinator::transfer::JoinPlan;
@@ -16,8 +18,9 @@ use crate::http::{self, ApiState};
 use crate::membership::{GossipConfig, NodeInfo};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeSpec};
-use crate::replica::hints::HintStore;
-use crate::storage::{MemStore, StoreOptions};
+use crate::replica::durable;
+use crate::storage::StoreOptions;
+use crate::storage::journal::Journal;
 use crate::tls::{self, NodeCredentials, TlsPaths};
 use crate::transport::Transport;
 use crate::transport::quic::QuicTransport;
@@ -138,39 +141,85 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
             transport.faults().set_base_delay(&n.id, zone_delay);
         }
     }
+    let durability = settings.durability.unwrap_or(config.cluster.durability);
+    let hint_limits = Defaults::from(&config.cluster).hints;
+    let recovered = durable::recover(
+        &dir,
+        durability,
+        StoreOptions {
+            node: id.to_string(),
+            boot: generation,
+            tombstone_grace_ms: config.cluster.tombstone_grace_s.saturating_mul(1000),
+            ..StoreOptions::default()
+        },
+        hint_limits,
+        SystemClock.now_ms(),
+    )?;
+    tracing::info!(durability = durability.name(), "{}", recovered.summary);
+    let removed: Vec<NodeInfo> = recovered
+        .removed
+        .iter()
+        .filter_map(|r| rmp_serde::from_slice(&r.info).ok())
+        .collect();
     let node = Node::start(
         NodeSpec {
             me,
             seeds: seeds.clone(),
             gossip: GossipConfig::default(),
             rng_seed: generation ^ u64::from(std::process::id()),
+            removed,
         },
         Arc::new(transport.clone()) as Arc<dyn Transport>,
     );
-    let store = MemStore::new(StoreOptions {
-        node: id.to_string(),
-        boot: generation,
-        tombstone_grace_ms: config.cluster.tombstone_grace_s.saturating_mul(1000),
-        ..StoreOptions::default()
-    });
     let coordinator = Coordinator::new(CoordinatorSpec {
         membership: Some(node.control()),
         me: id.to_string(),
         view: node.subscribe(),
         transport: Arc::new(transport.clone()) as Arc<dyn Transport>,
-        store: Arc::new(store),
+        store: recovered.store.clone(),
         clock: Arc::new(SystemClock),
         defaults: Defaults::from(&config.cluster),
         metrics: Metrics::new(),
-        hints: Arc::new(HintStore::new(Defaults::from(&config.cluster).hints)),
+        hints: recovered.hints.clone(),
     });
+    coordinator.replica().resume_clock(recovered.clock);
+    let stop_snapshots = Arc::new(AtomicBool::new(false));
+    let snapshots = match &recovered.log {
+        Some(log) => {
+            let replica = coordinator.clone();
+            let view = node.subscribe();
+            keep_removals(
+                node.subscribe(),
+                Journal::new(log.clone()),
+                &recovered.removed,
+            );
+            Some(
+                durable::Snapshots {
+                    dir: durable::data_path(&dir),
+                    log: log.clone(),
+                    store: recovered.store.clone(),
+                    hints: recovered.hints.clone(),
+                    clock: Box::new(move || replica.replica().clock_mark()),
+                    removed: Box::new(move || removals(&view.borrow().removed)),
+                    after_bytes: config.cluster.snapshot_after_bytes,
+                }
+                .spawn(stop_snapshots.clone())
+                .map_err(|e| format!("cannot start the snapshot thread: {e}"))?,
+            )
+        }
+        None => None,
+    };
     // No reads until the node has heard of its cluster and pulled its keys (bootstrap).
     let join_plan = JoinPlan {
         expected: seeds.iter().map(|s| s.id.clone()).collect(),
         needs_a_peer: join.is_some(),
         grace: http::JOIN_GRACE,
     };
-    coordinator.begin_joining(&join_plan);
+    // A node that recovered its data serves it at once and catches up on what it missed by
+    // hints and anti-entropy; one that has none pulls its keys from its replicas first.
+    if !recovered.had_data {
+        coordinator.begin_joining(&join_plan);
+    }
     let maintenance = coordinator.spawn_maintenance();
     transport.serve(Arc::new(PeerHandler {
         gossip: node.handler(),
@@ -198,7 +247,12 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
     }
     let bootstrap = {
         let coordinator = coordinator.clone();
-        tokio::spawn(async move { coordinator.bootstrap(join_plan).await })
+        let pull = !recovered.had_data;
+        tokio::spawn(async move {
+            if pull {
+                coordinator.bootstrap(join_plan).await;
+            }
+        })
     };
 
     let api = http::router(ApiState {
@@ -247,8 +301,53 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
     maintenance.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), transport.endpoint().close()).await;
+    stop_snapshots.store(true, Ordering::Relaxed);
+    if let Some(snapshots) = snapshots {
+        let _ = tokio::task::spawn_blocking(move || snapshots.join()).await;
+    }
+    if let Some(log) = &recovered.log {
+        log.close();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Removed members as the log keeps them.
+fn removals(lives: &[NodeInfo]) -> Vec<durable::Removal> {
+    lives
+        .iter()
+        .filter_map(|info| {
+            Some(durable::Removal {
+                id: info.id.clone(),
+                generation: info.generation,
+                info: rmp_serde::to_vec(info).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Writes every removal this node learns to its durable log, so it outlives a restart of
+/// the whole cluster.
+fn keep_removals(
+    mut view: tokio::sync::watch::Receiver<Arc<crate::node::ClusterView>>,
+    journal: Journal,
+    known: &[durable::Removal],
+) {
+    let mut logged: std::collections::BTreeSet<(String, u64)> =
+        known.iter().map(|r| (r.id.clone(), r.generation)).collect();
+    tokio::spawn(async move {
+        loop {
+            let lives = view.borrow_and_update().removed.clone();
+            for r in removals(&lives) {
+                if logged.insert((r.id.clone(), r.generation)) {
+                    journal.removed(&r.id, r.generation, &r.info);
+                }
+            }
+            if view.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Finds who listens at `addr` (it proves it with its certificate) and announces to it.

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use crate::storage::journal::Journal;
 use crate::storage::{Key, Value};
 
 /// Bounds on what one owner's hints may hold.
@@ -102,7 +103,12 @@ struct Inner {
 pub struct HintStore {
     limits: HintLimits,
     inner: Mutex<Inner>,
+    /// The durable log hints are written to (under the lock, so it holds them in order).
+    journal: std::sync::OnceLock<Journal>,
 }
+
+/// Hints smaller than this are measured exactly after each merge; larger ones estimated.
+const REMEASURE_BELOW: usize = 4096;
 
 /// Encoded size of a hint, the unit of the byte bound.
 fn size_of(key: &Key, value: &Value) -> usize {
@@ -115,6 +121,44 @@ impl HintStore {
         HintStore {
             limits,
             inner: Mutex::default(),
+            journal: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// From now on every hint taken or gone is written to `journal` (attached after
+    /// recovery has replayed the hints of the log).
+    pub fn attach(&self, journal: Journal) {
+        let _ = self.journal.set(journal);
+    }
+
+    fn gone(&self, owner: &str, key: &Key) {
+        if let Some(j) = self.journal.get() {
+            j.hint_gone(owner, key);
+        }
+    }
+
+    /// Every hint held: owner, key, value and when it was first held (for a snapshot).
+    pub fn dump(&self) -> Vec<(String, Key, Value, u64)> {
+        let inner = self.lock();
+        inner
+            .owners
+            .iter()
+            .flat_map(|(owner, hints)| {
+                hints.by_key.iter().map(move |(key, e)| {
+                    (owner.clone(), key.clone(), e.value.clone(), e.created_ms)
+                })
+            })
+            .collect()
+    }
+
+    /// Drops `owner`'s hint for `key`: replaying a hint that left the store.
+    pub fn forget(&self, owner: &str, key: &Key) {
+        let mut inner = self.lock();
+        if let Some(hints) = inner.owners.get_mut(owner) {
+            hints.remove(key);
+            if hints.by_key.is_empty() {
+                inner.owners.remove(owner);
+            }
         }
     }
 
@@ -138,8 +182,16 @@ impl HintStore {
                     tracing::warn!(?key, "hint replaced, not merged: {e}");
                     old.value = value.clone();
                 }
+                // Measured again while small; a large hint (a big set or hash whose writes
+                // pile up) grows by what each write adds instead: encoding all of it again on
+                // every write would make each write cost the size of the whole value.
+                let bytes = if old.bytes < REMEASURE_BELOW {
+                    size_of(&key, &old.value)
+                } else {
+                    old.bytes + size_of(&key, value)
+                };
                 Entry {
-                    bytes: size_of(&key, &old.value),
+                    bytes,
                     version: seq,
                     ..old
                 }
@@ -152,6 +204,9 @@ impl HintStore {
                 created_ms: now_ms,
             },
         };
+        if let Some(j) = self.journal.get() {
+            j.hinted(owner, &key, value, merged.created_ms);
+        }
         hints.bytes += merged.bytes;
         hints.by_age.insert(merged.order, key.clone());
         hints.by_key.insert(key.clone(), merged);
@@ -164,6 +219,9 @@ impl HintStore {
                 break;
             }
             hints.remove(&oldest);
+            if let Some(j) = self.journal.get() {
+                j.hint_gone(owner, &oldest);
+            }
             added.dropped += 1;
         }
         added
@@ -201,6 +259,9 @@ impl HintStore {
             .collect();
         for key in &expired {
             hints.remove(key);
+            if let Some(j) = self.journal.get() {
+                j.hint_gone(owner, key);
+            }
         }
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -237,6 +298,7 @@ impl HintStore {
         if hints.by_key.is_empty() {
             inner.owners.remove(owner);
         }
+        self.gone(owner, key);
         true
     }
 

@@ -5,6 +5,7 @@
 //! nothing. It holds the node's hybrid logical clock too: every last-write-wins timestamp a
 //! replica merges moves the clock past it, so this node's next write orders after it.
 
+pub mod durable;
 pub mod hints;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +32,11 @@ pub const MAX_SCAN: usize = 10_000;
 /// stops following it (it still orders after it, by the logical part).
 pub const MAX_CLOCK_DRIFT_MS: u64 = 60_000;
 
+/// How far past the timestamps it issues a node's durable clock mark runs: one record in the
+/// log per second of timestamps, and a restarted node's first timestamps at most this far
+/// ahead of where its clock stopped.
+pub const CLOCK_LEASE_MS: u64 = 1_000;
+
 /// One node's replica store, hints and clock.
 pub struct Replica {
     me: NodeId,
@@ -41,6 +47,8 @@ pub struct Replica {
     /// The milliseconds the hybrid clock has reached (issued or observed): lets
     /// [`Replica::observe`] skip the lock for timestamps already behind it.
     hlc_millis: AtomicU64,
+    /// Timestamps from this millisecond on need a new clock mark in the durable log first.
+    clock_lease: AtomicU64,
     /// Whether reads are answered: not while the node joins or bootstraps.
     serving_reads: AtomicBool,
     metrics: Metrics,
@@ -59,6 +67,7 @@ impl Replica {
         Replica {
             hlc: Mutex::new(HybridClock::new(me, MAX_CLOCK_DRIFT_MS)),
             hlc_millis: AtomicU64::new(0),
+            clock_lease: AtomicU64::new(0),
             serving_reads: AtomicBool::new(true),
             me: me.into(),
             store,
@@ -106,7 +115,37 @@ impl Replica {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .now(now_ms);
         self.hlc_millis.fetch_max(ts.millis, Ordering::Relaxed);
+        if ts.millis >= self.clock_lease.load(Ordering::Relaxed)
+            && let Some(journal) = self.store.journal()
+        {
+            // Logged before the timestamp is used: whatever acknowledges a write made with it
+            // waits for this record too.
+            let lease = ts.millis.saturating_add(CLOCK_LEASE_MS);
+            journal.clock(lease);
+            self.clock_lease.fetch_max(lease, Ordering::Relaxed);
+        }
         ts
+    }
+
+    /// A clock mark past every timestamp issued so far (and past the mark in the log).
+    pub fn clock_mark(&self) -> u64 {
+        let issued = self
+            .hlc_millis
+            .load(Ordering::Relaxed)
+            .saturating_add(CLOCK_LEASE_MS);
+        self.clock_lease.load(Ordering::Relaxed).max(issued)
+    }
+
+    /// Starts the clock at `millis` (a durable clock mark recovered from the log): every
+    /// timestamp this node issued before its restart orders before the ones it issues now.
+    pub fn resume_clock(&self, millis: u64) {
+        let mut hlc = self
+            .hlc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hlc.resume_at(millis);
+        self.hlc_millis.fetch_max(millis, Ordering::Relaxed);
+        self.clock_lease.fetch_max(millis, Ordering::Relaxed);
     }
 
     /// Lets later local timestamps order after the newest timestamp in `value`.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
+use super::journal::Journal;
 use super::{Applied, Hash, Key, MakeDelta, MerkleTree, PurgeStats, Store, StoreError, Value};
 use crate::causality::{Actor, Timestamp};
 
@@ -83,6 +84,8 @@ pub struct MemStore {
     /// Whether there is a flush to apply: most stores never see one, and their writes then
     /// take no lock for it.
     any_flush: std::sync::atomic::AtomicBool,
+    /// The durable log every change goes to, once recovery has attached it.
+    journal: std::sync::OnceLock<Journal>,
 }
 
 impl Default for MemStore {
@@ -103,7 +106,44 @@ impl MemStore {
             bytes: AtomicUsize::new(0),
             flushed: std::sync::RwLock::new(None),
             any_flush: std::sync::atomic::AtomicBool::new(false),
+            journal: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on every change is appended to `journal` before the call that makes it
+    /// returns. Attached after recovery, so replaying the log does not write it again.
+    pub fn attach(&self, journal: Journal) {
+        if self.journal.set(journal).is_err() {
+            tracing::warn!("the store has a journal already; keeping the first");
+        }
+    }
+
+    /// Drops `key` whatever it holds: replaying a [`super::journal::Record::Forget`].
+    pub fn forget(&self, key: &Key) {
+        if let Some((key, entry)) = self.entries.remove(key) {
+            self.merkle.set(key.position(), &key, None);
+            self.bytes.fetch_sub(entry.size, Ordering::Relaxed);
+        }
+    }
+
+    /// Every key held, tombstones included, in pages of about `page` keys (for a snapshot:
+    /// no copy of the whole store, and no shard lock held between pages).
+    pub fn for_each_page(&self, page: usize, mut f: impl FnMut(Vec<Key>)) {
+        let mut from = 0;
+        loop {
+            let (keys, more) = self.merkle.keys_from(from, u64::MAX, page);
+            let last = keys.last().map(|(position, _)| *position);
+            f(keys.into_iter().map(|(_, key)| key).collect());
+            match last {
+                Some(last) if more && last < u64::MAX => from = last + 1,
+                _ => return,
+            }
+        }
+    }
+
+    /// The key's state as held, expired parts included (what a snapshot keeps).
+    pub fn get_raw(&self, key: &Key) -> Option<Value> {
+        self.entries.get(key).map(|e| e.value.clone())
     }
 
     /// A store with the given Merkle depth and grace period, for tests and tools.
@@ -218,6 +258,7 @@ impl MemStore {
                     writer: None,
                 };
                 self.settle(key, &mut entry, now_ms);
+                self.log_change(key, &entry.value, incoming);
                 let merged = out(&entry.value);
                 slot.insert(entry);
                 Ok(merged)
@@ -234,8 +275,13 @@ impl MemStore {
         now_ms: u64,
         out: impl FnOnce(&Value) -> R,
     ) -> Result<R, StoreError> {
+        let before = entry.item_hash;
         entry.value.merge(incoming)?;
         self.settle(key, entry, now_ms);
+        // A merge that changed nothing (a duplicate, an old copy) needs no record.
+        if entry.item_hash != before {
+            self.log_change(key, &entry.value, incoming);
+        }
         Ok(out(&entry.value))
     }
 
@@ -260,7 +306,20 @@ impl MemStore {
         Self::check_kind(key, &delta)?;
         entry.value.merge(&delta)?;
         self.settle(key, entry, now_ms);
+        self.log_change(key, &entry.value, &delta);
         Ok(Some(Applied { delta }))
+    }
+
+    /// Appends a change to the journal, if there is one: the state it left when that is
+    /// small, else the delta that made it (a large collection is not written whole per write).
+    fn log_change(&self, key: &Key, state: &Value, delta: &Value) {
+        if let Some(journal) = self.journal.get() {
+            if state.is_small() {
+                journal.changed(key, state);
+            } else {
+                journal.merged(key, delta);
+            }
+        }
     }
 
     fn check_kind(key: &Key, value: &Value) -> Result<(), StoreError> {
@@ -321,6 +380,7 @@ impl Store for MemStore {
                     writer: Some(writer),
                 };
                 self.settle(key, &mut entry, now_ms);
+                self.log_change(key, &entry.value, &delta);
                 slot.insert(entry);
                 Ok(Some(Applied { delta }))
             }
@@ -356,6 +416,9 @@ impl Store for MemStore {
                 // write to the key cannot slip in between and lose its Merkle item.
                 self.merkle.set(key.position(), &key, None);
                 self.bytes.fetch_sub(entry.size, Ordering::Relaxed);
+                if let Some(journal) = self.journal.get() {
+                    journal.forgot(&key);
+                }
                 slot.remove();
                 stats.reaped += 1;
             }
@@ -373,6 +436,10 @@ impl Store for MemStore {
 
     fn memory_used(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn journal(&self) -> Option<&Journal> {
+        self.journal.get()
     }
 
     fn flushed(&self) -> Option<Timestamp> {
@@ -395,8 +462,12 @@ impl Store for MemStore {
                 return;
             }
             *flushed = Some(before.clone());
+            // Set under the lock: a snapshot that reads no flush cannot see the record of one.
+            self.any_flush.store(true, Ordering::Release);
+            if let Some(journal) = self.journal.get() {
+                journal.flushed(before);
+            }
         }
-        self.any_flush.store(true, Ordering::Release);
         let mut emptied = Vec::new();
         for mut slot in self.entries.iter_mut() {
             if slot.value().value.kind() == super::Kind::Typed {

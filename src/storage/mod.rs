@@ -6,6 +6,7 @@
 //! period, and keeps a Merkle tree over key positions so that two replicas can find what they
 //! disagree on. [`Store`] is the interface; [`MemStore`] the in-memory engine.
 
+pub mod journal;
 pub mod memory;
 pub mod merkle;
 
@@ -131,6 +132,9 @@ impl Key {
     }
 }
 
+/// Most members or fields of a set or hash whose whole state the log keeps per change.
+pub const SMALL_COLLECTION: usize = 64;
+
 /// The replicated state of one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
@@ -225,6 +229,15 @@ impl Value {
             Value::Kv(r) => r.next_expiry(),
             Value::Typed(t) => t.next_expiry(),
             Value::Counter(_) => None,
+        }
+    }
+
+    /// Whether a whole copy of the value is small (the durable log then keeps the state a
+    /// change left, not just the change): anything but a set or hash of many members.
+    pub fn is_small(&self) -> bool {
+        match self {
+            Value::Typed(t) => t.collection_len() <= SMALL_COLLECTION,
+            Value::Kv(_) | Value::Counter(_) => true,
         }
     }
 
@@ -455,6 +468,17 @@ pub trait Store: Send + Sync {
     fn typed_counts(&self, now_ms: u64) -> (usize, usize) {
         let _ = now_ms;
         (0, 0)
+    }
+
+    /// The durable log this store's changes go to, if it has one.
+    fn journal(&self) -> Option<&journal::Journal> {
+        None
+    }
+
+    /// A point in the durable log after every change made so far: a replica acknowledges a
+    /// change only once it is reached. `None`: nothing to wait for (no log, or all durable).
+    fn sync_point(&self) -> Option<crate::wal::SyncPoint> {
+        self.journal().and_then(journal::Journal::sync_point)
     }
 
     /// Whether the store holds no key, tombstones included.

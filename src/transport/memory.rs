@@ -241,7 +241,11 @@ impl Transport for MemoryTransport {
                     });
                 }
                 tokio::time::sleep(delay).await;
+                let changes = req.changes_state();
                 let resp = handler.request(&from, req).await;
+                if changes && let Some(settled) = handler.settled() {
+                    settled.await;
+                }
                 tokio::time::sleep(answer_delay).await;
                 let (_, back, _) = net.route(&to, &from)?;
                 tokio::time::sleep(back).await;

@@ -231,6 +231,12 @@ pub trait Handler: Send + Sync + 'static {
         let _ = from;
         Err(Box::new(req))
     }
+    /// What to wait for before answers leave: the durable log reaching what the requests
+    /// served so far changed (`None`: nothing). Awaited once per batch, so the requests of a
+    /// batch share one wait (group commit).
+    fn settled(&self) -> Option<BoxFuture<()>> {
+        None
+    }
 }
 
 /// Sending side of a transport.

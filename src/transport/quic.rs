@@ -1181,10 +1181,15 @@ fn batchable(req: &EncodedRequest) -> bool {
 
 /// Serves one request: at once when the handler can, else through its future.
 async fn serve_one(handler: &dyn Handler, from: &str, req: Request) -> Response {
-    match handler.request_now(from, req) {
+    let changes = req.changes_state();
+    let resp = match handler.request_now(from, req) {
         Ok(resp) => resp,
         Err(req) => handler.request(from, *req).await,
+    };
+    if changes && let Some(settled) = handler.settled() {
+        settled.await;
     }
+    resp
 }
 
 /// Serves every request of a batch, in order, and packs the answers (encoded into one
@@ -1194,11 +1199,18 @@ async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<&[u8]>) -> Re
         return Response::Error(ReplicaError::BatchTooLarge(items.len()));
     }
     let mut encoded = Vec::with_capacity(items.len() * 32);
+    let mut changes = false;
     let mut ends = Vec::with_capacity(items.len());
     for item in items {
         let resp = match rpc::decode::<Request>(item) {
             Ok(Request::Batch(_)) => Response::Error(ReplicaError::NestedBatch),
-            Ok(req) => serve_one(handler, from, req).await,
+            Ok(req) => {
+                changes |= req.changes_state();
+                match handler.request_now(from, req) {
+                    Ok(resp) => resp,
+                    Err(req) => handler.request(from, *req).await,
+                }
+            }
             Err(e) => Response::Error(ReplicaError::Malformed(e.to_string())),
         };
         if let Err(e) = rpc::encode_append(&mut encoded, &resp) {
@@ -1207,6 +1219,10 @@ async fn serve_batch(handler: &dyn Handler, from: &str, items: Vec<&[u8]>) -> Re
             let _ = rpc::encode_append(&mut encoded, &Response::Error(error));
         }
         ends.push(encoded.len());
+    }
+    // One wait for the whole batch: its changes are durable before any answer leaves.
+    if changes && let Some(settled) = handler.settled() {
+        settled.await;
     }
     let encoded = Bytes::from(encoded);
     let mut start = 0;
