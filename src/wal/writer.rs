@@ -1,11 +1,17 @@
-//! The log's one writer: group commit.
+//! Writing the log: group commit.
 //!
 //! Appenders put their frames into one shared buffer (taking a position each, in buffer
-//! order) and return; a writer thread takes the whole buffer at a time, writes it to the
-//! current segment with one `write`, and, under `always`, `fdatasync`s it before it tells the
-//! waiters. Every request that arrived while the disk was busy goes out in the next batch, so
-//! `always` costs one `fsync` per batch, not per write. Under `everysec` a second thread
-//! `fdatasync`s once a second and nobody waits for it.
+//! order) and return. Whoever writes takes the whole buffer at a time, under the file's lock
+//! (so batches reach the file in position order), writes it to the current segment with one
+//! `write`, and, under `always`, `fdatasync`s it before it tells the waiters.
+//!
+//! - Under `always` a writer thread does it: every request that arrived while the disk was
+//!   busy goes out in the next batch, so `always` costs one `fsync` per batch, not per write.
+//! - Under `everysec` the request that needs its records written (a [`Log::sync_point`])
+//!   writes the buffer itself, with everyone else's records in it: one `write` to the page
+//!   cache, no hand-off to another thread. The writer thread writes what no request waits
+//!   for (anti-entropy, expiries) within a few milliseconds, and a second thread `fdatasync`s
+//!   once a second; nobody waits for the disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -34,8 +40,18 @@ struct Pending {
     closing: bool,
 }
 
+/// The writing side: the current segment and a spare buffer.
+struct Output {
+    file: File,
+    /// Bytes in `file` (no `stat` per write).
+    len: u64,
+    spare: Vec<u8>,
+}
+
 pub(super) struct Shared {
     pending: Mutex<Pending>,
+    /// Taken before `pending` by whoever writes.
+    output: Mutex<Output>,
     wake: Condvar,
     /// Every record before this position is written (and, under `always`, synced).
     done: tokio::sync::watch::Sender<u64>,
@@ -63,6 +79,41 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Writes whatever is pending with `out` (the file's lock held). Returns whether the log
+    /// is closing.
+    fn write_pending(&self, out: &mut Output) -> bool {
+        let (mut batch, end, rotate, closing) = {
+            let mut pending = self.lock();
+            let batch = std::mem::replace(&mut pending.buf, std::mem::take(&mut out.spare));
+            (batch, pending.next, pending.rotate.take(), pending.closing)
+        };
+        if batch.is_empty() && rotate.is_none() {
+            out.spare = batch;
+            return closing;
+        }
+        // A rotation asked for part-way through the buffer: what was appended before it goes
+        // to the old segment, so the new one starts exactly at the position it promised.
+        let split = rotate.map_or(batch.len(), |(at, _)| at.min(batch.len()));
+        write_part(self, out, &batch[..split]);
+        if let Some((_, first)) = rotate
+            && start_segment(self, out, first)
+        {
+            self.since_rotation.store(0, Ordering::Relaxed);
+        }
+        write_part(self, out, &batch[split..]);
+        self.done_fast.store(end, Ordering::Release);
+        self.done.send_replace(end);
+        // Keep the buffer's allocation for the next batch, unless a burst made it huge.
+        batch.clear();
+        if batch.capacity() <= 4 * 1024 * 1024 {
+            out.spare = batch;
+        }
+        if out.len >= SEGMENT_BYTES {
+            start_segment(self, out, end);
+        }
+        closing
+    }
 }
 
 /// An open log, appending from `next`.
@@ -74,17 +125,32 @@ pub struct Log {
 /// A point in the log a caller may wait for: every record appended before it was taken is
 /// durable (as the log's durability says) once it is reached.
 pub struct SyncPoint {
-    done: tokio::sync::watch::Receiver<u64>,
+    shared: Arc<Shared>,
     target: u64,
 }
 
 impl SyncPoint {
-    /// Waits until the point is reached (at once if it is).
-    pub async fn reached(mut self) {
+    /// Waits until the point is reached (at once if it is). Under `everysec` it first lets
+    /// the other requests that are ready append their records, then writes them all with one
+    /// `write` (unless another writer is at it): group commit without a thread hand-off.
+    pub async fn reached(self) {
+        let shared = &self.shared;
         let target = self.target;
+        if shared.durability == Durability::EverySec {
+            tokio::task::yield_now().await;
+            if shared.done_fast.load(Ordering::Acquire) < target
+                && let Ok(mut out) = shared.output.try_lock()
+            {
+                shared.write_pending(&mut out);
+            }
+            if shared.done_fast.load(Ordering::Acquire) >= target {
+                return;
+            }
+        }
+        let mut done = shared.done.subscribe();
         // The sender lives as long as the log; an error means it closed, and then nothing
         // more will be written anyway.
-        let _ = self.done.wait_for(|done| *done >= target).await;
+        let _ = done.wait_for(|done| *done >= target).await;
     }
 }
 
@@ -100,6 +166,11 @@ impl Log {
         let file = open_segment(dir, next)?;
         let (done, _) = tokio::sync::watch::channel(next);
         let shared = Arc::new(Shared {
+            output: Mutex::new(Output {
+                file: file.try_clone()?,
+                len: 0,
+                spare: Vec::new(),
+            }),
             pending: Mutex::new(Pending {
                 buf: Vec::new(),
                 next,
@@ -123,7 +194,7 @@ impl Log {
         threads.push(
             std::thread::Builder::new()
                 .name("qkv-log-writer".into())
-                .spawn(move || write_loop(&writer, file))?,
+                .spawn(move || write_loop(&writer))?,
         );
         if durability == Durability::EverySec {
             let syncer = shared.clone();
@@ -149,7 +220,9 @@ impl Log {
         frame::push(&mut pending.buf, position, write);
         self.shared.next_fast.store(pending.next, Ordering::Release);
         drop(pending);
-        if was_empty {
+        // Under `everysec` the writer thread looks by itself every few milliseconds: a wake-up
+        // per append would cost more than the write.
+        if was_empty && self.shared.durability == Durability::Always {
             self.shared.wake.notify_one();
         }
         position
@@ -162,7 +235,7 @@ impl Log {
             return None;
         }
         Some(SyncPoint {
-            done: self.shared.done.subscribe(),
+            shared: self.shared.clone(),
             target,
         })
     }
@@ -265,54 +338,48 @@ fn open_segment(dir: &Path, first: u64) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// Takes the buffer whenever it has frames and writes it out.
-fn write_loop(shared: &Shared, mut file: File) {
-    let mut spare = Vec::new();
+/// Writes the buffer out whenever it has frames (under `everysec`, looks every few
+/// milliseconds for what no request wrote itself).
+fn write_loop(shared: &Shared) {
+    let poll = Duration::from_millis(5);
     loop {
-        let (mut batch, end, rotate, closing) = {
+        {
             let mut pending = shared.lock();
             while pending.buf.is_empty() && pending.rotate.is_none() && !pending.closing {
-                pending = shared
-                    .wake
-                    .wait(pending)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if shared.durability == Durability::Always {
+                    pending = shared
+                        .wake
+                        .wait(pending)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                } else {
+                    pending = shared
+                        .wake
+                        .wait_timeout(pending, poll)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
             }
-            let batch = std::mem::replace(&mut pending.buf, std::mem::take(&mut spare));
-            (batch, pending.next, pending.rotate.take(), pending.closing)
-        };
-        // A rotation asked for part-way through the buffer: what was appended before it goes
-        // to the old segment, so the new one starts exactly at the position it promised.
-        let split = rotate.map_or(batch.len(), |(at, _)| at.min(batch.len()));
-        write_part(shared, &mut file, &batch[..split]);
-        if let Some((_, first)) = rotate
-            && start_segment(shared, &mut file, first)
-        {
-            shared.since_rotation.store(0, Ordering::Relaxed);
         }
-        write_part(shared, &mut file, &batch[split..]);
-        shared.done_fast.store(end, Ordering::Release);
-        shared.done.send_replace(end);
-        // Keep the buffer's allocation for the next batch, unless a burst made it huge.
-        batch.clear();
-        if batch.capacity() <= 4 * 1024 * 1024 {
-            spare = batch;
-        }
-        if closing {
-            let _ = file.sync_data();
+        let mut out = shared
+            .output
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shared.write_pending(&mut out) {
+            // Closing: what was appended until now is written; sync it and stop.
+            shared.write_pending(&mut out);
+            let _ = out.file.sync_data();
             return;
-        }
-        if file.metadata().map_or(0, |m| m.len()) >= SEGMENT_BYTES {
-            start_segment(shared, &mut file, end);
         }
     }
 }
 
 /// Writes frames to the current segment and counts them.
-fn write_part(shared: &Shared, file: &mut File, bytes: &[u8]) {
+fn write_part(shared: &Shared, out: &mut Output, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
-    write_batch(shared, file, bytes);
+    write_batch(shared, &mut out.file, out.len, bytes);
+    out.len += bytes.len() as u64;
     let len = bytes.len() as u64;
     shared.since_rotation.fetch_add(len, Ordering::Relaxed);
     shared.on_disk.fetch_add(len, Ordering::Relaxed);
@@ -320,15 +387,16 @@ fn write_part(shared: &Shared, file: &mut File, bytes: &[u8]) {
 
 /// Syncs the current segment and goes on in a new one whose first record is `first`.
 /// Returns whether it did (on failure the current one goes on).
-fn start_segment(shared: &Shared, file: &mut File, first: u64) -> bool {
-    let _ = file.sync_data();
+fn start_segment(shared: &Shared, out: &mut Output, first: u64) -> bool {
+    let _ = out.file.sync_data();
     match open_segment(&shared.dir, first) {
         Ok(next) => {
             *shared
                 .current
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = next.try_clone().ok();
-            *file = next;
+            out.file = next;
+            out.len = 0;
             true
         }
         Err(e) => {
@@ -347,10 +415,9 @@ fn start_segment(shared: &Shared, file: &mut File, first: u64) -> bool {
 /// Writes one batch, and syncs it under `always`. A failed write is cut off again and
 /// retried until it works: the records are never dropped, and nobody waiting for them is
 /// told they are durable meanwhile.
-fn write_batch(shared: &Shared, file: &mut File, batch: &[u8]) {
+fn write_batch(shared: &Shared, file: &mut File, before: u64, batch: &[u8]) {
     let mut warned = false;
     loop {
-        let before = file.metadata().map(|m| m.len());
         let result = file.write_all(batch).and_then(|()| {
             if shared.durability == Durability::Always {
                 file.sync_data()
@@ -384,9 +451,7 @@ fn write_batch(shared: &Shared, file: &mut File, batch: &[u8]) {
                 }
                 *error = Some(e.to_string());
                 drop(error);
-                if let Ok(len) = before {
-                    let _ = file.set_len(len);
-                }
+                let _ = file.set_len(before);
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
