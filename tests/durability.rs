@@ -590,3 +590,48 @@ async fn a_removed_member_stays_removed_after_the_whole_cluster_restarts() {
         assert_eq!(n3["ring_share"], 0.0, "{id}: {n3}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorumkv_changes_prints_the_feed_as_json_lines() {
+    let mut c = TestCluster::with_settings("feed-cli", 1, false, "replicas = 1");
+    c.start_all(&["n1"]).await;
+    for (i, space) in ["lww", "counter"].iter().enumerate() {
+        let url = match *space {
+            "lww" => format!("{}/lww/cli-key", c.base("n1")),
+            _ => format!("{}/counter/cli-count?delta=4", c.base("n1")),
+        };
+        let req = if i == 0 {
+            c.http.put(url).body("hello")
+        } else {
+            c.http.post(url)
+        };
+        assert!(req.send().await.expect("write").status().is_success());
+    }
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["changes", "--node", &c.base("n1"), "--since", "0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("quorumkv changes");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("the command ended early");
+        seen.push(serde_json::from_str::<Value>(&line).expect("a JSON line"));
+    }
+    assert_eq!(seen[0]["key"], "cli-key");
+    assert_eq!(seen[0]["space"], "lww");
+    assert_eq!(
+        base64_decode(seen[0]["value"].as_str().expect("value")),
+        "hello"
+    );
+    assert_eq!(seen[1]["space"], "counter");
+    assert_eq!(seen[1]["value"], 4);
+    assert!(seen[0]["id"].as_u64() < seen[1]["id"].as_u64());
+    let _ = child.kill().await;
+}

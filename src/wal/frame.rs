@@ -43,31 +43,61 @@ pub enum Bad {
     Checksum,
 }
 
+/// A frame's header, read on its own (by readers that stream frames from a file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Bytes of payload that follow.
+    pub length: usize,
+    /// The checksum of the position and the payload.
+    pub crc: u32,
+    /// The record's position.
+    pub position: u64,
+}
+
+impl Header {
+    /// The header in the first [`HEADER`] bytes of a frame.
+    pub fn parse(bytes: &[u8; HEADER]) -> Header {
+        let [l0, l1, l2, l3, c0, c1, c2, c3, p @ ..] = *bytes;
+        Header {
+            length: u32::from_le_bytes([l0, l1, l2, l3]) as usize,
+            crc: u32::from_le_bytes([c0, c1, c2, c3]),
+            position: u64::from_le_bytes(p),
+        }
+    }
+
+    /// Whether `payload` is the one this header's checksum was made over.
+    pub fn checks(&self, payload: &[u8]) -> bool {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&self.position.to_le_bytes());
+        hasher.update(payload);
+        hasher.finalize() == self.crc
+    }
+}
+
 /// Decodes the frame at the start of `bytes`: the frame and its total length, or why it is
 /// not one. `Ok(None)` at the end of the bytes.
 pub fn decode(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, Bad> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    if bytes.len() < HEADER {
-        return Err(Bad::Short);
-    }
-    let word =
-        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    let length = word(0) as usize;
-    let crc = word(4);
-    let Some(end) = HEADER.checked_add(length).filter(|end| *end <= bytes.len()) else {
+    let Some(head) = bytes.first_chunk::<HEADER>() else {
         return Err(Bad::Short);
     };
-    if crc32fast::hash(&bytes[8..end]) != crc {
+    let header = Header::parse(head);
+    let Some(end) = HEADER
+        .checked_add(header.length)
+        .filter(|end| *end <= bytes.len())
+    else {
+        return Err(Bad::Short);
+    };
+    let payload = &bytes[HEADER..end];
+    if !header.checks(payload) {
         return Err(Bad::Checksum);
     }
-    let mut position = [0; 8];
-    position.copy_from_slice(&bytes[8..16]);
     Ok(Some((
         Frame {
-            position: u64::from_le_bytes(position),
-            payload: &bytes[HEADER..end],
+            position: header.position,
+            payload,
         },
         end,
     )))

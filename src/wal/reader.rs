@@ -100,7 +100,7 @@ impl Cursor {
                     }
                 }
             }
-            let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let length = frame::Header::parse(&header).length;
             let size = file.metadata().map_or(0, |m| m.len());
             if offset + (frame::HEADER + length) as u64 > size {
                 // Never allocate what a damaged length says; a frame being written is not

@@ -124,11 +124,8 @@ pub fn read_snapshot(
         if !read_full(&mut reader, &mut header).map_err(io_error(path))? {
             return Ok(SnapshotRead::Incomplete);
         }
-        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let mut position = [0; 8];
-        position.copy_from_slice(&header[8..16]);
-        let position = u64::from_le_bytes(position);
+        let head = frame::Header::parse(&header);
+        let (length, position) = (head.length, head.position);
         if offset + (frame::HEADER + length) as u64 > size {
             // Never allocate what a damaged length says: the file cannot hold it.
             return Ok(SnapshotRead::Incomplete);
@@ -138,10 +135,7 @@ pub fn read_snapshot(
         if !read_full(&mut reader, &mut payload).map_err(io_error(path))? {
             return Ok(SnapshotRead::Incomplete);
         }
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&header[8..16]);
-        hasher.update(&payload);
-        if hasher.finalize() != crc {
+        if !head.checks(&payload) {
             return Err(damaged(
                 offset,
                 "a damaged record (checksum mismatch)".into(),
