@@ -109,6 +109,13 @@ async fn load(c: Arc<TestCluster>, worker: usize, until: Instant, acked: Arc<Mut
     }
 }
 
+/// A write that must succeed: `PUT` of `body` at `path` on `node`.
+async fn put_ok(c: &TestCluster, node: &str, path: String, body: String) {
+    let url = format!("{}{path}", c.base(node));
+    let resp = c.http.put(url).body(body).send().await.expect("put");
+    assert!(resp.status().is_success(), "PUT {path}: {}", resp.status());
+}
+
 async fn get_text(c: &TestCluster, node: &str, path: &str) -> (u16, String) {
     let url = format!("{}{path}", c.base(node));
     match c.http.get(url).send().await {
@@ -281,15 +288,7 @@ async fn hints_survive_a_restart_of_the_node_that_holds_them() {
     c.start_all(&IDS).await;
     c.partition(&["n1", "n2"], &["n3"]).await;
     for i in 0..20 {
-        let url = format!("{}/lww/h{i}?w=2", c.base("n1"));
-        let resp = c
-            .http
-            .put(url)
-            .body(format!("v{i}"))
-            .send()
-            .await
-            .expect("put");
-        assert!(resp.status().is_success());
+        put_ok(&c, "n1", format!("/lww/h{i}?w=2"), format!("v{i}")).await;
     }
     let held = c.metric("n1", "quorumkv_hints_pending").await;
     assert_eq!(held, 20.0, "n1 holds a hint per key for n3");
@@ -325,15 +324,7 @@ async fn a_damaged_log_stops_the_node_and_a_torn_end_is_cut() {
     let mut c = TestCluster::with_settings("damage", 1, false, "replicas = 1");
     c.start_all(&["n1"]).await;
     for i in 0..50 {
-        let url = format!("{}/lww/d{i}", c.base("n1"));
-        let resp = c
-            .http
-            .put(url)
-            .body(format!("value-{i}"))
-            .send()
-            .await
-            .expect("put");
-        assert!(resp.status().is_success());
+        put_ok(&c, "n1", format!("/lww/d{i}"), format!("value-{i}")).await;
     }
     c.kill9("n1");
     let data = c.dir.join("data").join("n1").join("data");
@@ -418,19 +409,7 @@ async fn the_change_feed_resumes_after_its_last_event_and_misses_nothing() {
     let mut c = TestCluster::with_settings("feed", 1, false, "replicas = 1");
     c.start_all(&["n1"]).await;
     let feed = reqwest::Client::new();
-    let put = |i: usize| {
-        let (http, base) = (c.http.clone(), c.base("n1"));
-        async move {
-            let url = format!("{base}/lww/f{}", i % 7);
-            let resp = http
-                .put(url)
-                .body(format!("v{i}"))
-                .send()
-                .await
-                .expect("put");
-            assert!(resp.status().is_success());
-        }
-    };
+    let put = |i: usize| put_ok(&c, "n1", format!("/lww/f{}", i % 7), format!("v{i}"));
     // A consumer following from now on sees a write made after it connected.
     let mut live = feed
         .get(format!("{}/changes", c.base("n1")))
@@ -508,15 +487,7 @@ async fn a_change_compacted_away_is_gone_with_the_oldest_position() {
     c.start_all(&["n1"]).await;
     let value = "x".repeat(1000);
     for i in 0..400 {
-        let url = format!("{}/lww/g{i}", c.base("n1"));
-        let resp = c
-            .http
-            .put(url)
-            .body(value.clone())
-            .send()
-            .await
-            .expect("put");
-        assert!(resp.status().is_success());
+        put_ok(&c, "n1", format!("/lww/g{i}"), value.clone()).await;
     }
     let start = Instant::now();
     let body = loop {
