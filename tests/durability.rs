@@ -606,3 +606,28 @@ async fn quorumkv_changes_prints_the_feed_as_json_lines() {
     assert!(seen[0]["id"].as_u64() < seen[1]["id"].as_u64());
     let _ = child.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_persistence_reports_the_log() {
+    let mut c = TestCluster::with_settings("info", 1, false, "replicas = 1");
+    c.start_all(&["n1"]).await;
+    put_ok(&c, "n1", "/lww/i".into(), "v".into()).await;
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &c.node("n1").resp.port().to_string(),
+            "INFO",
+            "persistence",
+        ])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("aof_enabled:1"), "{text}");
+    assert!(text.contains("aof_last_write_status:ok"), "{text}");
+    let size: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("aof_current_size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("aof_current_size");
+    assert!(size > 0, "{text}");
+}

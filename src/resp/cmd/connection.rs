@@ -619,9 +619,16 @@ fn write_section(out: &mut String, section: &str, ctx: &Ctx<'_>) {
             "Memory"
         }
         "persistence" => {
+            // The durable log plays the part of Redis's append-only file.
+            let log = c.store().journal().map(|j| j.log().clone());
             line("loading", &0);
             line("rdb_bgsave_in_progress", &0);
-            line("aof_enabled", &0);
+            line("aof_enabled", &u8::from(log.is_some()));
+            if let Some(log) = log {
+                line("aof_current_size", &log.bytes_on_disk());
+                let status = if log.error().is_none() { "ok" } else { "err" };
+                line("aof_last_write_status", &status);
+            }
             "Persistence"
         }
         "stats" => {
