@@ -131,6 +131,7 @@ impl HintStore {
         let _ = self.journal.set(journal);
     }
 
+    /// Logs that `owner`'s hint for `key` left the store (call under the store's lock).
     fn gone(&self, owner: &str, key: &Key) {
         if let Some(j) = self.journal.get() {
             j.hint_gone(owner, key);
@@ -219,9 +220,7 @@ impl HintStore {
                 break;
             }
             hints.remove(&oldest);
-            if let Some(j) = self.journal.get() {
-                j.hint_gone(owner, &oldest);
-            }
+            self.gone(owner, &oldest);
             added.dropped += 1;
         }
         added
@@ -259,9 +258,7 @@ impl HintStore {
             .collect();
         for key in &expired {
             hints.remove(key);
-            if let Some(j) = self.journal.get() {
-                j.hint_gone(owner, key);
-            }
+            self.gone(owner, key);
         }
         let mut out = Vec::new();
         let mut bytes = 0;
