@@ -150,6 +150,11 @@ pub struct ClusterSettings {
     /// The durable log is snapshotted (and its old segments deleted) once it has grown by
     /// this many bytes, or by the size of the last snapshot if that is larger.
     pub snapshot_after_bytes: u64,
+    /// Lets a node without `[[user]]` entries listen for clients on a non-loopback address
+    /// (protected mode off).
+    pub insecure_open_access: bool,
+    /// The HTTP and Redis ports speak TLS only, with the node's client certificate.
+    pub client_tls: bool,
 }
 
 impl Default for ClusterSettings {
@@ -176,6 +181,8 @@ impl Default for ClusterSettings {
             anti_entropy_keys_per_sec: 2_000,
             durability: Durability::EverySec,
             snapshot_after_bytes: crate::wal::DEFAULT_SNAPSHOT_AFTER_BYTES,
+            insecure_open_access: false,
+            client_tls: false,
         }
     }
 }
@@ -199,6 +206,10 @@ pub struct NodeSettings {
     pub vnodes: Option<u32>,
     /// This node's durability; the cluster's `durability` when absent.
     pub durability: Option<Durability>,
+    /// Host names clients reach this node by, added to its client certificate next to the
+    /// addresses of `http` and `resp` (for `client_tls`).
+    #[serde(default)]
+    pub host_names: Vec<String>,
 }
 
 fn default_zone() -> String {
@@ -214,6 +225,10 @@ pub struct Config {
     /// The `[[node]]` entries.
     #[serde(default, rename = "node")]
     pub nodes: Vec<NodeSettings>,
+    /// The `[[user]]` entries: the clients that may connect, and their roles. None: the
+    /// nodes are open (on loopback only, unless `insecure_open_access`).
+    #[serde(default, rename = "user")]
+    pub users: Vec<crate::auth::UserSettings>,
     /// Directory of the file, against which a relative `data_dir` resolves.
     #[serde(skip)]
     pub base_dir: PathBuf,

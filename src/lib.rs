@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod bench;
 pub mod causality;
 pub mod cli;

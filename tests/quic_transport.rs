@@ -303,6 +303,16 @@ fn snapshot(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
         .collect()
 }
 
+/// What `quorumkv certs` makes for nodes `ids` on loopback.
+fn material(ids: &[String]) -> Vec<tls::NodeMaterial> {
+    ids.iter()
+        .map(|id| tls::NodeMaterial {
+            id: id.clone(),
+            client_names: vec!["127.0.0.1".into(), "localhost".into()],
+        })
+        .collect()
+}
+
 #[test]
 fn ensure_material_creates_once_and_is_idempotent() {
     let data = TempDir::new();
@@ -313,15 +323,17 @@ fn ensure_material_creates_once_and_is_idempotent() {
         .map(|s| s.to_string())
         .collect();
 
-    let created = tls::ensure_material(&paths, "alpha", &ids).expect("first run");
-    let mut expected = vec![paths.ca_cert()];
+    let created = tls::ensure_material(&paths, "alpha", &material(&ids)).expect("first run");
+    let mut expected = vec![paths.ca_cert(), paths.cluster_secret()];
     expected.extend(ids.iter().map(|id| paths.node_cert(id)));
+    expected.extend(ids.iter().map(|id| paths.client_cert(id)));
     assert_eq!(created, expected);
 
     assert_eq!(mode(&paths.ca_key()), 0o600);
     let ca_cert = tls::load_ca_cert(&paths.ca_cert()).expect("ca cert");
     for id in &ids {
         assert_eq!(mode(&paths.node_key(id)), 0o600, "{id}");
+        assert_eq!(mode(&paths.client_key(id)), 0o600, "{id}");
         let creds =
             NodeCredentials::load(&paths.node_cert(id), &paths.node_key(id)).expect("load node");
         assert_eq!(creds.node_id(), id);
@@ -330,16 +342,20 @@ fn ensure_material_creates_once_and_is_idempotent() {
 
     // Second run: nothing to do, nothing touched.
     let before = snapshot(&paths.dir);
-    assert_eq!(before.len(), 2 + 2 * ids.len());
-    let created = tls::ensure_material(&paths, "alpha", &ids).expect("second run");
+    assert_eq!(before.len(), 3 + 4 * ids.len());
+    assert_eq!(mode(&paths.cluster_secret()), 0o600);
+    let created = tls::ensure_material(&paths, "alpha", &material(&ids)).expect("second run");
     assert!(created.is_empty(), "{created:?}");
     assert_eq!(snapshot(&paths.dir), before);
 
     // A new node: only its certificate is created, by the same CA.
     let mut more = ids.clone();
     more.push("n4".into());
-    let created = tls::ensure_material(&paths, "alpha", &more).expect("third run");
-    assert_eq!(created, vec![paths.node_cert("n4")]);
+    let created = tls::ensure_material(&paths, "alpha", &material(&more)).expect("third run");
+    assert_eq!(
+        created,
+        vec![paths.node_cert("n4"), paths.client_cert("n4")]
+    );
     let n4 = NodeCredentials::load(&paths.node_cert("n4"), &paths.node_key("n4")).expect("n4");
     chains_to(n4.cert_der(), &ca_cert);
     let after = snapshot(&paths.dir);
@@ -349,7 +365,7 @@ fn ensure_material_creates_once_and_is_idempotent() {
 
     // A lost node key is recreated (with a new certificate), the CA is kept.
     std::fs::remove_file(paths.node_key("n1")).expect("rm key");
-    let created = tls::ensure_material(&paths, "alpha", &more).expect("fourth run");
+    let created = tls::ensure_material(&paths, "alpha", &material(&more)).expect("fourth run");
     assert_eq!(created, vec![paths.node_cert("n1")]);
     assert_eq!(
         tls::load_ca_cert(&paths.ca_cert()).expect("ca cert"),
@@ -361,12 +377,12 @@ fn ensure_material_creates_once_and_is_idempotent() {
     // Other cluster name: the existing CA does not match, nothing is overwritten.
     let before = snapshot(&paths.dir);
     assert!(matches!(
-        tls::ensure_material(&paths, "beta", &more),
+        tls::ensure_material(&paths, "beta", &material(&more)),
         Err(TlsError::CaMismatch)
     ));
     // Invalid ids are refused.
     assert!(matches!(
-        tls::ensure_material(&paths, "alpha", &["bad id".to_string()]),
+        tls::ensure_material(&paths, "alpha", &material(&["bad id".to_string()])),
         Err(TlsError::InvalidNodeId(_))
     ));
     assert_eq!(snapshot(&paths.dir), before);
@@ -377,7 +393,7 @@ fn ensure_material_creates_once_and_is_idempotent() {
 fn ensure_material_node_named_ca() {
     let data = TempDir::new();
     let paths = TlsPaths::new(&data.0);
-    tls::ensure_material(&paths, "alpha", &["ca".to_string()]).expect("ensure");
+    tls::ensure_material(&paths, "alpha", &material(&["ca".to_string()])).expect("ensure");
     let creds = NodeCredentials::load(&paths.node_cert("ca"), &paths.node_key("ca"))
         .expect("node `ca` has a node certificate");
     assert_eq!(creds.node_id(), "ca");
@@ -390,10 +406,10 @@ fn ensure_material_keeps_ca_cert_without_key() {
     let data = TempDir::new();
     let paths = TlsPaths::new(&data.0);
     let ids = vec!["n1".to_string(), "n2".to_string()];
-    tls::ensure_material(&paths, "alpha", &ids).expect("ensure");
+    tls::ensure_material(&paths, "alpha", &material(&ids)).expect("ensure");
     let ca_before = std::fs::read(paths.ca_cert()).expect("read ca");
     std::fs::remove_file(paths.ca_key()).expect("rm ca key");
-    let _ = tls::ensure_material(&paths, "alpha", &ids);
+    let _ = tls::ensure_material(&paths, "alpha", &material(&ids));
     assert_eq!(
         std::fs::read(paths.ca_cert()).expect("read ca"),
         ca_before,

@@ -76,6 +76,12 @@ pub enum TokenError {
         "context token holds more than {MAX_TOKEN_CLOUD} out-of-order dots; send back the X-Context of a read unchanged"
     )]
     TooManyDots,
+    /// The token was not issued by this cluster for this key: forged, altered, or read from
+    /// another key or key space.
+    #[error(
+        "context token was not issued by this cluster for this key; send back the X-Context of a read of the same key unchanged"
+    )]
+    Forged,
 }
 
 /// A set of dots: a version vector (all dots 1..=n of each actor) plus the dots seen beyond

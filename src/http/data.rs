@@ -132,8 +132,14 @@ pub(super) fn ttl(raw: Option<String>) -> Result<Option<u64>, ApiError> {
     .transpose()
 }
 
-/// The `X-Context` header, if any.
-pub(super) fn context(headers: &HeaderMap) -> Result<Option<CausalContext>, ApiError> {
+/// The `X-Context` header sent for `key` of `space`, if any: only a token this cluster
+/// issued for that key is taken.
+pub(super) fn context(
+    state: &ApiState,
+    space: &str,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<Option<CausalContext>, ApiError> {
     let Some(raw) = headers.get(CONTEXT_HEADER) else {
         return Ok(None);
     };
@@ -144,7 +150,9 @@ pub(super) fn context(headers: &HeaderMap) -> Result<Option<CausalContext>, ApiE
     if raw.is_empty() {
         return Ok(None);
     }
-    CausalContext::from_token(raw)
+    state
+        .tokens
+        .verify(space, key, raw)
         .map(Some)
         .map_err(|e| ApiError::bad_request(format!("X-Context: {e}")))
 }
@@ -210,9 +218,15 @@ async fn discard(body: &mut Body, limit: u64) {
     }
 }
 
-fn with_context(mut response: Response, ctx: Option<&CausalContext>) -> Response {
+/// `response` with the signed token of `ctx`, read from `/kv/{key}`.
+fn with_context(
+    state: &ApiState,
+    key: &str,
+    mut response: Response,
+    ctx: Option<&CausalContext>,
+) -> Response {
     if let Some(ctx) = ctx
-        && let Ok(v) = HeaderValue::from_str(&ctx.to_token())
+        && let Ok(v) = HeaderValue::from_str(&state.tokens.issue("kv", key, ctx))
     {
         response.headers_mut().insert(CONTEXT_HEADER, v);
     }
@@ -260,7 +274,7 @@ pub async fn kv_get(
                     .into_response()
             }
         };
-        Ok(with_context(response, Some(context)))
+        Ok(with_context(&state, &key, response, Some(context)))
     })
     .await
 }
@@ -278,12 +292,14 @@ pub async fn kv_put(
         let key = key(path)?;
         let (c, [t]) = params(query, ["ttl"])?;
         let write = Write::KvPut(kv::Put {
-            context: context(&headers)?,
+            context: context(&state, "kv", &key, &headers)?,
             ttl_ms: ttl(t)?,
             value: body(&state.coordinator, &headers, raw).await?,
         });
         let done = state.coordinator.write(&key, write, &c).await?;
         Ok(with_context(
+            &state,
+            &key,
             StatusCode::NO_CONTENT.into_response(),
             done.context.as_ref(),
         ))
@@ -303,7 +319,7 @@ pub async fn kv_delete(
         let key = key(path)?;
         let (c, []) = params(query, [])?;
         let write = Write::KvDelete(kv::Delete {
-            context: context(&headers)?,
+            context: context(&state, "kv", &key, &headers)?,
         });
         state.coordinator.write(&key, write, &c).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -396,10 +412,24 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// Refuses a malformed `X-Context` on any data request, before the handler runs, so
-/// that even the endpoints that take no context never ignore a broken one silently.
-pub async fn check_context(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    match context(req.headers()) {
+/// Refuses a malformed or foreign `X-Context` on any data request, before the handler runs,
+/// so that even the endpoints that take no context never ignore a bad one silently.
+pub async fn check_context(
+    State(state): State<ApiState>,
+    path: Option<Path<String>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let space = req
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let key = path.map(|Path(k)| k).unwrap_or_default();
+    match context(&state, &space, &key, req.headers()) {
         Ok(_) => next.run(req).await,
         Err(e) => e.into_response(),
     }

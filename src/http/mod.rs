@@ -18,9 +18,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
+pub mod access;
 pub mod changes;
 pub mod data;
+pub mod token;
 pub mod typed;
+
+use crate::auth::Users;
+use token::ContextTokens;
 
 use crate::coordinator::Coordinator;
 use crate::coordinator::transfer::{Phase, TransferStatus};
@@ -40,6 +45,10 @@ pub struct ApiState {
     pub coordinator: Coordinator,
     /// Operator actions on the membership (`DELETE /admin/members/{id}`).
     pub membership: MembershipControl,
+    /// The client users; open when empty.
+    pub users: Arc<Users>,
+    /// Signs and checks `X-Context` tokens.
+    pub tokens: ContextTokens,
 }
 
 /// How long a starting node waits to hear of the members of its cluster file before it
@@ -122,7 +131,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/counter/", any(data::empty_key))
         .route("/set/", any(data::empty_key))
         .route("/hash/", any(data::empty_key))
-        .route_layer(axum::middleware::from_fn(data::check_context))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            data::check_context,
+        ))
         .route("/admin/status", get(status))
         .route("/admin/members/{id}", delete(remove_member))
         .route("/health", get(health))
@@ -134,6 +146,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.users.clone(),
+            access::authorize,
+        ))
         .with_state(state)
 }
 

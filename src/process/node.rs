@@ -8,12 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio_rustls::TlsAcceptor;
+
 use super::{load, node_dir, pid_path};
+use crate::auth::{self, Users};
 use crate::clock::Clock;
 use crate::clock::SystemClock;
 use crate::config::{Config, NodeSettings};
 use crate::coordinator::transfer::JoinPlan;
 use crate::coordinator::{Coordinator, CoordinatorSpec, Defaults, PeerHandler};
+use crate::http::token::ContextTokens;
 use crate::http::{self, ApiState};
 use crate::membership::{GossipConfig, NodeInfo};
 use crate::metrics::Metrics;
@@ -21,6 +25,8 @@ use crate::node::{Node, NodeSpec};
 use crate::replica::durable;
 use crate::storage::StoreOptions;
 use crate::storage::journal::Journal;
+use crate::tls::clients::TlsListener;
+use crate::tls::secret::ClusterSecret;
 use crate::tls::{self, NodeCredentials, TlsPaths};
 use crate::transport::Transport;
 use crate::transport::quic::QuicTransport;
@@ -64,8 +70,15 @@ impl Drop for PidFile {
 pub fn certs(config_path: &Path) -> Result<(), String> {
     let config = load(config_path)?;
     let paths = TlsPaths::new(&config.data_dir());
-    let ids: Vec<String> = config.nodes.iter().map(|n| n.id.clone()).collect();
-    let created = tls::ensure_material(&paths, &config.cluster.name, &ids)
+    let nodes: Vec<tls::NodeMaterial> = config
+        .nodes
+        .iter()
+        .map(|n| tls::NodeMaterial {
+            id: n.id.clone(),
+            client_names: tls::clients::client_cert_names(&[n.http, n.resp], &n.host_names),
+        })
+        .collect();
+    let created = tls::ensure_material(&paths, &config.cluster.name, &nodes)
         .map_err(|e| format!("{}: {e}", paths.dir.display()))?;
     if created.is_empty() {
         println!("TLS material complete in {}", paths.dir.display());
@@ -87,13 +100,28 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
             config_path.display()
         )
     })?;
+    let users = Arc::new(Users::from_settings(&config.users, &config.base_dir)?);
+    auth::check_exposure(
+        &users,
+        config.cluster.insecure_open_access,
+        &[settings.http, settings.resp],
+    )?;
     let paths = TlsPaths::new(&config.data_dir());
-    let missing = [paths.ca_cert(), paths.node_cert(id), paths.node_key(id)]
+    let mut needed = vec![
+        paths.ca_cert(),
+        paths.node_cert(id),
+        paths.node_key(id),
+        paths.cluster_secret(),
+    ];
+    if config.cluster.client_tls {
+        needed.extend([paths.client_cert(id), paths.client_key(id)]);
+    }
+    let missing = needed
         .into_iter()
         .find(|p| !p.exists());
     if let Some(missing) = missing {
         return Err(format!(
-            "node {id} has no TLS certificate ({} is missing); create it with `quorumkv certs --config {}`",
+            "node {id} is missing its TLS material ({} is missing); create it with `quorumkv certs --config {}`",
             missing.display(),
             config_path.display()
         ));
@@ -108,6 +136,17 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         ));
     }
     let ca = tls::load_ca_cert(&paths.ca_cert()).map_err(|e| e.to_string())?;
+    let secret = ClusterSecret::load(&paths.cluster_secret()).map_err(|e| e.to_string())?;
+    let client_tls = |alpn: &[&[u8]]| -> Result<Option<TlsAcceptor>, String> {
+        if !config.cluster.client_tls {
+            return Ok(None);
+        }
+        tls::clients::client_port_acceptor(&paths.client_cert(id), &paths.client_key(id), alpn)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    };
+    let http_tls = client_tls(&[b"http/1.1"])?;
+    let resp_tls = client_tls(&[])?;
 
     let dir = node_dir(&config, id);
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -261,16 +300,35 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         fault_injection: config.cluster.fault_injection,
         coordinator: coordinator.clone(),
         membership: node.control(),
+        users: Arc::clone(&users),
+        tokens: ContextTokens::new(secret),
     });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, api)
-            .with_graceful_shutdown(async {
-                let _ = http_stopped.await;
+    let stopped = async {
+        let _ = http_stopped.await;
+    };
+    let server = match http_tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, api)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+        Some(acceptor) => {
+            let listener = TlsListener::new(listener, acceptor)
+                .map_err(|e| format!("cannot listen on http address {}: {e}", settings.http))?;
+            tokio::spawn(async move {
+                axum::serve(listener, api)
+                    .with_graceful_shutdown(stopped)
+                    .await
             })
-            .await
-    });
-    let resp_server = tokio::spawn(crate::resp::serve(resp_listener, coordinator.clone()));
+        }
+    };
+    let resp_server = tokio::spawn(crate::resp::serve(
+        resp_listener,
+        coordinator.clone(),
+        users,
+        resp_tls,
+    ));
     tracing::info!(
         node = id,
         peer = %settings.peer,

@@ -38,6 +38,17 @@ pub enum Access {
 }
 
 impl Access {
+    /// The least role of a client user that may run a command of this kind: any user may
+    /// run the commands that touch no data.
+    pub fn role(self) -> crate::auth::Role {
+        use crate::auth::Role;
+        match self {
+            Access::None | Access::Read => Role::Read,
+            Access::Write => Role::Write,
+            Access::Admin => Role::Admin,
+        }
+    }
+
     /// The flag `COMMAND INFO` shows for it.
     pub fn flag(self) -> &'static str {
         match self {

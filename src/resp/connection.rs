@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::cmd::unknown_command;
 use super::command::{Ctx, Run, Spec, Touch, lookup};
 use super::parse::{FRAME_SLACK, Next, ParseError, Skipping, next_command};
 use super::reply::{CmdError, Protocol, Reply, encode};
 use super::server::{Server, Stats};
+use crate::auth::{Role, Users};
 use crate::ops::Consistency;
 
 /// A `MULTI` block being queued.
@@ -45,6 +45,46 @@ pub struct ConnState {
     pub multi: Option<Transaction>,
     /// The client asked to close the connection (`QUIT`).
     pub quit: bool,
+    /// Who the connection is authenticated as; `None` until `AUTH` when the node has users.
+    pub login: Option<Login>,
+}
+
+/// The user a connection is authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    /// The user's name.
+    pub name: String,
+    /// What the user may do.
+    pub role: Role,
+}
+
+impl Login {
+    /// A new connection's login: Redis's passwordless `default` user, allowed everything,
+    /// when the node has no users; nobody otherwise.
+    pub fn initial(users: &Users) -> Option<Login> {
+        users.is_open().then(|| Login {
+            name: "default".into(),
+            role: Role::Admin,
+        })
+    }
+}
+
+/// Commands a client may send before it authenticates, as Redis's no-auth commands.
+const BEFORE_AUTH: [&str; 4] = ["AUTH", "HELLO", "QUIT", "RESET"];
+
+/// Whether the connection may run `spec`: Redis's `NOAUTH` before authentication, `NOPERM`
+/// for a command beyond the user's role.
+pub fn permit(login: &Option<Login>, spec: &Spec) -> Result<(), CmdError> {
+    match login {
+        None if BEFORE_AUTH.contains(&spec.meta.name) => Ok(()),
+        None => Err(CmdError::Client("NOAUTH Authentication required.".into())),
+        Some(login) if login.role.allows(spec.meta.access.role()) => Ok(()),
+        Some(login) => Err(CmdError::Client(format!(
+            "NOPERM User {} has no permissions to run the '{}' command",
+            login.name,
+            spec.meta.name.to_ascii_lowercase()
+        ))),
+    }
 }
 
 /// One connection.
@@ -71,18 +111,23 @@ impl Session {
     /// A new connection from `peer` served by `server`.
     pub fn new(server: Arc<Server>, peer: Option<SocketAddr>) -> Self {
         let id = server.client_id();
+        let login = Login::initial(&server.users);
         Session {
             server,
             state: ConnState {
                 id,
                 peer,
+                login,
                 ..ConnState::default()
             },
         }
     }
 
     /// Serves the connection until the client closes it, quits, or sends what is not RESP.
-    pub async fn run(mut self, mut stream: TcpStream) -> Result<(), SessionError> {
+    pub async fn run<S>(mut self, mut stream: S) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let stats = &self.server.stats;
         Stats::bump(&stats.total_connections_received);
         stats.connected_clients.fetch_add(1, Ordering::Relaxed);
@@ -94,7 +139,10 @@ impl Session {
         result
     }
 
-    async fn serve(&mut self, stream: &mut TcpStream) -> Result<(), SessionError> {
+    async fn serve<S>(&mut self, stream: &mut S) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let max_value = self.server.coordinator.defaults().max_value_bytes;
         let max_frame = max_value + FRAME_SLACK;
         let mut input = BytesMut::with_capacity(16 * 1024);
@@ -217,6 +265,12 @@ impl Session {
                 return e.into();
             }
         };
+        if let Err(e) = permit(&self.state.login, spec) {
+            if let Some(multi) = &mut self.state.multi {
+                multi.failed = true;
+            }
+            return e.into();
+        }
         if let Some(multi) = &mut self.state.multi
             && !NOT_QUEUED.contains(&spec.meta.name)
         {
@@ -235,6 +289,9 @@ impl Session {
 
     /// Runs a command whatever the connection's state.
     async fn run_now(&mut self, spec: &'static Spec, args: Vec<Bytes>) -> Reply {
+        if let Err(e) = permit(&self.state.login, spec) {
+            return e.into();
+        }
         match spec.run {
             Run::Connection(run) => {
                 Stats::bump(&self.server.stats.total_commands_processed);
@@ -273,6 +330,9 @@ impl Session {
             Ok(spec) => spec,
             Err(e) => return e.into(),
         };
+        if let Err(e) = permit(&self.state.login, spec) {
+            return e.into();
+        }
         let Run::Data(run) = spec.run else {
             // The scheduler runs connection commands alone, through `execute`.
             return Reply::err("ERR this command changes the connection and cannot run here");

@@ -24,14 +24,22 @@ pub mod server;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
+use crate::auth::Users;
 use crate::coordinator::Coordinator;
 use connection::Session;
 use server::Server;
 
-/// Accepts RESP connections until the task is aborted.
-pub async fn serve(listener: TcpListener, coordinator: Coordinator) {
-    let server = Arc::new(Server::new(coordinator, listener.local_addr().ok()));
+/// Accepts RESP connections until the task is aborted: plain ones, or with `tls` only TLS
+/// ones (`rediss://`).
+pub async fn serve(
+    listener: TcpListener,
+    coordinator: Coordinator,
+    users: Arc<Users>,
+    tls: Option<TlsAcceptor>,
+) {
+    let server = Arc::new(Server::new(coordinator, listener.local_addr().ok(), users));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -43,8 +51,19 @@ pub async fn serve(listener: TcpListener, coordinator: Coordinator) {
         };
         let _ = stream.set_nodelay(true);
         let session = Session::new(Arc::clone(&server), Some(peer));
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = session.run(stream).await {
+            let served = match tls {
+                None => session.run(stream).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => session.run(stream).await,
+                    Err(e) => {
+                        tracing::debug!(%peer, "resp TLS handshake failed: {e}");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, "resp connection closed: {e}");
             }
         });

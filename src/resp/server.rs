@@ -2,9 +2,11 @@
 //! figures for `INFO` (connections, commands, hits and misses), and client ids.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::auth::Users;
 use crate::coordinator::Coordinator;
 
 /// The front end's shared state.
@@ -17,6 +19,8 @@ pub struct Server {
     pub started: Instant,
     /// Its figures.
     pub stats: Stats,
+    /// Who may connect; open when empty.
+    pub users: Arc<Users>,
     next_client: AtomicU64,
 }
 
@@ -65,12 +69,13 @@ impl Stats {
 
 impl Server {
     /// The shared state of a front end on `addr` served by `coordinator`.
-    pub fn new(coordinator: Coordinator, addr: Option<SocketAddr>) -> Self {
+    pub fn new(coordinator: Coordinator, addr: Option<SocketAddr>, users: Arc<Users>) -> Self {
         Server {
             coordinator,
             addr,
             started: Instant::now(),
             stats: Stats::default(),
+            users,
             next_client: AtomicU64::new(1),
         }
     }

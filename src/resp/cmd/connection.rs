@@ -10,7 +10,7 @@ use crate::ops::Consistency;
 use crate::resp::command::{
     Access, ConnectionCommand, Ctx, DataCommand, Keys, Meta, Spec, is, text,
 };
-use crate::resp::connection::ConnState;
+use crate::resp::connection::{ConnState, Login};
 use crate::resp::glob::matches;
 use crate::resp::reply::{CmdError, Protocol, Reply};
 use crate::resp::server::Server;
@@ -88,10 +88,13 @@ impl ConnectionCommand for Reset {
         Ok(Reset)
     }
 
-    fn run(self, conn: &mut ConnState, _: &Server) -> Result<Reply, CmdError> {
+    fn run(self, conn: &mut ConnState, server: &Server) -> Result<Reply, CmdError> {
+        // As Redis's: the connection is back to the default user, unauthenticated when the
+        // node has users.
         *conn = ConnState {
             id: conn.id,
             peer: conn.peer,
+            login: Login::initial(&server.users),
             ..ConnState::default()
         };
         Ok(Reply::Simple("RESET"))
@@ -106,17 +109,31 @@ fn auth_without_password() -> CmdError {
     )
 }
 
-/// Checks credentials: with no users configured, only Redis's passwordless `default` user
-/// exists, and any password opens it.
-fn authenticate(user: &Bytes, _password: &Bytes) -> Result<(), CmdError> {
-    // User names are case-sensitive, as Redis's.
-    if user.as_ref() == b"default" {
-        Ok(())
-    } else {
-        Err(CmdError::Client(
-            "WRONGPASS invalid username-password pair or user is disabled.".into(),
-        ))
+/// Authenticates the connection as `user`: with no users configured, only Redis's
+/// passwordless `default` user exists, and any password opens it.
+fn authenticate(
+    conn: &mut ConnState,
+    server: &Server,
+    user: &Bytes,
+    password: &Bytes,
+) -> Result<(), CmdError> {
+    let wrong = || {
+        CmdError::Client("WRONGPASS invalid username-password pair or user is disabled.".into())
+    };
+    if server.users.is_open() {
+        // User names are case-sensitive, as Redis's.
+        return if user.as_ref() == b"default" {
+            Ok(())
+        } else {
+            Err(wrong())
+        };
     }
+    let role = server.users.check(user, password).map_err(|_| wrong())?;
+    conn.login = Some(Login {
+        name: String::from_utf8_lossy(user).into_owned(),
+        role,
+    });
+    Ok(())
 }
 
 /// `AUTH [username] password`.
@@ -142,10 +159,13 @@ impl ConnectionCommand for Auth {
         }
     }
 
-    fn run(self, _: &mut ConnState, _: &Server) -> Result<Reply, CmdError> {
+    fn run(self, conn: &mut ConnState, server: &Server) -> Result<Reply, CmdError> {
         match self.user {
-            None => Err(auth_without_password()),
-            Some(user) => authenticate(&user, &self.password).map(|()| Reply::Ok),
+            None if server.users.is_open() => Err(auth_without_password()),
+            // `AUTH password` authenticates as the `default` user, as Redis's.
+            None => authenticate(conn, server, &Bytes::from_static(b"default"), &self.password)
+                .map(|()| Reply::Ok),
+            Some(user) => authenticate(conn, server, &user, &self.password).map(|()| Reply::Ok),
         }
     }
 }
@@ -207,9 +227,19 @@ impl ConnectionCommand for Hello {
         Ok(hello)
     }
 
-    fn run(self, conn: &mut ConnState, _: &Server) -> Result<Reply, CmdError> {
-        if let Some((user, password)) = &self.auth {
-            authenticate(user, password)?;
+    fn run(self, conn: &mut ConnState, server: &Server) -> Result<Reply, CmdError> {
+        match &self.auth {
+            Some((user, password)) => authenticate(conn, server, user, password)?,
+            None if conn.login.is_none() => {
+                return Err(CmdError::Client(
+                    "NOAUTH HELLO must be called with the client already authenticated, \
+                     otherwise the HELLO <proto> AUTH <user> <pass> option can be used to \
+                     authenticate the client and select the RESP protocol version at the same \
+                     time"
+                        .into(),
+                ));
+            }
+            None => {}
         }
         if let Some(name) = &self.name {
             check_name(name)?;

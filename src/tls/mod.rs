@@ -45,6 +45,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod clients;
+pub mod secret;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, date_time_ymd,
@@ -723,35 +726,67 @@ impl TlsPaths {
     pub fn node_key(&self, id: &str) -> PathBuf {
         self.dir.join(format!("node-{id}.key"))
     }
+    /// `client-<id>.pem`: the certificate of the node's HTTPS and `rediss://` ports.
+    pub fn client_cert(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("client-{id}.pem"))
+    }
+    /// `client-<id>.key`: its private key, written mode 0600.
+    pub fn client_key(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("client-{id}.key"))
+    }
+    /// `cluster.secret`: the key that signs context tokens, the same on every node.
+    pub fn cluster_secret(&self) -> PathBuf {
+        self.dir.join("cluster.secret")
+    }
 }
 
-/// Creates whatever is missing under `paths`: the cluster CA, then a certificate
-/// for each of `node_ids`. Returns what it created, for the operator.
+/// What `quorumkv certs` makes for one node: its peer certificate, and its client
+/// endpoint certificate valid for `client_names`.
+#[derive(Debug, Clone)]
+pub struct NodeMaterial {
+    /// The node id.
+    pub id: String,
+    /// The addresses and host names of its client ports ([`clients::client_cert_names`]).
+    pub client_names: Vec<String>,
+}
+
+/// Creates whatever is missing under `paths`: the cluster CA and the cluster secret, then a
+/// peer and a client endpoint certificate for each of `nodes`. Never replaces a file that
+/// exists. Returns what it created, for the operator.
 pub fn ensure_material(
     paths: &TlsPaths,
     cluster_name: &str,
-    node_ids: &[String],
+    nodes: &[NodeMaterial],
 ) -> Result<Vec<PathBuf>, TlsError> {
     let mut created = Vec::new();
     fs::create_dir_all(&paths.dir).map_err(io_err(&paths.dir))?;
-    let missing: Vec<&String> = node_ids
+    let missing_peer: Vec<&NodeMaterial> = nodes
         .iter()
-        .filter(|id| !(paths.node_cert(id).exists() && paths.node_key(id).exists()))
+        .filter(|n| !(paths.node_cert(&n.id).exists() && paths.node_key(&n.id).exists()))
         .collect();
-    if missing.is_empty() && paths.ca_cert().exists() && !paths.ca_key().exists() {
+    let missing_client: Vec<&NodeMaterial> = nodes
+        .iter()
+        .filter(|n| !(paths.client_cert(&n.id).exists() && paths.client_key(&n.id).exists()))
+        .collect();
+    let complete = missing_peer.is_empty()
+        && missing_client.is_empty()
+        && paths.ca_cert().exists()
+        && paths.cluster_secret().exists();
+    if complete && !paths.ca_key().exists() {
+        // A node host with everything it needs and no CA key: nothing to check or issue.
         return Ok(created);
     }
     let ca = if paths.ca_cert().exists() && paths.ca_key().exists() {
         ClusterCa::load(cluster_name, &paths.ca_cert(), &paths.ca_key())?
     } else if paths.ca_cert().exists() {
         // A CA certificate without its key (a node host): a new CA would orphan every
-        // certificate already issued, so refuse instead.
+        // certificate already issued, and a new secret every context token, so refuse.
         return Err(TlsError::Io {
             path: paths.ca_key(),
             source: io::Error::new(
                 io::ErrorKind::NotFound,
-                "the CA key is missing, so no certificate can be issued here; create node \
-                 certificates where the CA key is and copy them over",
+                "the CA key is missing, so nothing can be issued here; create the node \
+                 certificates and cluster.secret where the CA key is and copy them over",
             ),
         });
     } else {
@@ -760,10 +795,23 @@ pub fn ensure_material(
         created.push(paths.ca_cert());
         ca
     };
-    for id in missing {
-        let creds = ca.issue_node(id)?;
-        creds.save(&paths.node_cert(id), &paths.node_key(id))?;
-        created.push(paths.node_cert(id));
+    if !paths.cluster_secret().exists() {
+        secret::ClusterSecret::generate().save(&paths.cluster_secret())?;
+        created.push(paths.cluster_secret());
+    }
+    for node in missing_peer {
+        let creds = ca.issue_node(&node.id)?;
+        creds.save(&paths.node_cert(&node.id), &paths.node_key(&node.id))?;
+        created.push(paths.node_cert(&node.id));
+    }
+    for node in missing_client {
+        let endpoint = ca.issue_client_endpoint(&node.id, &node.client_names)?;
+        clients::save_client_endpoint(
+            &paths.client_cert(&node.id),
+            &paths.client_key(&node.id),
+            &endpoint,
+        )?;
+        created.push(paths.client_cert(&node.id));
     }
     Ok(created)
 }
