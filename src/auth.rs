@@ -201,7 +201,11 @@ impl Users {
                 }
             }
         };
-        if ok { Ok(user.role) } else { Err(WrongPassword) }
+        if ok {
+            Ok(user.role)
+        } else {
+            Err(WrongPassword)
+        }
     }
 }
 
@@ -251,9 +255,11 @@ mod tests {
 
     #[test]
     fn passwords_and_roles_are_checked() {
-        let users =
-            Users::from_settings(&[user("ro", Role::Read), user("root", Role::Admin)], Path::new(""))
-                .unwrap();
+        let users = Users::from_settings(
+            &[user("ro", Role::Read), user("root", Role::Admin)],
+            Path::new(""),
+        )
+        .unwrap();
         assert_eq!(users.check(b"ro", b"ro-pw"), Ok(Role::Read));
         assert_eq!(users.check(b"root", b"root-pw"), Ok(Role::Admin));
         assert_eq!(users.check(b"ro", b"root-pw"), Err(WrongPassword));
@@ -287,8 +293,11 @@ mod tests {
         both.password_hash = Some("y".into());
         let e = Users::from_settings(&[both], Path::new("")).unwrap_err();
         assert!(e.contains("exactly one of"), "{e}");
-        let e = Users::from_settings(&[user("a", Role::Read), user("a", Role::Read)], Path::new(""))
-            .unwrap_err();
+        let e = Users::from_settings(
+            &[user("a", Role::Read), user("a", Role::Read)],
+            Path::new(""),
+        )
+        .unwrap_err();
         assert!(e.contains("appears twice"), "{e}");
         let mut bad = user("x", Role::Read);
         bad.password = None;

@@ -54,6 +54,9 @@ pub struct BenchArgs {
         default_value = "http://127.0.0.1:8101,http://127.0.0.1:8102,http://127.0.0.1:8103"
     )]
     pub nodes: Vec<String>,
+    /// Credentials (a writer's) and CA.
+    #[command(flatten)]
+    pub login: crate::cli::LoginArgs,
     /// The key space to drive.
     #[arg(long = "type", value_enum, default_value = "lww")]
     pub space: BenchSpace,
@@ -144,10 +147,11 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
     }
     let c = args.quorum.consistency()?;
     let timeout = Duration::from_millis(MAX_TIMEOUT_MS + 5_000);
+    let access = args.login.access().map_err(|e| e.to_string())?;
     let clients = args
         .nodes
         .iter()
-        .map(|n| Client::new(n, timeout))
+        .map(|n| Client::connect(n, timeout, &access))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     let value = Bytes::from(vec![b'x'; args.value_size]);

@@ -15,8 +15,34 @@ use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value as Json, json};
 
-use crate::client::{Client, ClientError, KvRead};
+use crate::client::{Access, Client, ClientError, Credentials, KvRead};
 use crate::ops::{Consistency, MAX_TIMEOUT_MS};
+
+/// Who a command authenticates as, and which CA it trusts for `https://` nodes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LoginArgs {
+    /// The user to authenticate as (HTTP Basic), for a cluster with users.
+    #[arg(long, env = "QUORUMKV_USER")]
+    pub user: Option<String>,
+    /// The user's password (better: the QUORUMKV_PASSWORD environment variable, which no
+    /// process listing shows).
+    #[arg(long, env = "QUORUMKV_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// The cluster CA certificate, for nodes with `client_tls` (https://): the ca.pem of
+    /// the cluster's tls directory.
+    #[arg(long, env = "QUORUMKV_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
+}
+
+impl LoginArgs {
+    /// The client's access settings.
+    pub fn access(&self) -> Result<Access, ClientError> {
+        Ok(Access {
+            user: Credentials::from_parts(self.user.clone(), self.password.clone())?,
+            ca_file: self.cacert.clone(),
+        })
+    }
+}
 
 /// Where a data command goes and with which consistency.
 #[derive(Args, Debug, Clone)]
@@ -24,6 +50,9 @@ pub struct Target {
     /// The node to ask: http://HOST:PORT or HOST:PORT (any node coordinates any request).
     #[arg(long, env = "QUORUMKV_NODE", default_value = "http://127.0.0.1:8101")]
     pub node: String,
+    /// Credentials and CA.
+    #[command(flatten)]
+    pub login: LoginArgs,
     /// N, W, R, timeout and sloppy of the request.
     #[command(flatten)]
     pub quorum: QuorumArgs,
@@ -196,6 +225,9 @@ pub enum AdminCommand {
             default_value = "http://127.0.0.1:8101"
         )]
         node: String,
+        /// Credentials (an admin's) and CA.
+        #[command(flatten)]
+        login: LoginArgs,
     },
 }
 
@@ -203,8 +235,11 @@ pub enum AdminCommand {
 pub async fn admin(command: AdminCommand) -> Outcome {
     let mut o = Outcome::default();
     match command {
-        AdminCommand::Remove { id, node } => {
-            let result = match Client::new(&node, Duration::from_secs(10)) {
+        AdminCommand::Remove { id, node, login } => {
+            let client = login
+                .access()
+                .and_then(|access| Client::connect(&node, Duration::from_secs(10), &access));
+            let result = match client {
                 Ok(client) => client.remove_member(&id).await,
                 Err(e) => Err(e),
             };
@@ -276,7 +311,11 @@ pub async fn run(command: DataCommand) -> Outcome {
     };
     // The node gives up at timeout_ms; the client waits a little longer for its answer.
     let wait = c.timeout_ms.unwrap_or(MAX_TIMEOUT_MS) + 5_000;
-    let client = match Client::new(&target.node, Duration::from_millis(wait)) {
+    let client = target
+        .login
+        .access()
+        .and_then(|access| Client::connect(&target.node, Duration::from_millis(wait), &access));
+    let client = match client {
         Ok(client) => client,
         Err(e) => {
             fail(&mut o, target.json, &e);
@@ -536,6 +575,7 @@ mod tests {
     fn target() -> Target {
         Target {
             node: "127.0.0.1:1".into(),
+            login: LoginArgs::default(),
             quorum: QuorumArgs::default(),
             json: false,
         }
@@ -585,6 +625,7 @@ mod tests {
         let o = admin(AdminCommand::Remove {
             id: "n3".into(),
             node: "127.0.0.1:1".into(),
+            login: LoginArgs::default(),
         })
         .await;
         assert_eq!(o.code, 2);

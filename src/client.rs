@@ -88,6 +88,56 @@ pub struct KvRead {
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    user: Option<Credentials>,
+}
+
+/// A user name and password for a node that has users (HTTP Basic authentication).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user's name.
+    pub user: String,
+    /// The user's password.
+    pub password: String,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Credentials from a user name and a password, both given or neither (the CLI's
+    /// `--user` and `--password`, or `QUORUMKV_USER` and `QUORUMKV_PASSWORD`).
+    pub fn from_parts(
+        user: Option<String>,
+        password: Option<String>,
+    ) -> Result<Option<Credentials>, ClientError> {
+        match (user, password) {
+            (None, None) => Ok(None),
+            (Some(user), Some(password)) => Ok(Some(Credentials { user, password })),
+            (None, Some(password)) => Ok(Some(Credentials {
+                user: "default".into(),
+                password,
+            })),
+            (Some(_), None) => Err(ClientError::Invalid(
+                "a user needs a password: give --password or QUORUMKV_PASSWORD".into(),
+            )),
+        }
+    }
+}
+
+/// How a client reaches a node beyond its address: who it is, and which CA it trusts for
+/// `https://` (the cluster's `ca.pem`).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The user to authenticate as, for a node that has users.
+    pub user: Option<Credentials>,
+    /// The CA certificate (PEM file) that signed the node's client certificate.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +168,12 @@ impl Client {
     /// A client of the node at `node`: `http://host:port`, or just `host:port`. Requests give
     /// up after `timeout` (make it longer than the `timeout_ms` you ask the node for).
     pub fn new(node: &str, timeout: Duration) -> Result<Client, ClientError> {
+        Client::connect(node, timeout, &Access::default())
+    }
+
+    /// A client of the node at `node` (`http://` or `https://`) that authenticates and
+    /// checks the node's certificate as `access` says.
+    pub fn connect(node: &str, timeout: Duration, access: &Access) -> Result<Client, ClientError> {
         let text = if node.contains("://") {
             node.to_string()
         } else {
@@ -132,12 +188,23 @@ impl Client {
         if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
             return Err(bad("not an http URL".into()));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .pool_max_idle_per_host(1024)
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
-        Ok(Client { http, base })
+            .pool_max_idle_per_host(1024);
+        if let Some(config) = https_config(access)? {
+            builder = builder.use_preconfigured_tls(config);
+        } else if base.scheme() == "https" {
+            return Err(ClientError::Invalid(format!(
+                "{node} is an https:// address: give the cluster's CA certificate (--cacert or \
+                 QUORUMKV_CACERT, the ca.pem of the cluster's tls directory)"
+            )));
+        }
+        let http = builder.build().map_err(|e| bad(e.to_string()))?;
+        Ok(Client {
+            http,
+            base,
+            user: access.user.clone(),
+        })
     }
 
     /// The node's base URL.
@@ -398,6 +465,10 @@ impl Client {
             url: url.to_string(),
             message: error_chain(&e),
         };
+        let req = match &self.user {
+            Some(c) => req.basic_auth(&c.user, Some(&c.password)),
+            None => req,
+        };
         let resp = req.send().await.map_err(connection)?;
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -409,6 +480,18 @@ impl Client {
             body,
         })
     }
+}
+
+/// The rustls configuration that trusts the CA of `access`, if it names one.
+pub fn https_config(access: &Access) -> Result<Option<rustls::ClientConfig>, ClientError> {
+    let Some(path) = &access.ca_file else {
+        return Ok(None);
+    };
+    let ca = crate::tls::load_ca_cert(path)
+        .map_err(|e| ClientError::Invalid(format!("the CA certificate: {e}")))?;
+    crate::tls::clients::client_port_client_config(&ca, &[b"http/1.1"])
+        .map(Some)
+        .map_err(|e| ClientError::Invalid(format!("the CA certificate: {e}")))
 }
 
 /// The query pairs of a request's consistency settings (only those it sets).

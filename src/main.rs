@@ -82,7 +82,13 @@ enum Command {
         /// from now on).
         #[arg(long)]
         since: Option<u64>,
+        /// Credentials (a reader's is enough) and CA.
+        #[command(flatten)]
+        login: quorumkv::cli::LoginArgs,
     },
+    /// Prints the argon2 hash of a password read from stdin, for a [[user]]'s
+    /// password_hash (so the cluster file holds no password in the clear).
+    HashPassword,
     #[command(flatten)]
     Data(DataCommand),
 }
@@ -146,9 +152,11 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Command::Changes { node, since } => {
-            runtime().and_then(|rt| rt.block_on(quorumkv::cli::changes::follow(&node, since)))
-        }
+        Command::Changes { node, since, login } => runtime().and_then(|rt| {
+            let access = login.access().map_err(|e| e.to_string())?;
+            rt.block_on(quorumkv::cli::changes::follow(&node, since, &access))
+        }),
+        Command::HashPassword => hash_password(),
         Command::Ring { config, n, keys } => show_ring(&config, n, &keys),
         Command::Certs { config } => process::certs(&config),
         Command::Node { config, id, join } => {
@@ -264,4 +272,17 @@ fn show_ring(path: &std::path::Path, n: Option<usize>, keys: &[String]) -> Resul
         println!("/kv/{key} at {pos:#018x}: {}", names.join(", "));
     }
     Ok(())
+}
+
+/// `quorumkv hash-password`: the argon2 hash of the password on stdin.
+fn hash_password() -> Result<(), String> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err("no password on stdin: echo -n 'PASSWORD' | quorumkv hash-password".into());
+    }
+    quorumkv::auth::hash_password(password).map(|hash| println!("{hash}"))
 }

@@ -78,7 +78,7 @@ fn cli_remove(node: &str, id: &str) -> (i32, String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_member_is_removed_everywhere_and_its_restart_joins_again() {
+async fn a_dead_member_is_removed_everywhere_and_refused_until_its_certificate_is_reissued() {
     // Removal is an operation, not a fault: it works without fault_injection.
     let mut c = TestCluster::new("remove", 4, false);
     let all = ["n1", "n2", "n3", "n4"];
@@ -151,10 +151,44 @@ async fn a_dead_member_is_removed_everywhere_and_its_restart_joins_again() {
     let (code, body) = delete_member(&c, "n1", "n4").await;
     assert_eq!(code, 204, "{body}");
 
-    // n4's process starts again: a new life, a new member, alive with a share everywhere.
+    // Every member restarts (on its data): the removal, and the revocation of n4's
+    // certificate, are remembered.
+    for id in ["n1", "n2", "n3"] {
+        assert!(c.terminate(id).success(), "{id} exited badly");
+    }
+    for id in ["n1", "n2", "n3"] {
+        c.start(id);
+    }
+    c.until_states(&["n1", "n2", "n3"], &["n1", "n2", "n3"], "alive")
+        .await;
+
+    // n4's process starts again with its old certificate: every member refuses it.
+    c.start("n4");
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        for viewer in ["n1", "n2", "n3"] {
+            let state = c.state(viewer, "n4").await;
+            assert_eq!(state.as_deref(), Some("left"), "{viewer} let n4 back in");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        c.log("n1").contains("revoked") || c.log("n2").contains("revoked"),
+        "no member logged the refused certificate"
+    );
+
+    // The documented way back: a new certificate (and an empty data directory), from
+    // `quorumkv certs`. Then n4 is a new member, alive with a share everywhere.
+    c.kill9("n4");
+    let tls = c.dir.join("data/tls");
+    std::fs::remove_file(tls.join("node-n4.pem")).expect("rm cert");
+    std::fs::remove_file(tls.join("node-n4.key")).expect("rm key");
+    std::fs::remove_dir_all(c.dir.join("data/n4")).expect("rm data");
+    let config = c.config.clone();
+    c.certs(&config);
     c.start("n4");
     let took = c.until_states(&all, &all, "alive").await;
-    eprintln!("restarted n4 alive everywhere after {took:?}");
+    eprintln!("n4 with a new certificate alive everywhere after {took:?}");
     assert_ring_without(&c, &all, &[]).await;
 }
 

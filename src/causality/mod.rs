@@ -207,9 +207,13 @@ impl CausalContext {
 
     /// The opaque, URL-safe token handed to clients (base64url of the rmp-serde encoding).
     pub fn to_token(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.to_bytes())
+    }
+
+    /// The context's rmp-serde encoding, what a token carries.
+    pub fn to_bytes(&self) -> Vec<u8> {
         // Encoding plain maps and sets of strings and integers cannot fail.
-        let bytes = rmp_serde::to_vec(self).unwrap_or_default();
-        URL_SAFE_NO_PAD.encode(bytes)
+        rmp_serde::to_vec(self).unwrap_or_default()
     }
 
     /// Parses a token made by [`CausalContext::to_token`]. Anything else is an error, never a
@@ -221,8 +225,13 @@ impl CausalContext {
         let bytes = URL_SAFE_NO_PAD
             .decode(token.trim_end_matches('='))
             .map_err(|_| TokenError::NotBase64)?;
-        let raw: CausalContext =
-            rmp_serde::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+        CausalContext::from_bytes(&bytes)
+    }
+
+    /// Parses what [`CausalContext::to_bytes`] wrote, normalised and bounded as a client's
+    /// context must be.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, TokenError> {
+        let raw: CausalContext = rmp_serde::from_slice(bytes).map_err(|_| TokenError::Malformed)?;
         if raw.cloud.len() > MAX_TOKEN_CLOUD {
             return Err(TokenError::TooManyDots);
         }

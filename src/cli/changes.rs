@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
+use crate::client::{Access, https_config};
+
 /// One server-sent event being read.
 #[derive(Default)]
 struct Pending {
@@ -17,18 +19,23 @@ struct Pending {
 
 /// Follows the feed of `node` from after `since` (from the oldest change kept with 0; from
 /// now on without it) until stdout closes or the node answers an error.
-pub async fn follow(node: &str, since: Option<u64>) -> Result<(), String> {
+pub async fn follow(node: &str, since: Option<u64>, access: &Access) -> Result<(), String> {
     let base = if node.contains("://") {
         node.trim_end_matches('/').to_string()
     } else {
         format!("http://{}", node.trim_end_matches('/'))
     };
-    let http = reqwest::Client::builder()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let mut builder = reqwest::Client::builder();
+    if let Some(config) = https_config(access).map_err(|e| e.to_string())? {
+        builder = builder.use_preconfigured_tls(config);
+    }
+    let http = builder.build().map_err(|e| e.to_string())?;
     let mut last = since;
     loop {
         let mut request = http.get(format!("{base}/changes"));
+        if let Some(c) = &access.user {
+            request = request.basic_auth(&c.user, Some(&c.password));
+        }
         if let Some(id) = last {
             request = request.query(&[("since", id)]);
         }

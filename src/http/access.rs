@@ -100,7 +100,10 @@ mod tests {
     fn each_route_needs_its_role() {
         assert_eq!(needed_role(&Method::GET, "/health"), None);
         assert_eq!(needed_role(&Method::GET, "/metrics"), Some(Role::Read));
-        assert_eq!(needed_role(&Method::GET, "/admin/status"), Some(Role::Admin));
+        assert_eq!(
+            needed_role(&Method::GET, "/admin/status"),
+            Some(Role::Admin)
+        );
         assert_eq!(
             needed_role(&Method::DELETE, "/admin/members/n2"),
             Some(Role::Admin)
@@ -110,6 +113,9 @@ mod tests {
         assert_eq!(needed_role(&Method::PUT, "/lww/a"), Some(Role::Write));
         assert_eq!(needed_role(&Method::POST, "/counter/a"), Some(Role::Write));
         assert_eq!(needed_role(&Method::DELETE, "/set/a"), Some(Role::Write));
-        assert_eq!(needed_role(&Method::GET, "/administrator"), Some(Role::Read));
+        assert_eq!(
+            needed_role(&Method::GET, "/administrator"),
+            Some(Role::Read)
+        );
     }
 }

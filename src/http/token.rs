@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::causality::{CausalContext, MAX_TOKEN_LEN, TokenError};
-use crate::tls::secret::ClusterSecret;
+use crate::tls::secret::{ClusterSecret, MAC_LEN};
 
 /// Issues and checks the context tokens of one cluster.
 #[derive(Debug, Clone)]
@@ -22,14 +22,13 @@ impl ContextTokens {
         ContextTokens { secret }
     }
 
-    /// The token of `ctx` read from `key` of `space`: the context's own encoding, a dot, and
-    /// the code.
+    /// The token of `ctx` read from `key` of `space`: base64url of the context's encoding
+    /// followed by the code, so it stays one URL-safe word.
     pub fn issue(&self, space: &str, key: &str, ctx: &CausalContext) -> String {
-        let body = ctx.to_token();
-        let mac = self
-            .secret
-            .mac(&[space.as_bytes(), key.as_bytes(), body.as_bytes()]);
-        format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac))
+        let mut bytes = ctx.to_bytes();
+        let mac = self.secret.mac(&[space.as_bytes(), key.as_bytes(), &bytes]);
+        bytes.extend_from_slice(&mac);
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
     /// The context of a token sent back for `key` of `space`; an error for anything this
@@ -38,17 +37,18 @@ impl ContextTokens {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
-        let (body, mac) = token.rsplit_once('.').ok_or(TokenError::Forged)?;
-        let mac = URL_SAFE_NO_PAD
-            .decode(mac)
-            .map_err(|_| TokenError::Forged)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token.trim_end_matches('='))
+            .map_err(|_| TokenError::NotBase64)?;
+        let split = bytes.len().checked_sub(MAC_LEN).ok_or(TokenError::Forged)?;
+        let (body, mac) = bytes.split_at(split);
         if !self
             .secret
-            .verify(&[space.as_bytes(), key.as_bytes(), body.as_bytes()], &mac)
+            .verify(&[space.as_bytes(), key.as_bytes(), body], mac)
         {
             return Err(TokenError::Forged);
         }
-        CausalContext::from_token(body)
+        CausalContext::from_bytes(body)
     }
 }
 
@@ -73,8 +73,10 @@ mod tests {
         );
         let mut forged = CausalContext::new();
         forged.insert(Dot::new("n1", 1000));
-        let mac = token.rsplit_once('.').unwrap().1;
-        let altered = format!("{}.{mac}", forged.to_token());
+        let signed = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        let mut altered = forged.to_bytes();
+        altered.extend_from_slice(&signed[signed.len() - MAC_LEN..]);
+        let altered = URL_SAFE_NO_PAD.encode(altered);
         assert_eq!(tokens.verify("kv", "a", &altered), Err(TokenError::Forged));
         let other = ContextTokens::new(ClusterSecret::from_bytes([2; 32]));
         assert_eq!(other.verify("kv", "a", &token), Err(TokenError::Forged));

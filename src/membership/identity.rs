@@ -25,6 +25,10 @@ pub struct NodeInfo {
     pub generation: u64,
     /// Set on a graceful leave, so others can tell "left" from "dead".
     pub leaving: bool,
+    /// The fingerprint of the peer certificate this life presents: what a removal of it
+    /// revokes on every member. `None` in simulations and for seeds not yet heard from.
+    #[serde(default)]
+    pub cert: Option<crate::tls::revocation::Fingerprint>,
 }
 
 impl NodeInfo {
@@ -48,6 +52,7 @@ impl NodeInfo {
             vnodes,
             generation,
             leaving: false,
+            cert: None,
         }
     }
 }

@@ -86,15 +86,13 @@ pub async fn cluster_start(config_path: &Path, only: Option<&str>) -> Result<(),
             .map_err(|e| format!("cannot start {}: {e}", n.id))?;
         children.insert(n.id.clone(), child);
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let operator = Operator::new(&config, Duration::from_secs(1))?;
     let deadline = Instant::now() + START_TIMEOUT;
     for n in &config.nodes {
-        let url = format!("http://{}/health", n.http);
+        let url = operator.url(n, "/health");
         loop {
-            if client
+            if operator
+                .client
                 .get(&url)
                 .send()
                 .await
@@ -130,17 +128,18 @@ pub async fn cluster_start(config_path: &Path, only: Option<&str>) -> Result<(),
 }
 
 fn print_addresses(config: &Config) {
+    let tls = config.cluster.client_tls;
     println!(
-        "  {:<8} {:<10} {:<22} {:<22} {:<22}",
+        "  {:<8} {:<10} {:<30} {:<30} {:<22}",
         "node", "zone", "http", "resp", "peer (quic)"
     );
     for n in &config.nodes {
         println!(
-            "  {:<8} {:<10} {:<22} {:<22} {:<22}",
+            "  {:<8} {:<10} {:<30} {:<30} {:<22}",
             n.id,
             n.zone,
-            format!("http://{}", n.http),
-            n.resp.to_string(),
+            format!("{}://{}", if tls { "https" } else { "http" }, n.http),
+            format!("{}://{}", if tls { "rediss" } else { "redis" }, n.resp),
             n.peer.to_string()
         );
     }
@@ -199,11 +198,73 @@ fn parse_groups(config: &Config, spec: &str) -> Result<Vec<Vec<String>>, String>
     Ok(groups)
 }
 
-fn admin_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())
+/// How the `quorumkv cluster` commands (and so `make`) reach the nodes of a file: over
+/// `https://` with the cluster CA when the file sets `client_tls`, and as an admin when it
+/// has users: `QUORUMKV_USER` and `QUORUMKV_PASSWORD`, or else the first admin of the file
+/// whose password it holds (`password` or `password_file`; the operator has the file).
+struct Operator {
+    client: reqwest::Client,
+    scheme: &'static str,
+    admin: Option<(String, String)>,
+}
+
+impl Operator {
+    fn new(config: &Config, timeout: Duration) -> Result<Operator, String> {
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        let scheme = if config.cluster.client_tls {
+            let paths = crate::tls::TlsPaths::new(&config.data_dir());
+            let ca = crate::tls::load_ca_cert(&paths.ca_cert()).map_err(|e| e.to_string())?;
+            let tls = crate::tls::clients::client_port_client_config(&ca, &[b"http/1.1"])
+                .map_err(|e| e.to_string())?;
+            builder = builder.use_preconfigured_tls(tls);
+            "https"
+        } else {
+            "http"
+        };
+        let client = builder.build().map_err(|e| e.to_string())?;
+        Ok(Operator {
+            client,
+            scheme,
+            admin: admin_credentials(config),
+        })
+    }
+
+    fn url(&self, n: &crate::config::NodeSettings, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, n.http)
+    }
+
+    /// `request` with the admin's credentials, if there are users.
+    fn login(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+}
+
+/// The admin credentials the cluster commands use (see [`Operator`]).
+fn admin_credentials(config: &Config) -> Option<(String, String)> {
+    if let (Ok(user), Ok(password)) = (
+        std::env::var("QUORUMKV_USER"),
+        std::env::var("QUORUMKV_PASSWORD"),
+    ) {
+        return Some((user, password));
+    }
+    config
+        .users
+        .iter()
+        .filter(|u| u.role == crate::auth::Role::Admin)
+        .find_map(|u| {
+            let password = match (&u.password, &u.password_file) {
+                (Some(p), _) => p.clone(),
+                (None, Some(file)) => {
+                    let text = std::fs::read_to_string(config.base_dir.join(file)).ok()?;
+                    text.trim_end_matches(['\n', '\r']).to_string()
+                }
+                (None, None) => return None,
+            };
+            Some((u.name.clone(), password))
+        })
 }
 
 /// `quorumkv cluster partition "n1,n2|n3"`: through `/admin/faults` on every listed node,
@@ -211,7 +272,7 @@ fn admin_client() -> Result<reqwest::Client, String> {
 pub async fn cluster_partition(config_path: &Path, spec: &str) -> Result<(), String> {
     let config = load(config_path)?;
     let groups = parse_groups(&config, spec)?;
-    let client = admin_client()?;
+    let operator = Operator::new(&config, Duration::from_secs(5))?;
     for (i, group) in groups.iter().enumerate() {
         let others: Vec<&String> = groups
             .iter()
@@ -223,9 +284,9 @@ pub async fn cluster_partition(config_path: &Path, spec: &str) -> Result<(), Str
             let Some(node) = config.node(id) else {
                 continue;
             };
-            let url = format!("http://{}/admin/faults", node.http);
-            let resp = client
-                .post(&url)
+            let url = operator.url(node, "/admin/faults");
+            let resp = operator
+                .login(operator.client.post(&url))
                 .json(&serde_json::json!({ "drop": others }))
                 .send()
                 .await
@@ -244,10 +305,10 @@ pub async fn cluster_partition(config_path: &Path, spec: &str) -> Result<(), Str
 /// `quorumkv cluster heal`: clears the faults of every node of the file that answers.
 pub async fn cluster_heal(config_path: &Path) -> Result<(), String> {
     let config = load(config_path)?;
-    let client = admin_client()?;
+    let operator = Operator::new(&config, Duration::from_secs(5))?;
     for n in &config.nodes {
-        let url = format!("http://{}/admin/faults", n.http);
-        match client.delete(&url).send().await {
+        let url = operator.url(n, "/admin/faults");
+        match operator.login(operator.client.delete(&url)).send().await {
             Ok(r) if r.status().is_success() => println!("{} healed", n.id),
             Ok(r) => println!("{}: {}", n.id, r.status()),
             Err(_) => println!("{} does not answer", n.id),
@@ -288,18 +349,15 @@ pub async fn cluster_stop(config_path: &Path) -> Result<(), String> {
 /// `quorumkv cluster status`: which nodes run, and the membership as each sees it.
 pub async fn cluster_status(config_path: &Path) -> Result<(), String> {
     let config = load(config_path)?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let operator = Operator::new(&config, Duration::from_secs(2))?;
     for n in &config.nodes {
         let process = match running_pid(&config, &n.id) {
             Some(pid) => format!("running (pid {pid})"),
             None => "not running".to_string(),
         };
-        println!("{} {process}, http://{}", n.id, n.http);
-        let url = format!("http://{}/admin/status", n.http);
-        let Ok(resp) = client.get(&url).send().await else {
+        println!("{} {process}, {}", n.id, operator.url(n, ""));
+        let url = operator.url(n, "/admin/status");
+        let Ok(resp) = operator.login(operator.client.get(&url)).send().await else {
             continue;
         };
         let Ok(body) = resp.json::<serde_json::Value>().await else {

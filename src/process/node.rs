@@ -46,6 +46,7 @@ pub fn node_info(config: &Config, node: &NodeSettings, generation: u64) -> NodeI
         vnodes: node.vnodes.unwrap_or(config.cluster.vnodes),
         generation,
         leaving: false,
+        cert: None,
     }
 }
 
@@ -116,9 +117,7 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
     if config.cluster.client_tls {
         needed.extend([paths.client_cert(id), paths.client_key(id)]);
     }
-    let missing = needed
-        .into_iter()
-        .find(|p| !p.exists());
+    let missing = needed.into_iter().find(|p| !p.exists());
     if let Some(missing) = missing {
         return Err(format!(
             "node {id} is missing its TLS material ({} is missing); create it with `quorumkv certs --config {}`",
@@ -166,7 +165,10 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
     let generation = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64);
-    let me = node_info(&config, settings, generation);
+    let me = NodeInfo {
+        cert: Some(tls::revocation::fingerprint(creds.cert_der())),
+        ..node_info(&config, settings, generation)
+    };
     let seeds: Vec<NodeInfo> = config
         .nodes
         .iter()
@@ -200,6 +202,10 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         .iter()
         .filter_map(|r| rmp_serde::from_slice(&r.info).ok())
         .collect();
+    // Before any peer connects: the certificates of removed members stay refused.
+    for cert in removed.iter().filter_map(|r| r.cert) {
+        transport.revocations().revoke(cert);
+    }
     let node = Node::start(
         NodeSpec {
             me,
@@ -222,6 +228,7 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         hints: recovered.hints.clone(),
     });
     coordinator.replica().resume_clock(recovered.clock);
+    revoke_removed(node.subscribe(), transport.revocations().clone());
     let stop_snapshots = Arc::new(AtomicBool::new(false));
     let snapshots = match &recovered.log {
         Some(log) => {
@@ -408,6 +415,26 @@ fn keep_removals(
     });
 }
 
+/// Revokes the certificate of every member removed, as the node learns of removals.
+fn revoke_removed(
+    mut view: tokio::sync::watch::Receiver<Arc<crate::node::ClusterView>>,
+    revocations: tls::revocation::Revocations,
+) {
+    tokio::spawn(async move {
+        loop {
+            let lives = view.borrow_and_update().removed.clone();
+            for (id, cert) in lives.iter().filter_map(|r| Some((&r.id, r.cert?))) {
+                if revocations.revoke(cert) {
+                    tracing::info!(member = %id, "revoked the certificate of a removed member");
+                }
+            }
+            if view.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// Finds who listens at `addr` (it proves it with its certificate) and announces to it.
 async fn join_through(
     transport: &QuicTransport,
@@ -439,6 +466,7 @@ async fn join_through(
             vnodes: 0,
             generation: 0,
             leaving: false,
+            cert: None,
         });
     tracing::info!(through = %id, %addr, "joining");
     node.announce(NodeInfo {

@@ -109,6 +109,21 @@ pub fn client_port_config(
     Ok(config)
 }
 
+/// What a client of a client port trusts: the cluster CA only, checked the usual way against
+/// the host or address it dials.
+pub fn client_port_client_config(
+    ca_cert: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, TlsError> {
+    let roots = super::cluster_root_store(ca_cert)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
 /// An acceptor for a client port, or a message that names the file and the command that
 /// makes it.
 pub fn client_port_acceptor(

@@ -46,7 +46,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod clients;
+pub mod revocation;
 pub mod secret;
+
+use revocation::{Revocations, RevokingClientVerifier};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -586,11 +589,16 @@ pub fn cluster_root_store(ca_cert: &CertificateDer<'static>) -> Result<RootCertS
 pub fn server_tls_config(
     ca_cert: &CertificateDer<'static>,
     node: &NodeCredentials,
+    revoked: &Revocations,
 ) -> Result<ServerConfig, TlsError> {
     let provider = crypto_provider();
     let roots = Arc::new(cluster_root_store(ca_cert)?);
     // `build()` without `allow_unauthenticated()` => client auth is mandatory.
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).build()?;
+    let inner = WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).build()?;
+    let verifier = Arc::new(RevokingClientVerifier {
+        inner,
+        revoked: revoked.clone(),
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -611,6 +619,7 @@ pub const ANY_NODE_SERVER_NAME: &str = "any-node.quorumkv";
 #[derive(Debug)]
 struct NodeServerVerifier {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
+    revoked: Revocations,
 }
 
 impl rustls::client::danger::ServerCertVerifier for NodeServerVerifier {
@@ -622,6 +631,9 @@ impl rustls::client::danger::ServerCertVerifier for NodeServerVerifier {
         ocsp_response: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.revoked.is_revoked(end_entity) {
+            return Err(Revocations::error());
+        }
         let wants_any = matches!(server_name, rustls::pki_types::ServerName::DnsName(n) if n.as_ref() == ANY_NODE_SERVER_NAME);
         if !wants_any {
             return self.inner.verify_server_cert(
@@ -679,6 +691,7 @@ impl rustls::client::danger::ServerCertVerifier for NodeServerVerifier {
 pub fn client_tls_config(
     ca_cert: &CertificateDer<'static>,
     node: &NodeCredentials,
+    revoked: &Revocations,
 ) -> Result<ClientConfig, TlsError> {
     let provider = crypto_provider();
     let roots = Arc::new(cluster_root_store(ca_cert)?);
@@ -689,7 +702,10 @@ pub fn client_tls_config(
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NodeServerVerifier { inner }))
+        .with_custom_certificate_verifier(Arc::new(NodeServerVerifier {
+            inner,
+            revoked: revoked.clone(),
+        }))
         .with_client_auth_cert(vec![node.cert_der.clone()], node.key_der())?;
     config.alpn_protocols = vec![ALPN_PROTOCOL.to_vec()];
     config.resumption = rustls::client::Resumption::disabled();

@@ -49,6 +49,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
+use crate::tls::revocation::Revocations;
 use crate::tls::{self, MAX_NODE_ID_LEN, NodeCredentials, TlsError};
 
 use super::{AnswerTo, BoxFuture, FaultTable, Handler, Peer, Transport, TransportError};
@@ -219,15 +220,16 @@ pub fn transport_config() -> TransportConfig {
 pub fn endpoint_configs(
     ca_cert: &CertificateDer<'static>,
     node: &NodeCredentials,
+    revoked: &Revocations,
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), QuicError> {
     let transport = Arc::new(transport_config());
 
-    let server_tls = Arc::new(tls::server_tls_config(ca_cert, node)?);
+    let server_tls = Arc::new(tls::server_tls_config(ca_cert, node, revoked)?);
     let server_crypto = QuicServerConfig::try_from(server_tls).map_err(QuicError::QuicCrypto)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
     server.transport_config(transport.clone());
 
-    let client_tls = Arc::new(tls::client_tls_config(ca_cert, node)?);
+    let client_tls = Arc::new(tls::client_tls_config(ca_cert, node, revoked)?);
     let client_crypto = QuicClientConfig::try_from(client_tls).map_err(QuicError::QuicCrypto)?;
     let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
     client.transport_config(transport);
@@ -377,7 +379,17 @@ impl NodeEndpoint {
         ca_cert: &CertificateDer<'static>,
         node: &NodeCredentials,
     ) -> Result<Self, QuicError> {
-        let (server, client) = endpoint_configs(ca_cert, node)?;
+        Self::bind_revoking(addr, ca_cert, node, &Revocations::default())
+    }
+
+    /// [`bind`](Self::bind), refusing the certificates of `revoked` in both directions.
+    pub fn bind_revoking(
+        addr: SocketAddr,
+        ca_cert: &CertificateDer<'static>,
+        node: &NodeCredentials,
+        revoked: &Revocations,
+    ) -> Result<Self, QuicError> {
+        let (server, client) = endpoint_configs(ca_cert, node, revoked)?;
         let socket = std::net::UdpSocket::bind(addr).map_err(QuicError::Bind)?;
         // Bursts of replica traffic overflowed the default receive buffer (~208 KiB) and the
         // lost packets waited for QUIC's retransmission timeout: stalls of ~200 ms. Ask for
@@ -697,6 +709,8 @@ struct PeerSlot {
 
 struct Inner {
     endpoint: NodeEndpoint,
+    /// The peer certificates refused (removed members').
+    revoked: Revocations,
     faults: FaultTable,
     peers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<PeerSlot>>>>,
     /// Per peer, the queue of replica requests waiting to be sent in batches.
@@ -727,9 +741,11 @@ impl QuicTransport {
         ca_cert: &CertificateDer<'static>,
         node: &NodeCredentials,
     ) -> Result<Self, QuicError> {
+        let revoked = Revocations::default();
         Ok(QuicTransport {
             inner: Arc::new(Inner {
-                endpoint: NodeEndpoint::bind(addr, ca_cert, node)?,
+                endpoint: NodeEndpoint::bind_revoking(addr, ca_cert, node, &revoked)?,
+                revoked,
                 faults: FaultTable::default(),
                 peers: Default::default(),
                 batchers: Default::default(),
@@ -741,6 +757,12 @@ impl QuicTransport {
     /// The endpoint underneath (for `identify` and shutdown).
     pub fn endpoint(&self) -> &NodeEndpoint {
         &self.inner.endpoint
+    }
+
+    /// The peer certificates this node refuses; revoking one takes effect at the next
+    /// handshake.
+    pub fn revocations(&self) -> &Revocations {
+        &self.inner.revoked
     }
 
     /// Accepts peers and hands what they send to `handler`, until the endpoint closes.

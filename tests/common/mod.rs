@@ -63,6 +63,10 @@ pub struct TestCluster {
     pub nodes: Vec<NodeAddrs>,
     pub procs: BTreeMap<String, Child>,
     pub http: reqwest::Client,
+    /// The admin the helpers authenticate as, for a cluster with users.
+    pub admin: Option<(String, String)>,
+    /// `http`, or `https` for a cluster with `client_tls`.
+    pub scheme: &'static str,
 }
 
 impl TestCluster {
@@ -111,9 +115,45 @@ impl TestCluster {
                 .timeout(Duration::from_secs(2))
                 .build()
                 .expect("http client"),
+            admin: None,
+            scheme: "http",
         };
         cluster.certs(&cluster.config);
         cluster
+    }
+
+    /// The cluster CA certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("data/tls/ca.pem")
+    }
+
+    /// Makes the helpers authenticate as `admin` and, with `tls`, speak HTTPS trusting the
+    /// cluster CA (for a cluster file with users or `client_tls`).
+    pub fn secure(&mut self, admin: Option<(&str, &str)>, tls: bool) {
+        self.admin = admin.map(|(u, p)| (u.to_string(), p.to_string()));
+        if tls {
+            let access = quorumkv::client::Access {
+                user: None,
+                ca_file: Some(self.ca_file()),
+            };
+            let config = quorumkv::client::https_config(&access)
+                .expect("CA")
+                .expect("a CA was given");
+            self.http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .use_preconfigured_tls(config)
+                .build()
+                .expect("https client");
+            self.scheme = "https";
+        }
+    }
+
+    /// `request` with the admin's credentials, if any.
+    pub fn login(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
     }
 
     pub fn certs(&self, config: &Path) {
@@ -197,8 +237,8 @@ impl TestCluster {
     }
 
     pub async fn get(&self, id: &str, path: &str) -> Option<(u16, Value)> {
-        let url = format!("http://{}{path}", self.node(id).http);
-        let resp = self.http.get(url).send().await.ok()?;
+        let url = format!("{}{path}", self.base(id));
+        let resp = self.login(self.http.get(url)).send().await.ok()?;
         let status = resp.status().as_u16();
         Some((status, resp.json().await.unwrap_or(Value::Null)))
     }
@@ -269,12 +309,22 @@ impl TestCluster {
 
     /// `http://HOST:PORT` of node `id`.
     pub fn base(&self, id: &str) -> String {
-        format!("http://{}", self.node(id).http)
+        format!("{}://{}", self.scheme, self.node(id).http)
     }
 
     /// A `quorumkv::Client` of node `id`.
     pub fn client(&self, id: &str) -> quorumkv::Client {
-        quorumkv::Client::new(&self.base(id), Duration::from_secs(30)).expect("client")
+        let access = quorumkv::client::Access {
+            user: self
+                .admin
+                .as_ref()
+                .map(|(user, password)| quorumkv::client::Credentials {
+                    user: user.clone(),
+                    password: password.clone(),
+                }),
+            ca_file: (self.scheme == "https").then(|| self.ca_file()),
+        };
+        quorumkv::Client::connect(&self.base(id), Duration::from_secs(30), &access).expect("client")
     }
 
     /// Starts the nodes and waits until each sees all of them alive and serves (`/health`

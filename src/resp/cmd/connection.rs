@@ -117,9 +117,8 @@ fn authenticate(
     user: &Bytes,
     password: &Bytes,
 ) -> Result<(), CmdError> {
-    let wrong = || {
-        CmdError::Client("WRONGPASS invalid username-password pair or user is disabled.".into())
-    };
+    let wrong =
+        || CmdError::Client("WRONGPASS invalid username-password pair or user is disabled.".into());
     if server.users.is_open() {
         // User names are case-sensitive, as Redis's.
         return if user.as_ref() == b"default" {
@@ -163,8 +162,13 @@ impl ConnectionCommand for Auth {
         match self.user {
             None if server.users.is_open() => Err(auth_without_password()),
             // `AUTH password` authenticates as the `default` user, as Redis's.
-            None => authenticate(conn, server, &Bytes::from_static(b"default"), &self.password)
-                .map(|()| Reply::Ok),
+            None => authenticate(
+                conn,
+                server,
+                &Bytes::from_static(b"default"),
+                &self.password,
+            )
+            .map(|()| Reply::Ok),
             Some(user) => authenticate(conn, server, &user, &self.password).map(|()| Reply::Ok),
         }
     }
