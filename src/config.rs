@@ -13,6 +13,9 @@ use serde::Deserialize;
 use crate::ring::{Ring, RingError, RingMember};
 use crate::wal::Durability;
 
+/// Default of `peer_budget_bytes`: the most request bytes one peer may have in flight at a node.
+pub const DEFAULT_PEER_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
 /// A quorum size as written in the file or a request: a number or a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quorum {
@@ -155,6 +158,9 @@ pub struct ClusterSettings {
     pub insecure_open_access: bool,
     /// The HTTP and Redis ports speak TLS only, with the node's client certificate.
     pub client_tls: bool,
+    /// Most bytes of requests one peer may have in flight at a node (read and not yet
+    /// answered); a peer past it waits, the others do not.
+    pub peer_budget_bytes: usize,
 }
 
 impl Default for ClusterSettings {
@@ -183,6 +189,7 @@ impl Default for ClusterSettings {
             snapshot_after_bytes: crate::wal::DEFAULT_SNAPSHOT_AFTER_BYTES,
             insecure_open_access: false,
             client_tls: false,
+            peer_budget_bytes: DEFAULT_PEER_BUDGET_BYTES,
         }
     }
 }
@@ -331,6 +338,9 @@ impl Config {
         }
         if c.anti_entropy_keys_per_sec == 0 {
             return Err("[cluster] anti_entropy_keys_per_sec must be at least 1".into());
+        }
+        if c.peer_budget_bytes < 1024 * 1024 {
+            return Err("[cluster] peer_budget_bytes must be at least 1048576 (1 MiB)".into());
         }
         if c.vnodes == 0 {
             return Err("[cluster] vnodes must be at least 1".into());

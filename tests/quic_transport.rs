@@ -745,8 +745,14 @@ struct TestNode {
 
 impl TestNode {
     fn start(ca: &ClusterCa, id: &str) -> Self {
+        Self::start_limited(ca, id, quic::DEFAULT_PEER_BUDGET_BYTES)
+    }
+
+    /// A node that holds each peer to `budget` bytes of requests in flight.
+    fn start_limited(ca: &ClusterCa, id: &str, budget: usize) -> Self {
         let creds = ca.issue_node(id).expect("issue");
-        let transport = QuicTransport::bind(loopback(), ca.cert_der(), &creds).expect("bind");
+        let transport =
+            QuicTransport::bind_limited(loopback(), ca.cert_der(), &creds, budget).expect("bind");
         let addr = transport.endpoint().local_addr().expect("local addr");
         let (tx, received) = mpsc::unbounded_channel();
         let serving = transport.serve(Arc::new(TestHandler {
@@ -1156,4 +1162,69 @@ async fn transport_survives_malicious_frames() {
     mallory.close().await;
     n1.stop().await;
     n2.stop().await;
+}
+
+/// A peer that opens many streams of large, slow requests at once is held to its budget of
+/// bytes in flight (the rest wait, and are then served), while another peer is answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_budget_waits_and_the_others_do_not() {
+    const BUDGET: usize = 1024 * 1024;
+    const FRAME: usize = 300 * 1024;
+    let ca = ClusterCa::generate("alpha").expect("ca");
+    let n1 = TestNode::start_limited(&ca, "n1", BUDGET);
+    let n3 = TestNode::start(&ca, "n3");
+    let greedy = endpoint(ca.cert_der(), &ca.issue_node("n2").expect("n2"));
+    let conn = greedy
+        .connect(n1.peer.addr, "n1", T)
+        .await
+        .expect("connect")
+        .connection()
+        .clone();
+    // Six streams of 300 KiB requests that each take n1's handler 3 s: 1.8 MiB wanted, 1 MiB
+    // allowed, so three at a time.
+    let mut name = b"slow".to_vec();
+    name.resize(FRAME, b'x');
+    let key = quorumkv::storage::Key::new(quorumkv::storage::Kind::Typed, name);
+    let payload = rpc::encode(&Request::Read(Read { key })).expect("encode");
+    let streams: Vec<_> = (0..6)
+        .map(|_| {
+            let (conn, payload) = (conn.clone(), payload.clone());
+            tokio::spawn(async move {
+                let (mut send, mut recv) = conn.open_bi().await.expect("open");
+                send.write_all(&(payload.len() as u32).to_be_bytes())
+                    .await
+                    .expect("prefix");
+                send.write_all(&payload).await.expect("payload");
+                send.finish().expect("finish");
+                recv.read_to_end(1 << 20).await.expect("answer")
+            })
+        })
+        .collect();
+    let mut most = 0;
+    let mut other_peer_took = None;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        most = most.max(n1.transport.peer_in_flight("n2"));
+        if other_peer_took.is_none() && most > 0 {
+            let asked = Instant::now();
+            assert_eq!(ping(&n3, &n1).await.expect("n3 answered"), pong("n1"));
+            other_peer_took = Some(asked.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(most <= BUDGET, "n2 had {most} bytes in flight, over its budget of {BUDGET}");
+    assert!(most >= 2 * FRAME, "the budget was not used: {most}");
+    let took = other_peer_took.expect("n3 asked while n2 was over its budget");
+    assert!(took < Duration::from_secs(2), "n3 waited {took:?} behind n2");
+    for stream in streams {
+        let answer = tokio::time::timeout(Duration::from_secs(20), stream)
+            .await
+            .expect("served within its deadline")
+            .expect("task");
+        assert!(!answer.is_empty());
+    }
+    assert_eq!(n1.transport.peer_in_flight("n2"), 0);
+    greedy.close().await;
+    n1.stop().await;
+    n3.stop().await;
 }

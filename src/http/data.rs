@@ -89,8 +89,8 @@ pub(super) fn key(path: Result<Path<String>, PathRejection>) -> Result<String, A
 
 /// The query string: the consistency parameters, plus the ones an endpoint names in `extra`
 /// (returned in that order, `None` when absent). Anything else is refused, so that a typo
-/// never silently falls back to a default.
-pub(super) fn params<const K: usize>(
+/// never silently falls back to a default. Public for the fuzz targets (`tests/fuzz`).
+pub fn params<const K: usize>(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     extra: [&str; K],
 ) -> Result<(Consistency, [Option<String>; K]), ApiError> {
@@ -121,8 +121,9 @@ pub(super) fn params<const K: usize>(
     Ok((consistency, found))
 }
 
-/// `ttl` in whole seconds, at least 1; returned in milliseconds.
-pub(super) fn ttl(raw: Option<String>) -> Result<Option<u64>, ApiError> {
+/// `ttl` in whole seconds, at least 1; returned in milliseconds. Public for the fuzz targets
+/// (`tests/fuzz`).
+pub fn ttl(raw: Option<String>) -> Result<Option<u64>, ApiError> {
     raw.map(|t| match t.parse::<u64>() {
         Ok(s) if s >= 1 => Ok(s.saturating_mul(1000)),
         _ => Err(ApiError::bad_request(format!(

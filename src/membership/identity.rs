@@ -25,10 +25,10 @@ pub struct NodeInfo {
     pub generation: u64,
     /// Set on a graceful leave, so others can tell "left" from "dead".
     pub leaving: bool,
-    /// The fingerprint of the peer certificate this life presents: what a removal of it
+    /// The fingerprint (BLAKE3 of the DER) of the peer certificate this life presents: what a removal of it
     /// revokes on every member. `None` in simulations and for seeds not yet heard from.
     #[serde(default)]
-    pub cert: Option<crate::tls::revocation::Fingerprint>,
+    pub cert: Option<[u8; 32]>,
 }
 
 impl NodeInfo {

@@ -151,8 +151,9 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let _pid = PidFile::create(pid_path(&config, id))?;
 
-    let transport = QuicTransport::bind(settings.peer, &ca, &creds)
-        .map_err(|e| format!("cannot listen on peer address {}: {e}", settings.peer))?;
+    let transport =
+        QuicTransport::bind_limited(settings.peer, &ca, &creds, config.cluster.peer_budget_bytes)
+            .map_err(|e| format!("cannot listen on peer address {}: {e}", settings.peer))?;
     let listener = tokio::net::TcpListener::bind(settings.http)
         .await
         .map_err(|e| format!("cannot listen on http address {}: {e}", settings.http))?;

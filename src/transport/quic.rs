@@ -76,6 +76,7 @@ pub const DEFAULT_SERVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_FRAME_PAYLOAD: usize = rpc::MAX_FRAME_BYTES;
 /// Maximum number of concurrently open unidirectional (one-way message) streams.
 pub const MAX_CONCURRENT_UNI_STREAMS: u32 = 1024;
+pub use crate::config::DEFAULT_PEER_BUDGET_BYTES;
 
 /// Application close code: normal shutdown.
 pub const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
@@ -202,7 +203,11 @@ impl From<TlsError> for QuicError {
 /// Transport parameters shared by the server and client side.
 pub fn transport_config() -> TransportConfig {
     let mut transport = TransportConfig::default();
+    // What quinn itself buffers of a connection's unread streams (the default is unbounded):
+    // with the per-peer budget of what has been read, this bounds a peer's memory here.
+    let window = u32::try_from(DEFAULT_PEER_BUDGET_BYTES).unwrap_or(u32::MAX);
     transport
+        .receive_window(VarInt::from_u32(window))
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_BIDI_STREAMS))
         // One-way messages (gossip) each travel on a unidirectional stream.
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_CONCURRENT_UNI_STREAMS))
@@ -314,6 +319,77 @@ async fn write_frame(
         .map_err(|_| QuicError::Timeout("writing frame"))?
         .map_err(write_error)?;
     send.finish().map_err(QuicError::StreamClosed)
+}
+
+/// How much one peer may have in flight at this node: a byte budget that frames take from
+/// before they are read and give back once handled, so that a peer past it waits for its own
+/// earlier requests while every other peer goes on. Cheap to clone (clones share it).
+#[derive(Debug, Clone)]
+pub struct PeerBudget {
+    bytes: usize,
+    left: Arc<tokio::sync::Semaphore>,
+}
+
+impl PeerBudget {
+    /// A budget of `bytes` (at least 1).
+    pub fn new(bytes: usize) -> PeerBudget {
+        let bytes = bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        PeerBudget {
+            bytes,
+            left: Arc::new(tokio::sync::Semaphore::new(bytes)),
+        }
+    }
+
+    /// Waits until `len` bytes fit (a frame larger than the whole budget waits for all of
+    /// it), and holds them until the permit is dropped.
+    pub async fn admit(&self, len: usize) -> Result<tokio::sync::OwnedSemaphorePermit, QuicError> {
+        let want = u32::try_from(len.clamp(1, self.bytes)).unwrap_or(u32::MAX);
+        Arc::clone(&self.left)
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| QuicError::Protocol("the peer's budget is closed"))
+    }
+
+    /// Bytes in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.bytes.saturating_sub(self.left.available_permits())
+    }
+}
+
+/// Reads one frame of a peer's request stream within its budget: the length first, then
+/// (once the budget has room for it) the payload. The permit travels with the frame.
+async fn read_frame_within(
+    recv: &mut RecvStream,
+    budget: &PeerBudget,
+    deadline: Instant,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), QuicError> {
+    let mut prefix = [0u8; LEN_PREFIX];
+    timeout_at(deadline, recv.read_exact(&mut prefix))
+        .await
+        .map_err(|_| QuicError::Timeout("reading frame"))?
+        .map_err(|e| match e {
+            quinn::ReadExactError::ReadError(ReadError::ConnectionLost(e)) => {
+                QuicError::Connection(e)
+            }
+            _ => QuicError::Protocol("stream ended inside a frame's length prefix"),
+        })?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME_PAYLOAD {
+        return Err(QuicError::FrameTooLarge(len));
+    }
+    let permit = timeout_at(deadline, budget.admit(len))
+        .await
+        .map_err(|_| QuicError::Timeout("waiting for the peer's budget"))??;
+    let payload = timeout_at(deadline, recv.read_to_end(len))
+        .await
+        .map_err(|_| QuicError::Timeout("reading frame"))?
+        .map_err(read_error)?;
+    if payload.len() != len {
+        return Err(QuicError::Protocol(
+            "frame length prefix does not match stream length",
+        ));
+    }
+    Ok((Bytes::from(payload), permit))
 }
 
 /// Reads the whole receive side (one frame) before `deadline`, refusing
@@ -709,6 +785,10 @@ struct PeerSlot {
 
 struct Inner {
     endpoint: NodeEndpoint,
+    /// Bytes each peer may have in flight here.
+    budget_bytes: usize,
+    /// Each peer's budget, by id (shared by a peer's connections).
+    budgets: std::sync::Mutex<std::collections::HashMap<String, PeerBudget>>,
     /// The peer certificates refused (removed members').
     revoked: Revocations,
     faults: FaultTable,
@@ -741,10 +821,22 @@ impl QuicTransport {
         ca_cert: &CertificateDer<'static>,
         node: &NodeCredentials,
     ) -> Result<Self, QuicError> {
+        Self::bind_limited(addr, ca_cert, node, DEFAULT_PEER_BUDGET_BYTES)
+    }
+
+    /// [`bind`](Self::bind) with each peer held to `peer_budget_bytes` of requests in flight.
+    pub fn bind_limited(
+        addr: SocketAddr,
+        ca_cert: &CertificateDer<'static>,
+        node: &NodeCredentials,
+        peer_budget_bytes: usize,
+    ) -> Result<Self, QuicError> {
         let revoked = Revocations::default();
         Ok(QuicTransport {
             inner: Arc::new(Inner {
                 endpoint: NodeEndpoint::bind_revoking(addr, ca_cert, node, &revoked)?,
+                budget_bytes: peer_budget_bytes,
+                budgets: Default::default(),
                 revoked,
                 faults: FaultTable::default(),
                 peers: Default::default(),
@@ -757,6 +849,24 @@ impl QuicTransport {
     /// The endpoint underneath (for `identify` and shutdown).
     pub fn endpoint(&self) -> &NodeEndpoint {
         &self.inner.endpoint
+    }
+
+    /// The budget of peer `id`, made on first use.
+    fn budget(&self, id: &str) -> PeerBudget {
+        let mut budgets = self
+            .inner
+            .budgets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        budgets
+            .entry(id.to_owned())
+            .or_insert_with(|| PeerBudget::new(self.inner.budget_bytes))
+            .clone()
+    }
+
+    /// Bytes of peer `id`'s requests in flight here now (read, not yet answered or handled).
+    pub fn peer_in_flight(&self, id: &str) -> usize {
+        self.budget(id).in_flight()
     }
 
     /// The peer certificates this node refuses; revoking one takes effect at the next
@@ -814,9 +924,12 @@ impl QuicTransport {
                         Err(e) => return e,
                     };
                     let (this, handler, id) = (this.clone(), Arc::clone(&handler), id.clone());
+                    let budget = this.budget(&id);
                     tokio::spawn(async move {
                         let deadline = Instant::now() + SEND_TIMEOUT;
-                        let frame = match read_frame(&mut recv, MAX_FRAME_PAYLOAD, deadline).await {
+                        let (frame, _held) = match read_frame_within(&mut recv, &budget, deadline)
+                            .await
+                        {
                             Ok(f) => f,
                             Err(e) => {
                                 tracing::warn!(peer = %id, "bad one-way frame, stream closed: {e}");
@@ -844,10 +957,11 @@ impl QuicTransport {
                         Err(e) => return e,
                     };
                     let (this, handler, id) = (this.clone(), Arc::clone(&handler), id.clone());
+                    let budget = this.budget(&id);
                     tokio::spawn(async move {
                         let deadline = Instant::now() + DEFAULT_SERVE_TIMEOUT;
                         let result = async {
-                            let frame = read_frame(&mut recv, MAX_FRAME_PAYLOAD, deadline).await?;
+                            let (frame, _held) = read_frame_within(&mut recv, &budget, deadline).await?;
                             if this.inner.faults.drops(&id) {
                                 return Err(QuicError::Protocol("dropped by fault injection"));
                             }
