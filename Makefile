@@ -34,6 +34,7 @@ bench:
 	  { echo "make bench needs redis-server and redis-benchmark (apt-get install redis-server redis-tools)"; exit 2; }
 	$(CARGO) bench --locked --bench resp
 	$(CARGO) bench --locked --bench durability
+	$(CARGO) bench --locked --bench tls
 
 ## Shows the ring the cluster file describes.
 ring: build

@@ -68,6 +68,27 @@ pub fn wait_for_health(http: SocketAddr) {
     }
 }
 
+/// Waits until a node with `client_tls` takes a write over `rediss://` (it serves).
+pub fn wait_for_tls_resp(resp: SocketAddr, ca: &Path) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(ca)
+            .args(["-h", "127.0.0.1", "-p", &resp.port().to_string()])
+            .args(["SET", "__bench_ready", "1"])
+            .output();
+        if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "OK") {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{resp} never served over TLS"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A cluster started by [`start_cluster`].
 pub struct Started {
     /// The first node's Redis address.
@@ -160,8 +181,15 @@ pub fn start_cluster(
         let log = dir.join(format!("{name}-{id}.log"));
         procs.0.push(start_node(bin, &config, id, &log));
     }
-    for (_, http, _) in &addrs {
-        wait_for_health(*http);
+    if settings.contains("client_tls = true") {
+        let ca = dir.join(format!("{name}-data/tls/ca.pem"));
+        for (_, _, resp) in &addrs {
+            wait_for_tls_resp(*resp, &ca);
+        }
+    } else {
+        for (_, http, _) in &addrs {
+            wait_for_health(*http);
+        }
     }
     Started {
         resp: addrs[0].2,
@@ -173,8 +201,20 @@ pub fn start_cluster(
 /// One redis-benchmark run: requests per second, p50 and p99 in ms, by test (`SET`, `GET`,
 /// `MSET (10 keys)`, ...).
 pub fn run(port: u16, tests: &str, pipeline: usize, requests: usize) -> BTreeMap<String, Sample> {
+    run_with(port, tests, pipeline, requests, &[])
+}
+
+/// [`run`] with more redis-benchmark arguments (`--tls --cacert FILE`).
+pub fn run_with(
+    port: u16,
+    tests: &str,
+    pipeline: usize,
+    requests: usize,
+    extra: &[&str],
+) -> BTreeMap<String, Sample> {
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra)
         .args(["-t", tests, "-c", "50", "-r", "100000", "--csv"])
         .args(["-n", &requests.to_string(), "-P", &pipeline.to_string()])
         .stderr(Stdio::null())
