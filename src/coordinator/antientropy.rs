@@ -29,6 +29,10 @@ use crate::transport::{Ask, Peer};
 /// Keys read and written back per request while repairing.
 pub(super) const REPAIR_BATCH: usize = 256;
 
+/// How long a round waits between finding the keys that differ and repairing them, to tell
+/// the keys being written (which change meanwhile) from the ones that drifted apart.
+pub(super) const SETTLE: Duration = Duration::from_millis(250);
+
 /// How often and how fast anti-entropy runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AntiEntropySettings {
@@ -58,6 +62,10 @@ pub struct RoundStats {
     pub keys_differing: usize,
     /// Keys changed on this node or the peer.
     pub repaired: usize,
+    /// Keys left for a later round because they were being written: their writes are on
+    /// their way to the replicas, and repairing a key under writes (a large hash) would move
+    /// its whole value for nothing, round after round.
+    pub busy: usize,
     /// Request and answer payload bytes (the messages' encoding, without QUIC and TLS).
     pub bytes: usize,
 }
@@ -68,6 +76,7 @@ impl RoundStats {
         self.arcs_differing += other.arcs_differing;
         self.keys_differing += other.keys_differing;
         self.repaired += other.repaired;
+        self.busy += other.busy;
         self.bytes += other.bytes;
     }
 }
@@ -145,6 +154,7 @@ impl Coordinator {
                             arcs = stats.arcs_differing,
                             keys = stats.keys_differing,
                             repaired = stats.repaired,
+                            busy = stats.busy,
                             "anti-entropy repaired keys"
                         );
                     }
@@ -166,15 +176,36 @@ impl Coordinator {
             ..RoundStats::default()
         };
         let keys = self.differing_keys(peer, arcs, &mut stats).await?;
-        for batch in keys.chunks(REPAIR_BATCH) {
-            self.inner.anti_entropy_budget.spend(batch.len()).await;
-            stats.repaired += self.repair_batch(peer, batch, &mut stats).await?;
+        if keys.is_empty() {
+            return Ok(stats);
+        }
+        let before: Vec<_> = keys.iter().map(|k| self.local_item_hash(k)).collect();
+        tokio::time::sleep(SETTLE).await;
+        for (batch, seen) in keys.chunks(REPAIR_BATCH).zip(before.chunks(REPAIR_BATCH)) {
+            let settled: Vec<Key> = batch
+                .iter()
+                .zip(seen)
+                .filter(|(key, seen)| self.local_item_hash(key) == **seen)
+                .map(|(key, _)| key.clone())
+                .collect();
+            stats.busy += batch.len() - settled.len();
+            if settled.is_empty() {
+                continue;
+            }
+            self.inner.anti_entropy_budget.spend(settled.len()).await;
+            stats.repaired += self.repair_batch(peer, &settled, &mut stats).await?;
         }
         self.inner
             .metrics
             .anti_entropy_repairs
             .inc_by(stats.repaired as u64);
         Ok(stats)
+    }
+
+    /// What this node's Merkle tree holds for `key` now: it changes with every write.
+    fn local_item_hash(&self, key: &Key) -> Option<crate::storage::merkle::Hash> {
+        let store = self.store();
+        store.get(key, self.now_ms()).map(|v| v.item_hash(key))
     }
 
     /// The keys in `arcs` whose states differ between this node and `peer`: one hash per

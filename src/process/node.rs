@@ -204,6 +204,11 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         .filter_map(|r| rmp_serde::from_slice(&r.info).ok())
         .collect();
     // Before any peer connects: the certificates of removed members stay refused.
+    let revoked_file = dir.join("revoked-certs");
+    transport
+        .revocations()
+        .keep_in(&revoked_file)
+        .map_err(|e| format!("cannot read {}: {e}", revoked_file.display()))?;
     for cert in removed.iter().filter_map(|r| r.cert) {
         transport.revocations().revoke(cert);
     }
