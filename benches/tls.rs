@@ -77,7 +77,11 @@ fn main() {
     let mut samples: BTreeMap<(usize, usize, String), Vec<Sample>> = BTreeMap::new();
     for round in 0..rounds {
         for pipeline in [1, 16] {
-            let n = if pipeline == 1 { requests } else { requests * 4 };
+            let n = if pipeline == 1 {
+                requests
+            } else {
+                requests * 4
+            };
             for (t, (name, port, extra)) in targets.iter().enumerate() {
                 let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
                 for (test, cell) in run_with(*port, "set,get", pipeline, n, &extra) {

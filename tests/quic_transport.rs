@@ -1212,10 +1212,16 @@ async fn a_peer_over_its_budget_waits_and_the_others_do_not() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(most <= BUDGET, "n2 had {most} bytes in flight, over its budget of {BUDGET}");
+    assert!(
+        most <= BUDGET,
+        "n2 had {most} bytes in flight, over its budget of {BUDGET}"
+    );
     assert!(most >= 2 * FRAME, "the budget was not used: {most}");
     let took = other_peer_took.expect("n3 asked while n2 was over its budget");
-    assert!(took < Duration::from_secs(2), "n3 waited {took:?} behind n2");
+    assert!(
+        took < Duration::from_secs(2),
+        "n3 waited {took:?} behind n2"
+    );
     for stream in streams {
         let answer = tokio::time::timeout(Duration::from_secs(20), stream)
             .await
