@@ -16,6 +16,32 @@ use crate::wal::Durability;
 /// Default of `peer_budget_bytes`: the most request bytes one peer may have in flight at a node.
 pub const DEFAULT_PEER_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
+/// What a node does past `max_memory_bytes`, as Redis's `maxmemory-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Eviction {
+    /// The least recently used strings, sets and hashes go first.
+    #[default]
+    #[serde(rename = "allkeys-lru")]
+    AllkeysLru,
+    /// Only keys with a time to live go, least recently used first.
+    #[serde(rename = "volatile-lru")]
+    VolatileLru,
+    /// Nothing goes: writes that would grow the data are refused.
+    #[serde(rename = "noeviction")]
+    NoEviction,
+}
+
+impl Eviction {
+    /// The name as the file (and Redis's `maxmemory-policy`) writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Eviction::AllkeysLru => "allkeys-lru",
+            Eviction::VolatileLru => "volatile-lru",
+            Eviction::NoEviction => "noeviction",
+        }
+    }
+}
+
 /// A quorum size as written in the file or a request: a number or a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quorum {
@@ -137,6 +163,9 @@ pub struct ClusterSettings {
     /// overhead each), past which it evicts the least recently used `/lww` keys, as Redis's
     /// allkeys-lru. 0 (the default): no limit.
     pub max_memory_bytes: u64,
+    /// What happens past `max_memory_bytes`: `allkeys-lru` (the default), `volatile-lru` or
+    /// `noeviction`.
+    pub eviction: Eviction,
     /// Round-trip time added between nodes of different zones, to run a geo-distributed
     /// cluster on one machine: each node holds what it sends to a node of another zone back
     /// by half of it. 0 (the default): none.
@@ -183,6 +212,7 @@ impl Default for ClusterSettings {
             worker_threads: 0,
             zone_delay_ms: 0,
             max_memory_bytes: 0,
+            eviction: Eviction::AllkeysLru,
             anti_entropy_interval_ms: 10_000,
             anti_entropy_keys_per_sec: 2_000,
             durability: Durability::EverySec,

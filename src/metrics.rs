@@ -95,10 +95,27 @@ pub struct Metrics {
     pub members: IntGaugeVec,
     /// Keys (tombstones included) in this node's store; set at scrape time.
     pub keys: IntGauge,
-    /// Estimated bytes of stored data (what the memory limit compares); set at scrape time.
+    /// Bytes the node's data costs (what the memory limit compares); set at scrape time.
     pub memory_bytes: IntGauge,
-    /// `/lww` keys evicted past the memory limit.
+    /// The memory limit (`max_memory_bytes`, 0: none); set at scrape time.
+    pub memory_limit_bytes: IntGauge,
+    /// The process's resident memory; set at scrape time.
+    pub resident_bytes: IntGauge,
+    /// Keys evicted past the memory limit.
     pub evictions: IntCounter,
+}
+
+/// The resident memory of this process, from `/proc/self/statm` (0 where there is none).
+pub fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    pages * 4096
 }
 
 /// Latency buckets from 100 µs to 10 s: loopback quorum calls take well under a millisecond,
@@ -148,8 +165,11 @@ impl Metrics {
         let hints_pending = IntGauge::new("hints_pending", "Hints held for other nodes");
         let memory_bytes = IntGauge::new(
             "memory_bytes",
-            "Estimated bytes of stored keys and values (what max_memory_bytes limits)",
+            "Bytes the node's data costs: the store's estimate calibrated against the resident memory (what max_memory_bytes limits)",
         );
+        let memory_limit_bytes =
+            IntGauge::new("memory_limit_bytes", "max_memory_bytes (0: no limit)");
+        let resident_bytes = IntGauge::new("resident_bytes", "Resident memory of the process");
         // Names and label sets are fixed literals, so construction cannot fail at run time;
         // the expect documents that invariant.
         let m = Metrics {
@@ -180,11 +200,10 @@ impl Metrics {
             members: members.expect("valid metric"),
             keys: keys.expect("valid metric"),
             memory_bytes: memory_bytes.expect("valid metric"),
-            evictions: counter(
-                "evictions_total",
-                "Least recently used /lww keys evicted past the memory limit",
-            )
-            .expect("valid metric"),
+            memory_limit_bytes: memory_limit_bytes.expect("valid metric"),
+            resident_bytes: resident_bytes.expect("valid metric"),
+            evictions: counter("evictions_total", "Keys evicted past the memory limit")
+                .expect("valid metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -202,6 +221,8 @@ impl Metrics {
             Box::new(m.members.clone()),
             Box::new(m.keys.clone()),
             Box::new(m.memory_bytes.clone()),
+            Box::new(m.memory_limit_bytes.clone()),
+            Box::new(m.resident_bytes.clone()),
             Box::new(m.evictions.clone()),
         ];
         for c in collectors {

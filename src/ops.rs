@@ -186,6 +186,10 @@ pub enum OpError {
         /// What went wrong (which replicas failed, or why none was asked), for the client.
         message: String,
     },
+    /// 507: the node is past its memory limit under `noeviction`, and the write would grow
+    /// the data. Nothing was written.
+    #[error("{0}")]
+    OutOfMemory(String),
 }
 
 impl OpError {
@@ -201,6 +205,7 @@ impl OpError {
             OpError::TooLarge(_) => "too_large",
             OpError::WrongType(_) => "wrong_type",
             OpError::Unavailable { .. } => "quorum_unavailable",
+            OpError::OutOfMemory(_) => "out_of_memory",
         }
     }
 }

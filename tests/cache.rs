@@ -82,3 +82,137 @@ async fn past_the_memory_limit_the_least_recently_used_keys_go() {
     let got = n1.lww_get("cold0", &q).await.expect("read");
     assert_eq!(got.as_deref(), Some(&b"back"[..]));
 }
+
+async fn resp(c: &TestCluster, id: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{}/", c.node(id).resp))
+        .expect("redis client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect over RESP")
+}
+
+async fn run(
+    con: &mut redis::aio::MultiplexedConnection,
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(con).await
+}
+
+/// Under `noeviction`, past the limit the writes that would grow the data get Redis's OOM
+/// error (HTTP 507) and write nothing, while reads, deletes, removals and expiries work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noeviction_refuses_growing_writes_and_serves_reads_and_deletes() {
+    let mut c = TestCluster::with_settings(
+        "noevict",
+        1,
+        false,
+        &format!("replicas = 1\nmax_memory_bytes = {LIMIT}\neviction = \"noeviction\""),
+    );
+    c.start_all(&["n1"]).await;
+    let mut con = resp(&c, "n1").await;
+    let value = "v".repeat(500);
+    let mut stored = 0;
+    let refused = loop {
+        let key = format!("k{stored}");
+        match run(&mut con, &["SET", &key, &value]).await {
+            Ok(_) => stored += 1,
+            Err(e) => break (key, e.to_string()),
+        }
+        assert!(stored < 5_000, "never refused past the limit");
+    };
+    assert!(stored > 100, "refused after only {stored} keys");
+    // The redis crate shows the error code and its message apart: `OOM: command ...`.
+    assert!(
+        refused.1.starts_with("OOM")
+            && refused
+                .1
+                .contains("command not allowed when used memory > 'maxmemory'."),
+        "{}",
+        refused.1
+    );
+    // Nothing of the refused write is there; what was written reads back.
+    assert_eq!(
+        run(&mut con, &["GET", &refused.0]).await.expect("GET"),
+        redis::Value::Nil
+    );
+    assert!(matches!(
+        run(&mut con, &["GET", "k0"]).await.expect("GET"),
+        redis::Value::BulkString(_)
+    ));
+    let err = run(&mut con, &["SADD", "s", "m"])
+        .await
+        .expect_err("SADD refused");
+    assert!(err.to_string().contains("OOM"), "{err}");
+    // HTTP: 507 out_of_memory.
+    let r = c
+        .http
+        .put(format!("{}/lww/over", c.base("n1")))
+        .body(value.clone())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status().as_u16(), 507);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "out_of_memory", "{body}");
+    // Shrinking and neutral writes still work (and a delete makes room again).
+    run(&mut con, &["EXPIRE", "k1", "100"])
+        .await
+        .expect("EXPIRE");
+    run(&mut con, &["SREM", "s", "m"]).await.expect("SREM");
+    run(&mut con, &["DEL", "k0"]).await.expect("DEL");
+    assert_eq!(
+        run(&mut con, &["GET", "k0"]).await.expect("GET"),
+        redis::Value::Nil
+    );
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut con)
+        .await
+        .expect("INFO");
+    assert!(info.contains("maxmemory_policy:noeviction"), "{info}");
+}
+
+/// Under `volatile-lru` only keys with a time to live are evicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_lru_evicts_only_keys_with_a_ttl() {
+    let mut c = TestCluster::with_settings(
+        "volatile",
+        1,
+        false,
+        &format!("replicas = 1\nmax_memory_bytes = {LIMIT}\neviction = \"volatile-lru\""),
+    );
+    c.start_all(&["n1"]).await;
+    let mut con = resp(&c, "n1").await;
+    let value = "v".repeat(500);
+    for i in 0..100 {
+        run(&mut con, &["SET", &format!("keep{i}"), &value])
+            .await
+            .expect("SET");
+    }
+    for i in 0..2000 {
+        run(&mut con, &["SET", &format!("tmp{i}"), &value, "EX", "3600"])
+            .await
+            .expect("SET EX");
+    }
+    let start = std::time::Instant::now();
+    while c.metric("n1", "quorumkv_evictions_total").await < 1000.0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "too few evictions"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for i in 0..100 {
+        let got = run(&mut con, &["GET", &format!("keep{i}")])
+            .await
+            .expect("GET");
+        assert!(
+            matches!(got, redis::Value::BulkString(_)),
+            "keep{i} was evicted"
+        );
+    }
+}

@@ -109,6 +109,7 @@ fn sim_defaults(hinted_handoff: bool, anti_entropy: bool) -> Defaults {
             keys_per_sec: 2_000,
         },
         max_memory_bytes: 0,
+        eviction: quorumkv::config::Eviction::AllkeysLru,
     }
 }
 

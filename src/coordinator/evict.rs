@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::Coordinator;
 use super::gather::{Needed, Tally};
+use crate::config::Eviction;
 use crate::ops::{Need, Plan};
 use crate::storage::{Key, Value};
 
@@ -26,7 +27,10 @@ impl Coordinator {
     /// Starts evicting in the background if the store is over the memory limit.
     pub fn evict_if_full(&self) {
         let limit = self.inner.defaults.max_memory_bytes;
-        if limit == 0 || (self.store().memory_used() as u64) <= limit {
+        if limit == 0
+            || self.inner.defaults.eviction == Eviction::NoEviction
+            || self.memory_used() <= limit
+        {
             return;
         }
         if self.inner.evicting.swap(true, Ordering::AcqRel) {
@@ -48,11 +52,12 @@ impl Coordinator {
         let store = self.store();
         let mut evicted = 0;
         let mut seed = self.now_ms() ^ 0x9e37_79b9_7f4a_7c15;
-        while store.memory_used() as u64 > limit {
+        let volatile_only = self.inner.defaults.eviction == Eviction::VolatileLru;
+        while self.memory_used() > limit {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             let now = self.now_ms();
             let Some((key, _)) = store
-                .lru_sample(SAMPLE, seed, now)
+                .lru_sample(SAMPLE, seed, now, volatile_only)
                 .into_iter()
                 .min_by_key(|(_, at)| *at)
             else {
@@ -62,6 +67,26 @@ impl Coordinator {
             evicted += 1;
         }
         evicted
+    }
+
+    /// What the node's data costs in memory now: the store's estimate, calibrated against the
+    /// process's resident memory (see [`super::memory`]).
+    pub fn memory_used(&self) -> u64 {
+        self.inner.memory.used(self.store().memory_used())
+    }
+
+    /// The node's memory calibration.
+    pub fn memory_gauge(&self) -> &super::memory::MemoryGauge {
+        &self.inner.memory
+    }
+
+    /// Whether the node is past its memory limit under `noeviction`, so that writes that
+    /// would grow the data are refused.
+    pub fn refuses_growth(&self) -> bool {
+        let d = &self.inner.defaults;
+        d.eviction == Eviction::NoEviction
+            && d.max_memory_bytes > 0
+            && self.memory_used() > d.max_memory_bytes
     }
 
     /// Deletes `key` here at once and on its replicas in the background.

@@ -62,6 +62,7 @@ impl Coordinator {
                     }
                     _ = purge.tick() => {
                         this.inner.forwarded.forget_old(tokio::time::Instant::now());
+                        this.inner.memory.calibrate(this.store().memory_used());
                         // Replicas' writes land here without a client write: check too.
                         this.evict_if_full();
                         let stats = this.store().purge(this.now_ms());

@@ -30,6 +30,7 @@ pub mod gather;
 pub mod handoff;
 pub mod keyspace;
 mod maintenance;
+pub mod memory;
 mod placement;
 mod read;
 mod replicate;
@@ -77,8 +78,10 @@ pub struct Defaults {
     pub hints: HintLimits,
     /// How often and how fast anti-entropy runs.
     pub anti_entropy: AntiEntropySettings,
-    /// Evict least recently used `/lww` keys past this many stored bytes (0: never).
+    /// The memory limit for the node's data (0: none).
     pub max_memory_bytes: u64,
+    /// What happens past it.
+    pub eviction: crate::config::Eviction,
 }
 
 impl Default for Defaults {
@@ -106,6 +109,7 @@ impl From<&crate::config::ClusterSettings> for Defaults {
                 keys_per_sec: c.anti_entropy_keys_per_sec,
             },
             max_memory_bytes: c.max_memory_bytes,
+            eviction: c.eviction,
         }
     }
 }
@@ -161,6 +165,8 @@ struct Inner {
     forwarded: write::ForwardedWrites,
     /// An eviction task is running.
     evicting: std::sync::atomic::AtomicBool,
+    /// What the node's data costs in memory (the store's estimate, calibrated).
+    memory: memory::MemoryGauge,
     /// Placements worked out for the current view and the cluster's N.
     placements: placement::Placements,
     /// The node's membership, to spread a flush.
@@ -185,6 +191,7 @@ impl Coordinator {
                 forward_seq: std::sync::atomic::AtomicU64::new(0),
                 forwarded: write::ForwardedWrites::default(),
                 evicting: std::sync::atomic::AtomicBool::new(false),
+                memory: memory::MemoryGauge::default(),
                 placements: placement::Placements::default(),
                 membership: spec.membership,
                 me: spec.me.as_str().into(),

@@ -72,6 +72,15 @@ impl Coordinator {
             max_value_bytes: self.inner.defaults.max_value_bytes,
         };
         write.op().check(&limits)?;
+        if write.op().may_grow() && self.refuses_growth() {
+            return Err(OpError::OutOfMemory(format!(
+                "this node holds {} bytes of data, over its max_memory_bytes of {} with \
+                 eviction = \"noeviction\": delete keys, raise the limit, or choose an eviction \
+                 policy",
+                self.memory_used(),
+                self.inner.defaults.max_memory_bytes
+            )));
+        }
         let plan = self.plan(c)?;
         let key = Key::new(write.kind(), name);
         let written = self.execute(key, write, plan, true).await;

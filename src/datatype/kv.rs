@@ -72,6 +72,10 @@ impl Operation for Delete {
         "kv_delete"
     }
 
+    fn may_grow(&self) -> bool {
+        false
+    }
+
     fn observes(&self) -> bool {
         self.context.is_none()
     }

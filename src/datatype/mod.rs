@@ -24,6 +24,12 @@ pub trait Operation: Send + Sync {
     /// Short operation name for metrics and logs.
     fn name(&self) -> &'static str;
 
+    /// Whether the write can make the data larger: under `noeviction` a node past its memory
+    /// limit refuses the writes that can, and takes the others (deletes, removals, expiries).
+    fn may_grow(&self) -> bool {
+        true
+    }
+
     /// Refuses a write that is wrong in itself, whatever the cluster's state.
     fn check(&self, limits: &Limits) -> Result<(), OpError> {
         let _ = limits;

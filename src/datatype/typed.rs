@@ -360,6 +360,15 @@ impl Operation for TypedWrite {
         Kind::Typed
     }
 
+    fn may_grow(&self) -> bool {
+        match self {
+            TypedWrite::Delete { .. } | TypedWrite::Expire { .. } => false,
+            TypedWrite::UpdateSet { add, .. } => !add.is_empty(),
+            TypedWrite::UpdateHash { set, incr, .. } => !(set.is_empty() && incr.is_empty()),
+            _ => true,
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             TypedWrite::SetString { .. }

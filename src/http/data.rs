@@ -58,6 +58,7 @@ impl From<OpError> for ApiError {
             OpError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
             OpError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
             OpError::WrongType(_) => (StatusCode::CONFLICT, None),
+            OpError::OutOfMemory(_) => (StatusCode::INSUFFICIENT_STORAGE, None),
             OpError::Unavailable { needed, acks, .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some(json!({"needed": needed, "acks": acks})),
@@ -399,8 +400,11 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
             .set(view.count(s) as i64);
     }
     m.keys.set(state.coordinator.store().len() as i64);
-    m.memory_bytes
-        .set(state.coordinator.store().memory_used() as i64);
+    m.memory_bytes.set(state.coordinator.memory_used() as i64);
+    m.memory_limit_bytes
+        .set(state.coordinator.defaults().max_memory_bytes as i64);
+    m.resident_bytes
+        .set(crate::metrics::resident_bytes() as i64);
     m.hints_pending
         .set(state.coordinator.pending_hints().0 as i64);
     (

@@ -101,6 +101,8 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
             config_path.display()
         )
     })?;
+    // What the process holds before it loads any data: the base of the memory calibration.
+    let base_resident = crate::metrics::resident_bytes();
     let users = Arc::new(Users::from_settings(&config.users, &config.base_dir)?);
     auth::check_exposure(
         &users,
@@ -234,6 +236,9 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         hints: recovered.hints.clone(),
     });
     coordinator.replica().resume_clock(recovered.clock);
+    coordinator
+        .memory_gauge()
+        .track_process(crate::metrics::resident_bytes, base_resident);
     revoke_removed(node.subscribe(), transport.revocations().clone());
     let stop_snapshots = Arc::new(AtomicBool::new(false));
     let snapshots = match &recovered.log {

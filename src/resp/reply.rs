@@ -111,6 +111,10 @@ impl From<OpError> for CmdError {
             },
             OpError::BadRequest(m) | OpError::TooLarge(m) => CmdError::err(m),
             OpError::WrongType(m) => CmdError::Client(format!("WRONGTYPE {m}")),
+            // Redis's words; the reason stays in the HTTP message and the log.
+            OpError::OutOfMemory(_) => {
+                CmdError::Client("OOM command not allowed when used memory > 'maxmemory'.".into())
+            }
         }
     }
 }

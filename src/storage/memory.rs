@@ -504,7 +504,13 @@ impl Store for MemStore {
         (keys, expires)
     }
 
-    fn lru_sample(&self, count: usize, seed: u64, now_ms: u64) -> Vec<(Key, u64)> {
+    fn lru_sample(
+        &self,
+        count: usize,
+        seed: u64,
+        now_ms: u64,
+        volatile_only: bool,
+    ) -> Vec<(Key, u64)> {
         let leaves = 1u64 << self.merkle.depth();
         let mut picked = Vec::with_capacity(count);
         // A bounded number of leaves: in a sparse tree most are empty, and a sample of one or
@@ -524,6 +530,7 @@ impl Store for MemStore {
                 }
                 if let Some(entry) = self.entries.get(&key)
                     && !entry.value.is_tombstone(now_ms)
+                    && (!volatile_only || entry.value.next_expiry().is_some())
                 {
                     picked.push((key.clone(), entry.last_access.load(Ordering::Relaxed)));
                 }
@@ -814,7 +821,7 @@ mod lru_tests {
         }
         // k0 is read late: it is no longer the least recently used.
         store.get(&Key::new(Kind::Typed, "k0"), 5000);
-        let sample = store.lru_sample(16, 42, 6000);
+        let sample = store.lru_sample(16, 42, 6000, false);
         assert!(sample.len() >= 8, "{} sampled", sample.len());
         for (key, at) in &sample {
             let i: u64 = std::str::from_utf8(&key.name[1..])

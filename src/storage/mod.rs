@@ -409,8 +409,15 @@ pub trait Store: Send + Sync {
 
     /// About `count` live keys of the typed namespace picked at random (from random Merkle leaves, so the
     /// pick costs no scan), each with when it was last read or written: eviction takes the
-    /// least recently used of them, as Redis's allkeys-lru samples.
-    fn lru_sample(&self, _count: usize, _seed: u64, _now_ms: u64) -> Vec<(Key, u64)> {
+    /// least recently used of them, as Redis's allkeys-lru samples. With `volatile_only`, only
+    /// keys with a time to live (`volatile-lru`).
+    fn lru_sample(
+        &self,
+        _count: usize,
+        _seed: u64,
+        _now_ms: u64,
+        _volatile_only: bool,
+    ) -> Vec<(Key, u64)> {
         Vec::new()
     }
 

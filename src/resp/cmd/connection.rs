@@ -587,19 +587,6 @@ impl DataCommand for Info {
     }
 }
 
-/// The process's resident memory in bytes, from `/proc/self/statm`.
-pub fn resident_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    pages * 4096
-}
-
 fn human(bytes: u64) -> String {
     if bytes >= 1 << 30 {
         format!("{:.2}G", bytes as f64 / f64::from(1u32 << 30))
@@ -639,8 +626,8 @@ fn write_section(out: &mut String, section: &str, ctx: &Ctx<'_>) {
             "Clients"
         }
         "memory" => {
-            let used = c.store().memory_used() as u64;
-            let rss = resident_bytes();
+            let used = c.memory_used();
+            let rss = crate::metrics::resident_bytes();
             let max = c.defaults().max_memory_bytes;
             line("used_memory", &used);
             line("used_memory_human", &human(used));
@@ -648,7 +635,7 @@ fn write_section(out: &mut String, section: &str, ctx: &Ctx<'_>) {
             line("used_memory_rss_human", &human(rss));
             line("maxmemory", &max);
             line("maxmemory_human", &human(max));
-            line("maxmemory_policy", &"allkeys-lru");
+            line("maxmemory_policy", &c.defaults().eviction.name());
             line("evicted_keys", &c.metrics().evictions.get());
             "Memory"
         }
@@ -822,7 +809,7 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         .map_or(String::new(), |a| a.ip().to_string());
     vec![
         ("maxmemory", d.max_memory_bytes.to_string()),
-        ("maxmemory-policy", "allkeys-lru".into()),
+        ("maxmemory-policy", d.eviction.name().into()),
         ("databases", "1".into()),
         ("port", port.to_string()),
         ("bind", bind),

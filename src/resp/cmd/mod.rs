@@ -14,7 +14,7 @@ mod sets;
 mod strings;
 mod transaction;
 
-pub use connection::{REDIS_VERSION, resident_bytes};
+pub use connection::REDIS_VERSION;
 
 use bytes::Bytes;
 
