@@ -19,13 +19,16 @@ pub const CALIBRATE_FROM: usize = 4 * 1024 * 1024;
 /// be off).
 const FACTOR_RANGE: (f64, f64) = (1.0, 32.0);
 
+/// How to read the process's resident bytes, and what it held before any data.
+type Process = (fn() -> u64, u64);
+
 /// The calibration of one node.
 #[derive(Debug, Default)]
 pub struct MemoryGauge {
     /// The factor, as `f64` bits; 0 means 1.
     factor: AtomicU64,
     /// How to read the process's resident bytes, and what it held before any data.
-    process: Mutex<Option<(fn() -> u64, u64)>>,
+    process: Mutex<Option<Process>>,
 }
 
 impl MemoryGauge {
