@@ -9,6 +9,15 @@ use super::Coordinator;
 /// How often expired values turn into tombstones and old tombstones are forgotten.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the memory calibration is refreshed and the limit checked.
+const MEMORY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long after the last eviction the calibration waits before it measures again: freed
+/// memory is reused by later writes rather than returned at once, so a measurement right after
+/// evicting would see the same resident memory for less data, raise the factor and evict
+/// again, emptying the cache.
+const CALIBRATE_AFTER_EVICTION_MS: u64 = 5_000;
+
 /// How long after a change of the ring's members anti-entropy runs.
 const RING_CHANGE_SETTLE: Duration = Duration::from_secs(1);
 
@@ -26,6 +35,7 @@ impl Coordinator {
                 t
             };
             let mut purge = ticker(PURGE_INTERVAL);
+            let mut memory = ticker(MEMORY_INTERVAL);
             let mut hints = ticker(super::handoff::HINT_DELIVERY_INTERVAL);
             // An interval of zero turns anti-entropy off: its ticker then never fires.
             let mut ae = ticker(Duration::from_millis(ae_interval.max(1)));
@@ -62,7 +72,6 @@ impl Coordinator {
                     }
                     _ = purge.tick() => {
                         this.inner.forwarded.forget_old(tokio::time::Instant::now());
-                        this.inner.memory.calibrate(this.store().memory_used());
                         // Replicas' writes land here without a client write: check too.
                         this.evict_if_full();
                         let stats = this.store().purge(this.now_ms());
@@ -73,6 +82,14 @@ impl Coordinator {
                                 "store purge"
                             );
                         }
+                    }
+                    _ = memory.tick() => {
+                        let quiet = this.now_ms().saturating_sub(this.last_eviction_ms())
+                            > CALIBRATE_AFTER_EVICTION_MS;
+                        if quiet {
+                            this.inner.memory.calibrate(this.store().memory_used());
+                        }
+                        this.evict_if_full();
                     }
                     _ = hints.tick() => {
                         this.deliver_hints().await;

@@ -3,9 +3,11 @@
 //!
 //! The estimate alone undercounts several times over (a value's maps, the Merkle leaves, the
 //! allocator's rounding), so a node limited by it grew to about four times its limit. A node
-//! that runs as a process measures its resident memory once a second and, once its data is
-//! large enough to tell (`CALIBRATE_FROM`), sets the factor to (resident − base) / estimate,
-//! where the base is what the process held before it loaded any data. Eviction and
+//! that runs as a process measures its resident memory ten times a second and, once its data
+//! is large enough to tell (`CALIBRATE_FROM`), sets the factor to (resident − base) /
+//! estimate, where the base is what the process held before it loaded any data. It does not
+//! measure for a few seconds after an eviction (the maintenance loop's rule): memory freed by
+//! evicting is reused by later writes, not returned at once. Eviction and
 //! `noeviction` then compare the calibrated figure with the limit, so the resident memory
 //! follows the limit. In-process simulations (many nodes in one process) keep the factor 1.
 
