@@ -66,11 +66,6 @@ impl Coordinator {
             self.evict(key);
             evicted += 1;
         }
-        if evicted > 0 {
-            self.inner
-                .last_eviction_ms
-                .store(self.now_ms(), Ordering::Relaxed);
-        }
         evicted
     }
 
@@ -78,11 +73,6 @@ impl Coordinator {
     /// process's resident memory (see [`super::memory`]).
     pub fn memory_used(&self) -> u64 {
         self.inner.memory.used(self.store().memory_used())
-    }
-
-    /// When this node last evicted a key (`now_ms`; 0: never).
-    pub fn last_eviction_ms(&self) -> u64 {
-        self.inner.last_eviction_ms.load(Ordering::Relaxed)
     }
 
     /// The node's memory calibration.

@@ -12,12 +12,6 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the memory calibration is refreshed and the limit checked.
 const MEMORY_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How long after the last eviction the calibration waits before it measures again: freed
-/// memory is reused by later writes rather than returned at once, so a measurement right after
-/// evicting would see the same resident memory for less data, raise the factor and evict
-/// again, emptying the cache.
-const CALIBRATE_AFTER_EVICTION_MS: u64 = 5_000;
-
 /// How long after a change of the ring's members anti-entropy runs.
 const RING_CHANGE_SETTLE: Duration = Duration::from_secs(1);
 
@@ -84,11 +78,7 @@ impl Coordinator {
                         }
                     }
                     _ = memory.tick() => {
-                        let quiet = this.now_ms().saturating_sub(this.last_eviction_ms())
-                            > CALIBRATE_AFTER_EVICTION_MS;
-                        if quiet {
-                            this.inner.memory.calibrate(this.store().memory_used());
-                        }
+                        this.inner.memory.calibrate(this.store().memory_used());
                         this.evict_if_full();
                     }
                     _ = hints.tick() => {

@@ -5,9 +5,10 @@
 //! allocator's rounding), so a node limited by it grew to about four times its limit. A node
 //! that runs as a process measures its resident memory ten times a second and, once its data
 //! is large enough to tell (`CALIBRATE_FROM`), sets the factor to (resident − base) /
-//! estimate, where the base is what the process held before it loaded any data. It does not
-//! measure for a few seconds after an eviction (the maintenance loop's rule): memory freed by
-//! evicting is reused by later writes, not returned at once. Eviction and
+//! estimate, where the base is what the process held before it loaded any data. One case is
+//! left out: when the data shrank a lot (an eviction burst, deletes) and the resident memory
+//! did not follow, the allocator kept the freed memory for later writes; raising the factor
+//! then would evict again and again for memory that is about to be reused, emptying the cache. Eviction and
 //! `noeviction` then compare the calibrated figure with the limit, so the resident memory
 //! follows the limit. In-process simulations (many nodes in one process) keep the factor 1.
 
@@ -31,6 +32,8 @@ pub struct MemoryGauge {
     factor: AtomicU64,
     /// How to read the process's resident bytes, and what it held before any data.
     process: Mutex<Option<Process>>,
+    /// The estimate and the resident bytes at the last calibration.
+    last: Mutex<(usize, u64)>,
 }
 
 impl MemoryGauge {
@@ -63,8 +66,17 @@ impl MemoryGauge {
         if estimate < CALIBRATE_FROM {
             return;
         }
-        let grown = resident().saturating_sub(base) as f64;
+        let rss = resident();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last_estimate, last_rss) = *last;
+        *last = (estimate, rss);
+        let grown = rss.saturating_sub(base) as f64;
         let factor = (grown / estimate as f64).clamp(FACTOR_RANGE.0, FACTOR_RANGE.1);
+        let freed_but_kept =
+            (estimate as f64) < 0.9 * last_estimate as f64 && (rss as f64) > 0.97 * last_rss as f64;
+        if freed_but_kept && factor > self.factor() {
+            return;
+        }
         self.factor.store(factor.to_bits(), Ordering::Relaxed);
     }
 }
@@ -85,6 +97,9 @@ mod tests {
         g.calibrate(25 * 1024 * 1024);
         assert!((g.factor() - 4.0).abs() < 1e-9, "{}", g.factor());
         assert_eq!(g.used(1000), 4000);
+        // Half the data freed and the resident memory kept: the factor does not rise.
+        g.calibrate(12 * 1024 * 1024);
+        assert!((g.factor() - 4.0).abs() < 1e-9, "{}", g.factor());
         g.track_process(|| 1, 16 * 1024 * 1024);
         g.calibrate(25 * 1024 * 1024);
         assert_eq!(g.factor(), 1.0, "never below 1");

@@ -167,8 +167,6 @@ struct Inner {
     evicting: std::sync::atomic::AtomicBool,
     /// What the node's data costs in memory (the store's estimate, calibrated).
     memory: memory::MemoryGauge,
-    /// When this node last evicted a key (`now_ms`; 0: never).
-    last_eviction_ms: std::sync::atomic::AtomicU64,
     /// Placements worked out for the current view and the cluster's N.
     placements: placement::Placements,
     /// The node's membership, to spread a flush.
@@ -194,7 +192,6 @@ impl Coordinator {
                 forwarded: write::ForwardedWrites::default(),
                 evicting: std::sync::atomic::AtomicBool::new(false),
                 memory: memory::MemoryGauge::default(),
-                last_eviction_ms: std::sync::atomic::AtomicU64::new(0),
                 placements: placement::Placements::default(),
                 membership: spec.membership,
                 me: spec.me.as_str().into(),

@@ -128,7 +128,10 @@ fn parse_next(
     check_header(input)?;
     match walk_bulk_array(input, |_| ()) {
         BulkArray::Complete { len, count } => {
-            let frame = input.split_to(len).freeze();
+            // The command's own copy, of its exact size: a value stored from it keeps only
+            // these bytes alive, not the read buffer it arrived in (a slice of that pinned a
+            // whole 16 KiB or larger buffer per surviving key, several times the data).
+            let frame = Bytes::copy_from_slice(&input.split_to(len));
             let mut args = Vec::with_capacity(count);
             walk_bulk_array(&frame, |arg| args.push(frame.slice(arg)));
             return Ok(Some(args));
