@@ -66,6 +66,9 @@ impl Cursor {
     /// (the log's durable position: every record before it is completely in its file).
     pub fn read(&mut self, upto: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
         let mut out = Vec::new();
+        // The position at which this call last moved to the next segment: finding the end
+        // again there (an empty segment) means nothing more is readable yet.
+        let mut moved_at = None;
         while out.len() < max && self.next < upto {
             let (file, offset) = match self.open.take() {
                 Some(open) => open,
@@ -79,7 +82,12 @@ impl Cursor {
                     .into_iter()
                     .find(|(first, _)| *first == self.next);
                 match next_segment {
+                    Some(_) if moved_at == Some(self.next) => {
+                        self.open = Some((file, offset));
+                        break;
+                    }
                     Some((_, path)) => {
+                        moved_at = Some(self.next);
                         let file = File::open(&path)
                             .map_err(|e| ReadError::Io(format!("{}: {e}", path.display())))?;
                         self.open = Some((file, 0));

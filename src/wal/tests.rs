@@ -182,3 +182,16 @@ async fn a_sync_point_is_reached_once_the_records_before_it_are_written() {
     assert_eq!(seen.len(), 100);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Found by fuzzing (`tests/fuzz/regressions/log_record-cursor-spins-on-empty-segment`): a
+/// cursor at an empty segment, told records exist up to a later position, went on reopening
+/// that segment forever; it returns what it has instead.
+#[test]
+fn a_cursor_at_an_empty_segment_returns_instead_of_spinning() {
+    let dir = temp_dir("empty-segment");
+    std::fs::write(dir.join(format!("{:020}.log", 1)), b"").unwrap();
+    let mut cursor = reader::Cursor::open(&dir, 1).unwrap();
+    assert!(cursor.read(10, 100).unwrap().is_empty());
+    assert_eq!(cursor.next_position(), 1);
+    std::fs::remove_dir_all(&dir).ok();
+}
