@@ -6,7 +6,7 @@ CONFIG ?= cluster.toml
 ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 CONFIG_PATH := $(if $(filter /%,$(CONFIG)),$(CONFIG),$(ROOT)$(CONFIG))
 
-.PHONY: all build test lint fmt bench cluster stop status ring clean partition heal kill restart simulate
+.PHONY: all build test lint fmt bench cluster stop status ring clean partition heal kill restart simulate fuzz
 
 all: build
 
@@ -87,6 +87,27 @@ restart:
 SEEDS ?= 200
 simulate:
 	QKV_SIM_SEEDS=$(SEEDS) $(CARGO) test --locked --release --test coordinator_sim
+
+## Coverage-guided fuzzing with cargo-fuzz (libFuzzer; the nightly toolchain, cargo-fuzz installed
+## when missing): every target of tests/fuzz for FUZZ_SECONDS each, make fuzz FUZZ_SECONDS=600.
+## Starts from the seeds in tests/fuzz/corpus/<target>; what libFuzzer adds goes to
+## tests/fuzz/target/corpus/<target>, a crashing input to tests/fuzz/artifacts/<target>/.
+## Fails if any target crashes, hangs (-timeout) or runs out of memory. Not part of make test.
+FUZZ_SECONDS ?= 60
+FUZZ_CARGO ?= cargo +nightly
+FUZZ_DIR := $(ROOT)tests/fuzz
+FUZZ_TARGETS ?= $$($(FUZZ_CARGO) fuzz list --fuzz-dir $(FUZZ_DIR))
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  mkdir -p $(FUZZ_DIR)/target/corpus/$$t && \
+	  $(FUZZ_CARGO) fuzz run --fuzz-dir $(FUZZ_DIR) $$t \
+	    $(FUZZ_DIR)/target/corpus/$$t $(FUZZ_DIR)/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	    || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz targets that failed:$$failed"; exit 1; fi
 
 clean:
 	$(CARGO) clean
