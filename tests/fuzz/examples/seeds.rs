@@ -82,7 +82,11 @@ fn resp(dir: &Path) {
         0,
         &command(&[b"SCAN", b"0", b"MATCH", b"user:*", b"COUNT", b"100"]),
     );
-    seed("hello", 0, &command(&[b"HELLO", b"3", b"AUTH", b"app", b"secret"]));
+    seed(
+        "hello",
+        0,
+        &command(&[b"HELLO", b"3", b"AUTH", b"app", b"secret"]),
+    );
     seed("inline", 0, b"PING hello\r\n\r\nQUIT\r\n");
     // Not only bulk strings: the codec's path.
     seed("codec", 0, b"*3\r\n+SET\r\n:1\r\n$1\r\nv\r\n");
@@ -260,7 +264,10 @@ fn peer(dir: &Path) {
         }
         seed(name, bytes);
     }
-    seed("batch", rpc::encode(&Request::Batch(batch.clone())).unwrap());
+    seed(
+        "batch",
+        rpc::encode(&Request::Batch(batch.clone())).unwrap(),
+    );
     // A Merkle query of a tree of the replica's depth, and an answer to one.
     let store = MemStore::new(StoreOptions {
         merkle_depth: DEPTH,
@@ -280,11 +287,17 @@ fn peer(dir: &Path) {
         .unwrap(),
     );
     let answer = store.merkle().answer(&query).unwrap();
-    seed("merkle-answer", rpc::encode(&Response::Merkle(answer)).unwrap());
+    seed(
+        "merkle-answer",
+        rpc::encode(&Response::Merkle(answer)).unwrap(),
+    );
     let responses = vec![
         ("pong", Response::Pong { node: "n2".into() }),
         ("state", Response::State(Some(values[0].1.clone()))),
-        ("states", Response::States(vec![Some(values[4].1.clone()), None])),
+        (
+            "states",
+            Response::States(vec![Some(values[4].1.clone()), None]),
+        ),
         ("response-batch", Response::Batch(batch)),
     ];
     for (name, r) in responses {

@@ -43,7 +43,10 @@ fn query_string(query: &[u8]) {
     let pairs = || Query::<Vec<(String, String)>>::try_from_uri(&uri);
     if let Ok((c, [])) = params(pairs(), []) {
         assert!(c.n.is_none_or(|n| n >= 1));
-        assert!(c.timeout_ms.is_none_or(|t| (1..=MAX_TIMEOUT_MS).contains(&t)));
+        assert!(
+            c.timeout_ms
+                .is_none_or(|t| (1..=MAX_TIMEOUT_MS).contains(&t))
+        );
     }
     if let Ok((_, [t])) = params(pairs(), ["ttl"])
         && let Ok(Some(ms)) = ttl(t)
@@ -63,7 +66,10 @@ fn context(header: &[u8], key: &[u8]) {
         assert_eq!(CausalContext::from_bytes(&ctx.to_bytes()), Ok(ctx));
     }
     // `HeaderValue::to_str`: visible ASCII (and tabs) only.
-    if !header.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+    if !header
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
         return;
     }
     let Ok(raw) = std::str::from_utf8(header) else {

@@ -117,9 +117,7 @@ fn answer(replica: &Replica, response: Response, outer: bool) {
 /// connection is that member's).
 fn gossip(packet: &[u8]) {
     let mut peek = packet;
-    let Ok(header) =
-        foca::Codec::<NodeInfo>::decode_header(&mut RmpCodec, &mut peek)
-    else {
+    let Ok(header) = foca::Codec::<NodeInfo>::decode_header(&mut RmpCodec, &mut peek) else {
         return;
     };
     let me = NodeInfo::simulated("n1", Ipv4Addr::new(10, 0, 0, 1), "zone-a", 128, 1);

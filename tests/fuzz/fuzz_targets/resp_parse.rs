@@ -51,7 +51,10 @@ fn on_worker(data: &[u8]) {
         Mutex::new(Worker { inputs, done })
     });
     let worker = worker.lock().expect("the worker");
-    worker.inputs.send(data.to_vec()).expect("the worker is gone");
+    worker
+        .inputs
+        .send(data.to_vec())
+        .expect("the worker is gone");
     worker.done.recv().expect("the worker is gone");
 }
 
