@@ -90,8 +90,9 @@ simulate:
 
 ## Coverage-guided fuzzing with cargo-fuzz (libFuzzer; the nightly toolchain, cargo-fuzz installed
 ## when missing): every target of tests/fuzz for FUZZ_SECONDS each, make fuzz FUZZ_SECONDS=600.
-## Starts from the seeds in tests/fuzz/corpus/<target>; what libFuzzer adds goes to
-## tests/fuzz/target/corpus/<target>, a crashing input to tests/fuzz/artifacts/<target>/.
+## Starts from the seeds in tests/fuzz/corpus/<target> and every input of tests/fuzz/regressions;
+## what libFuzzer adds goes to tests/fuzz/target/corpus/<target>, a crashing input to
+## tests/fuzz/artifacts/<target>/.
 ## Fails if any target crashes, hangs (-timeout) or runs out of memory. Not part of make test.
 FUZZ_SECONDS ?= 60
 FUZZ_CARGO ?= cargo +nightly
@@ -103,7 +104,7 @@ fuzz:
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
 	  mkdir -p $(FUZZ_DIR)/target/corpus/$$t && \
 	  $(FUZZ_CARGO) fuzz run --fuzz-dir $(FUZZ_DIR) $$t \
-	    $(FUZZ_DIR)/target/corpus/$$t $(FUZZ_DIR)/corpus/$$t -- \
+	    $(FUZZ_DIR)/target/corpus/$$t $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/regressions -- \
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 	    || failed="$$failed $$t"; \
 	done; \

@@ -126,6 +126,11 @@ pub struct ScanKeys {
     pub upto: u64,
     /// About how many keys to answer.
     pub limit: usize,
+    /// The asking node's `FLUSHALL` cutoff: a replica that has not applied it yet (it did
+    /// not answer the flush in time, gossip has not reached it) applies it before it looks,
+    /// so no key flushed on the asking node comes back through its scan.
+    #[serde(default)]
+    pub flushed: Option<Timestamp>,
 }
 
 /// The replica's hybrid clock, advanced past everything it has issued: the start of a

@@ -292,6 +292,10 @@ async fn hints_survive_a_restart_of_the_node_that_holds_them() {
     }
     let held = c.metric("n1", "quorumkv_hints_pending").await;
     assert_eq!(held, 20.0, "n1 holds a hint per key for n3");
+    // A hint is no client's write: the log writer puts it on the file within a few
+    // milliseconds instead of making the request wait. Give it that time (generously, for a
+    // loaded machine) before the crash, which is all `everysec` promises for a hint.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     // n1 restarts (and without its faults: they are not kept) and must still hold them.
     c.kill9("n1");
     for id in ["n2", "n3"] {

@@ -52,6 +52,7 @@ impl Coordinator {
         let budget = Instant::now() + Duration::from_millis(plan.timeout_ms / 2);
         let view = self.view();
         let count = count.max(1);
+        let flushed = self.inner.replica.flushed();
         let mut pos = cursor.saturating_sub(1);
         let mut keys: Vec<ScannedKey> = Vec::new();
         loop {
@@ -69,6 +70,7 @@ impl Coordinator {
                     from: pos,
                     upto,
                     limit: want,
+                    flushed: flushed.clone(),
                 };
                 let (id, tally) = (t.id.clone(), Arc::clone(&tally));
                 let call = self.call(t, msg, deadline, "scan");

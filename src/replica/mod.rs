@@ -228,6 +228,11 @@ impl Replica {
         self.store.flush(before, self.now_ms());
     }
 
+    /// The latest `FLUSHALL` cutoff this replica applied.
+    pub fn flushed(&self) -> Option<Timestamp> {
+        self.store.flushed()
+    }
+
     /// Hints held and their bytes.
     pub fn pending_hints(&self) -> (usize, usize) {
         self.hints.pending()
@@ -280,7 +285,11 @@ impl Replica {
                 from,
                 upto,
                 limit,
+                flushed,
             }) => {
+                if let Some(before) = flushed {
+                    self.flush(&before);
+                }
                 let limit = limit.clamp(1, MAX_SCAN);
                 ScanKeys::respond(self.store.scan(kind, from, upto, limit, self.now_ms()))
             }

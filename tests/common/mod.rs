@@ -16,36 +16,44 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
 /// Generous: default detection takes about 7 s, a rejoin about 1 s.
 pub const DEADLINE: Duration = Duration::from_secs(40);
 
+/// Ports the tests hand to nodes come from below the system's ephemeral range (32768 and
+/// up on Linux), so no outgoing connection and no `bind(0)` of another test can take a port
+/// between the moment it is picked and the moment the node binds it. Each test process starts
+/// at its own offset and never hands a port out twice; a port something else holds is skipped.
+const PORTS: std::ops::Range<u32> = 15_000..32_000;
+
+fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = PORTS.end - PORTS.start;
+    let offset = (std::process::id().wrapping_mul(7_919)) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "no free test port left");
+        let port = (PORTS.start + (offset + n) % span) as u16;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Free for both, so a port can serve either kind of socket.
+        if TcpListener::bind(addr).is_ok() && UdpSocket::bind(addr).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 pub fn free_tcp() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-    l.local_addr().expect("addr")
+    free_addr()
 }
 
 pub fn free_udp() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-    s.local_addr().expect("addr")
+    free_addr()
 }
 
-/// Free addresses for `n` nodes: (peer over UDP, http, resp). All sockets stay bound until
-/// every address is picked, so the system cannot hand the same port out twice.
+/// Free addresses for `n` nodes: (peer over UDP, http, resp).
 pub fn free_node_addrs(n: usize) -> Vec<(SocketAddr, SocketAddr, SocketAddr)> {
-    let held: Vec<(UdpSocket, TcpListener, TcpListener)> = (0..n)
-        .map(|_| {
-            (
-                UdpSocket::bind("127.0.0.1:0").expect("bind udp"),
-                TcpListener::bind("127.0.0.1:0").expect("bind tcp"),
-                TcpListener::bind("127.0.0.1:0").expect("bind tcp"),
-            )
-        })
-        .collect();
-    held.iter()
-        .map(|(u, h, r)| {
-            (
-                u.local_addr().expect("addr"),
-                h.local_addr().expect("addr"),
-                r.local_addr().expect("addr"),
-            )
-        })
+    (0..n)
+        .map(|_| (free_addr(), free_addr(), free_addr()))
         .collect()
 }
 

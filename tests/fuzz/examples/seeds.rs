@@ -251,6 +251,7 @@ fn peer(dir: &Path) {
                 from: 0,
                 upto: u64::MAX,
                 limit: 100,
+                flushed: Some(ts.clone()),
             }),
         ),
         ("clock-now", Request::ClockNow(rpc::ClockNow)),
