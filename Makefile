@@ -6,7 +6,7 @@ CONFIG ?= cluster.toml
 ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 CONFIG_PATH := $(if $(filter /%,$(CONFIG)),$(CONFIG),$(ROOT)$(CONFIG))
 
-.PHONY: all build test lint fmt bench cluster stop status ring clean partition heal kill restart simulate fuzz
+.PHONY: all build test lint fmt bench cluster stop status ring clean partition heal kill restart simulate fuzz heap-profile
 
 all: build
 
@@ -35,6 +35,7 @@ bench:
 	$(CARGO) bench --locked --bench resp
 	$(CARGO) bench --locked --bench durability
 	$(CARGO) bench --locked --bench tls
+	$(CARGO) bench --locked --bench memory
 
 ## Shows the ring the cluster file describes.
 ring: build
@@ -87,6 +88,15 @@ restart:
 SEEDS ?= 200
 simulate:
 	QKV_SIM_SEEDS=$(SEEDS) $(CARGO) test --locked --release --test coordinator_sim
+
+## Where a node's memory goes: a node built with dhat as its allocator (target/heap), loaded
+## with HEAP_COUNT writes of HEAP_WHAT (strings, sets or hashes), its live memory at the peak
+## by allocating function, in bytes per key.
+HEAP_WHAT ?= strings
+HEAP_COUNT ?= 100000
+heap-profile:
+	CARGO_TARGET_DIR=$(ROOT)target/heap $(CARGO) build --locked --profile heap --features heap-profile --bin quorumkv
+	$(CARGO) run --locked --example heap_profile -- $(ROOT)target/heap/heap/quorumkv $(HEAP_WHAT) $(HEAP_COUNT)
 
 ## Coverage-guided fuzzing with cargo-fuzz (libFuzzer; the nightly toolchain, cargo-fuzz installed
 ## when missing): every target of tests/fuzz for FUZZ_SECONDS each, make fuzz FUZZ_SECONDS=600.

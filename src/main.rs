@@ -7,8 +7,14 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: a node allocates small, short-lived buffers for
 /// every request, and glibc's malloc took about 15% of a busy node's CPU (docs/benchmarks.md).
+#[cfg(not(feature = "heap-profile"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// With the `heap-profile` feature: dhat, so a node's live memory can be traced to where it
+/// was allocated (`make heap-profile`).
+#[cfg(feature = "heap-profile")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 use quorumkv::bench::BenchArgs;
 use quorumkv::cli::{AdminCommand, DataCommand, Outcome};
 use quorumkv::config::Config;
@@ -160,6 +166,9 @@ fn main() -> ExitCode {
         Command::Ring { config, n, keys } => show_ring(&config, n, &keys),
         Command::Certs { config } => process::certs(&config),
         Command::Node { config, id, join } => {
+            // Written to dhat-heap.json in the working directory when the node stops.
+            #[cfg(feature = "heap-profile")]
+            let _profiler = dhat::Profiler::new_heap();
             init_tracing();
             // The file's worker_threads, if it loads (run_node reports a file that does not).
             let threads = Config::load(&config).map_or(0, |c| c.cluster.worker_threads);

@@ -369,7 +369,7 @@ fn live_versions(value: &Option<Value>, now: u64) -> (BTreeSet<Bytes>, Option<Mv
     match value {
         Some(Value::Kv(reg)) => (
             reg.live(now).map(|(_, v)| v.value.clone()).collect(),
-            Some(reg.clone()),
+            Some((**reg).clone()),
         ),
         _ => (BTreeSet::new(), None),
     }

@@ -245,6 +245,10 @@ impl Coordinator {
             .filter(|m| m.info.id != me)
             .cloned()
             .collect();
+        if others.is_empty() {
+            // No one to hand anything to (and no copy of every key to make for it).
+            return 0;
+        }
         let future = ring_of(&others);
         let n_now = self.inner.defaults.n.min(view.ring.len() as u32) as usize;
         let n_next = self.inner.defaults.n.min(future.len() as u32) as usize;

@@ -319,6 +319,22 @@ impl TypedValue {
         Self::default()
     }
 
+    /// The state of a string with only `value` written at `ts` (what
+    /// [`TypedValue::plain_string`] recognises): how a store unpacks its compact form.
+    pub fn plain(value: Bytes, ts: Timestamp) -> Self {
+        TypedValue {
+            string: Counted {
+                base: Some(Base {
+                    value: Some(value),
+                    ts,
+                    seen: Increments::new(),
+                }),
+                incr: Increments::new(),
+            },
+            ..TypedValue::default()
+        }
+    }
+
     /// The key's time to live, unless a later `SET` replaced it (a written value newer than
     /// the expiry: `SET` clears the time to live, as in Redis, without writing a register).
     fn live_expiry(&self) -> Option<&Expiry> {

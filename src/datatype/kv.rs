@@ -47,7 +47,9 @@ impl Operation for Put {
                 Some(Value::Kv(reg)) => reg.write(actor, &seen, version.clone()),
                 _ => MvRegister::new().write(actor, &seen, version.clone()),
             };
-            delta.map(Value::Kv).map_err(|e| e.to_string())
+            delta
+                .map(|r| Value::Kv(Box::new(r)))
+                .map_err(|e| e.to_string())
         })?;
         if let Value::Kv(reg) = &applied.delta {
             base.written.context = Some(reg.context().clone());
@@ -91,7 +93,7 @@ impl Operation for Delete {
         };
         let tombstone = MvRegister::delete(&seen, base.now_ms());
         base.written.context = Some(seen);
-        Ok(Delta::New(Value::Kv(tombstone)))
+        Ok(Delta::New(Value::Kv(Box::new(tombstone))))
     }
 }
 

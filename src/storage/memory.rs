@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
+use super::compact::Held;
 use super::journal::Journal;
 use super::{Applied, Hash, Key, MakeDelta, MerkleTree, PurgeStats, Store, StoreError, Value};
 use crate::causality::{Actor, Timestamp};
@@ -55,22 +56,27 @@ impl Default for StoreOptions {
 const ENTRY_OVERHEAD: usize = 160;
 
 struct Entry {
-    value: Value,
+    /// The state, packed when it is a plain string (see [`Held`]).
+    value: Held,
     item_hash: Hash,
     /// What this entry counts in [`MemStore::memory_used`].
-    size: usize,
+    size: u32,
     /// When it was last read or written (`now_ms` of that call): the LRU clock.
     last_access: AtomicU64,
-    /// The actor this node issues dots under for this key, chosen at its first local write
-    /// since the entry was created. Local: never replicated.
-    writer: Option<Actor>,
+    /// The number of the actor this node issues dots under for this key (see
+    /// [`MemStore::writer`]), chosen at its first local write since the entry was created.
+    /// Local: never replicated.
+    writer: Option<std::num::NonZeroU64>,
 }
 
 /// An in-memory [`Store`].
 pub struct MemStore {
     /// Hashed with foldhash: a key hashes as its ring position (one `u64`, already a blake3
     /// digest), which SipHash, the default, took ten times as long to mix.
-    entries: DashMap<Key, Entry, foldhash::fast::RandomState>,
+    ///
+    /// Entries are boxed: the map's table keeps free slots (up to half of it after it grows),
+    /// and a free slot of a pointer costs 8 bytes where one of an entry would cost its size.
+    entries: DashMap<Key, Box<Entry>, foldhash::fast::RandomState>,
     merkle: MerkleTree<Key>,
     /// (due time, key): a TTL to apply or a tombstone to reap. Entries may be stale; the purge
     /// re-checks the key before acting.
@@ -122,7 +128,7 @@ impl MemStore {
     pub fn forget(&self, key: &Key) {
         if let Some((key, entry)) = self.entries.remove(key) {
             self.merkle.set(key.position(), &key, None);
-            self.bytes.fetch_sub(entry.size, Ordering::Relaxed);
+            self.bytes.fetch_sub(entry.size as usize, Ordering::Relaxed);
         }
     }
 
@@ -143,7 +149,7 @@ impl MemStore {
 
     /// The key's state as held, expired parts included (what a snapshot keeps).
     pub fn get_raw(&self, key: &Key) -> Option<Value> {
-        self.entries.get(key).map(|e| e.value.clone())
+        self.entries.get(key).map(|e| e.value.value().into_owned())
     }
 
     /// A store with the given Merkle depth and grace period, for tests and tools.
@@ -155,9 +161,21 @@ impl MemStore {
         })
     }
 
-    fn new_writer(&self) -> Actor {
+    /// A number for a new writer actor: unique in this life of the store.
+    fn new_writer(&self) -> std::num::NonZeroU64 {
         let n = self.writers.fetch_add(1, Ordering::Relaxed);
-        format!("{}.{:x}.{:x}", self.options.node, self.options.boot, n)
+        std::num::NonZeroU64::MIN.saturating_add(n)
+    }
+
+    /// The actor numbered `n`: entries keep the number and the name is made when a write
+    /// needs it, so a key costs no heap string for it.
+    fn writer(&self, n: std::num::NonZeroU64) -> Actor {
+        format!(
+            "{}.{:x}.{:x}",
+            self.options.node,
+            self.options.boot,
+            n.get() - 1
+        )
     }
 
     fn schedule(&self, due: u64, key: &Key) {
@@ -179,13 +197,17 @@ impl MemStore {
 
     /// Records a new state for `key` in `entry`: rehash, update the Merkle tree, and schedule
     /// its next expiry or its reaping.
+    ///
+    /// Leaves the state unpacked: the caller packs it ([`Held::pack`]) once it has logged and
+    /// answered it.
     fn settle(&self, key: &Key, entry: &mut Entry, now_ms: u64) {
-        entry.value.expire(now_ms);
-        if let Value::Typed(t) = &mut entry.value {
+        let value = entry.value.value_mut();
+        value.expire(now_ms);
+        if let Value::Typed(t) = value {
             t.keep_digest();
         }
         if self.any_flush.load(Ordering::Acquire)
-            && let Value::Typed(t) = &mut entry.value
+            && let Value::Typed(t) = value
             && let Some(before) = &*self
                 .flushed
                 .read()
@@ -194,27 +216,27 @@ impl MemStore {
             t.clear_before(before);
         }
         entry.last_access.store(now_ms, Ordering::Relaxed);
-        let (hash, encoded) = entry.value.item_hash_and_size(key);
+        let (hash, encoded) = value.item_hash_and_size(key);
         // An eviction's tombstone lives seconds: counting it would only make the node evict
         // more live keys to make room for tombstones that are about to go anyway.
-        let size = if entry.value.is_eviction() {
+        let size = if value.is_eviction() {
             0
         } else {
-            key.name.len() + encoded + ENTRY_OVERHEAD
+            u32::try_from(key.name.len() + encoded + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
         };
         if size != entry.size {
-            self.bytes.fetch_add(size, Ordering::Relaxed);
-            self.bytes.fetch_sub(entry.size, Ordering::Relaxed);
+            self.bytes.fetch_add(size as usize, Ordering::Relaxed);
+            self.bytes.fetch_sub(entry.size as usize, Ordering::Relaxed);
             entry.size = size;
         }
         if hash != entry.item_hash {
             entry.item_hash = hash;
             self.merkle.set(key.position(), key, Some(hash));
         }
-        match entry.value.death_time(now_ms) {
-            Some(death) => self.schedule(self.reap_at(&entry.value, death), key),
+        match value.death_time(now_ms) {
+            Some(death) => self.schedule(self.reap_at(value, death), key),
             None => {
-                if let Some(t) = entry.value.next_expiry() {
+                if let Some(t) = value.next_expiry() {
                     self.schedule(t, key);
                 }
             }
@@ -251,16 +273,20 @@ impl MemStore {
                     return Ok(out(&value));
                 }
                 let mut entry = Entry {
-                    value,
+                    value: Held::Full(value),
                     item_hash: [0; 32],
                     size: 0,
                     last_access: AtomicU64::new(now_ms),
                     writer: None,
                 };
                 self.settle(key, &mut entry, now_ms);
-                self.log_change(key, &entry.value, incoming);
-                let merged = out(&entry.value);
-                slot.insert(entry);
+                let merged = {
+                    let state = entry.value.value();
+                    self.log_change(key, &state, incoming);
+                    out(&state)
+                };
+                entry.value.pack();
+                slot.insert(Box::new(entry));
                 Ok(merged)
             }
         }
@@ -276,13 +302,17 @@ impl MemStore {
         out: impl FnOnce(&Value) -> R,
     ) -> Result<R, StoreError> {
         let before = entry.item_hash;
-        entry.value.merge(incoming)?;
+        entry.value.value_mut().merge(incoming)?;
         self.settle(key, entry, now_ms);
+        let state = entry.value.value();
         // A merge that changed nothing (a duplicate, an old copy) needs no record.
         if entry.item_hash != before {
-            self.log_change(key, &entry.value, incoming);
+            self.log_change(key, &state, incoming);
         }
-        Ok(out(&entry.value))
+        let merged = out(&state);
+        drop(state);
+        entry.value.pack();
+        Ok(merged)
     }
 
     /// [`Store::update`] on a key already in the map.
@@ -293,20 +323,26 @@ impl MemStore {
         now_ms: u64,
         make_delta: &mut MakeDelta<'_>,
     ) -> Result<Option<Applied>, StoreError> {
-        if entry.value.expire(now_ms) {
+        if entry.value.value_mut().expire(now_ms) {
             self.settle(key, entry, now_ms);
         }
-        let writer = entry
-            .writer
-            .get_or_insert_with(|| self.new_writer())
-            .clone();
-        let Some(delta) = make_delta(Some(&entry.value), &writer)? else {
-            return Ok(None);
+        let writer = self.writer(*entry.writer.get_or_insert_with(|| self.new_writer()));
+        let made = make_delta(Some(&*entry.value.value_mut()), &writer);
+        let delta = match made {
+            Ok(Some(delta)) => delta,
+            other => {
+                entry.value.pack();
+                return other.map(|_| None);
+            }
         };
-        Self::check_kind(key, &delta)?;
-        entry.value.merge(&delta)?;
+        if let Err(e) = Self::check_kind(key, &delta) {
+            entry.value.pack();
+            return Err(e);
+        }
+        entry.value.value_mut().merge(&delta)?;
         self.settle(key, entry, now_ms);
-        self.log_change(key, &entry.value, &delta);
+        self.log_change(key, &entry.value.value(), &delta);
+        entry.value.pack();
         Ok(Some(Applied { delta }))
     }
 
@@ -338,7 +374,7 @@ impl Store for MemStore {
     fn get(&self, key: &Key, now_ms: u64) -> Option<Value> {
         let entry = self.entries.get(key)?;
         entry.last_access.fetch_max(now_ms, Ordering::Relaxed);
-        let mut value = entry.value.clone();
+        let mut value = entry.value.value().into_owned();
         drop(entry);
         value.expire(now_ms);
         Some(value)
@@ -367,21 +403,22 @@ impl Store for MemStore {
                 self.update_entry(key, slot.get_mut(), now_ms, make_delta)
             }
             MapEntry::Vacant(slot) => {
-                let writer = self.new_writer();
-                let Some(delta) = make_delta(None, &writer)? else {
+                let number = self.new_writer();
+                let Some(delta) = make_delta(None, &self.writer(number))? else {
                     return Ok(None);
                 };
                 Self::check_kind(key, &delta)?;
                 let mut entry = Entry {
-                    value: delta.clone().into_state(),
+                    value: Held::Full(delta.clone().into_state()),
                     item_hash: [0; 32],
                     size: 0,
                     last_access: AtomicU64::new(now_ms),
-                    writer: Some(writer),
+                    writer: Some(number),
                 };
                 self.settle(key, &mut entry, now_ms);
-                self.log_change(key, &entry.value, &delta);
-                slot.insert(entry);
+                self.log_change(key, &entry.value.value(), &delta);
+                entry.value.pack();
+                slot.insert(Box::new(entry));
                 Ok(Some(Applied { delta }))
             }
         }
@@ -403,19 +440,22 @@ impl Store for MemStore {
                 continue;
             };
             let entry = slot.get_mut();
-            if entry.value.expire(now_ms) {
+            if entry.value.value_mut().expire(now_ms) {
                 stats.expired += 1;
                 self.settle(&key, entry, now_ms);
             }
-            let reap = entry
-                .value
-                .death_time(now_ms)
-                .is_some_and(|death| self.reap_at(&entry.value, death) <= now_ms);
+            entry.value.pack();
+            let reap = {
+                let state = entry.value.value();
+                state
+                    .death_time(now_ms)
+                    .is_some_and(|death| self.reap_at(&state, death) <= now_ms)
+            };
             if reap {
                 // Out of the Merkle tree while the shard lock is still held, so a concurrent
                 // write to the key cannot slip in between and lose its Merkle item.
                 self.merkle.set(key.position(), &key, None);
-                self.bytes.fetch_sub(entry.size, Ordering::Relaxed);
+                self.bytes.fetch_sub(entry.size as usize, Ordering::Relaxed);
                 if let Some(journal) = self.journal.get() {
                     journal.forgot(&key);
                 }
@@ -470,10 +510,12 @@ impl Store for MemStore {
         }
         let mut emptied = Vec::new();
         for mut slot in self.entries.iter_mut() {
-            if slot.value().value.kind() == super::Kind::Typed {
+            if slot.key().kind == super::Kind::Typed {
                 let key = slot.key().clone();
-                self.settle(&key, slot.value_mut(), now_ms);
-                if slot.value().value.is_tombstone(now_ms) {
+                let entry = slot.value_mut();
+                self.settle(&key, entry, now_ms);
+                entry.value.pack();
+                if entry.value.is_tombstone(now_ms) {
                     emptied.push(key);
                 }
             }
@@ -485,7 +527,8 @@ impl Store for MemStore {
                 && slot.get().value.is_tombstone(now_ms)
             {
                 self.merkle.set(key.position(), &key, None);
-                self.bytes.fetch_sub(slot.get().size, Ordering::Relaxed);
+                self.bytes
+                    .fetch_sub(slot.get().size as usize, Ordering::Relaxed);
                 slot.remove();
             }
         }
@@ -494,11 +537,9 @@ impl Store for MemStore {
     fn typed_counts(&self, now_ms: u64) -> (usize, usize) {
         let (mut keys, mut expires) = (0, 0);
         for entry in self.entries.iter() {
-            if let Value::Typed(t) = &entry.value().value
-                && !t.is_tombstone(now_ms)
-            {
+            if let Some(expiring) = entry.value().value.typed_live(now_ms) {
                 keys += 1;
-                expires += usize::from(t.expires_at(now_ms).is_some());
+                expires += usize::from(expiring);
             }
         }
         (keys, expires)
@@ -577,12 +618,12 @@ mod tests {
     fn kv_write(s: &MemStore, key: &Key, value: &str, now: u64) -> Applied {
         s.update(key, now, &mut |cur, actor| {
             let reg = match cur {
-                Some(Value::Kv(r)) => r.clone(),
+                Some(Value::Kv(r)) => (**r).clone(),
                 _ => MvRegister::new(),
             };
             let seen = reg.context().clone();
             reg.write(actor, &seen, Version::new(value.as_bytes().to_vec(), None))
-                .map(|r| Some(Value::Kv(r)))
+                .map(|r| Some(Value::Kv(Box::new(r))))
                 .map_err(|e| StoreError::Rejected(e.to_string()))
         })
         .unwrap()
@@ -640,7 +681,7 @@ mod tests {
         let Some(Value::Kv(reg)) = a.get(&k, 0) else {
             panic!()
         };
-        let del = Value::Kv(MvRegister::delete(reg.context(), 10));
+        let del = Value::Kv(Box::new(MvRegister::delete(reg.context(), 10)));
         a.merge(&k, &del, 10).unwrap();
         // b learns of the delete late, but its grace period still runs from the delete.
         let tomb = a.get(&k, 500).unwrap();
@@ -662,7 +703,7 @@ mod tests {
         let Some(Value::Kv(reg)) = a.get(&k, 0) else {
             panic!()
         };
-        let del = Value::Kv(MvRegister::delete(reg.context(), 10));
+        let del = Value::Kv(Box::new(MvRegister::delete(reg.context(), 10)));
         a.merge(&k, &del, 10).unwrap();
         b.merge(&k, &del, 10).unwrap();
         assert_eq!(a.purge(1010).reaped, 1);
@@ -696,7 +737,7 @@ mod tests {
             panic!()
         };
         assert_eq!(c.value(), 3);
-        let wrong = Value::Kv(MvRegister::delete(&CausalContext::new(), 0));
+        let wrong = Value::Kv(Box::new(MvRegister::delete(&CausalContext::new(), 0)));
         assert!(matches!(
             s.merge(&k, &wrong, 0),
             Err(StoreError::KindMismatch { .. })
@@ -832,5 +873,17 @@ mod lru_tests {
             assert_eq!(*at, expected, "{key:?}");
         }
         assert!(store.memory_used() > 500 * 100);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// What every key pays in the map, whatever it holds: an entry grown by a field shows
+    /// here before it shows in the memory benchmark.
+    #[test]
+    fn an_entry_stays_small() {
+        assert!(std::mem::size_of::<super::Held>() <= 48);
+        assert!(std::mem::size_of::<super::Value>() <= 32);
+        assert!(std::mem::size_of::<super::Entry>() <= 104);
     }
 }

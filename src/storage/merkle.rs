@@ -33,6 +33,9 @@ const TOP_LEVELS: u8 = 8;
 /// only a handful of words per node it asks about.
 const KEPT_STRIDE: u8 = 4;
 
+/// Up to this many items a leaf grows one item at a time.
+const SMALL_LEAF: usize = 8;
+
 /// Deepest tree allowed: 2^20 leaves.
 pub const MAX_DEPTH: u8 = 20;
 
@@ -204,6 +207,12 @@ impl<K: Ord + Clone> MerkleTree<K> {
             (Ok(i), Some(h)) => Some(std::mem::replace(&mut leaf.items[i].2, h)),
             (Ok(i), None) => Some(leaf.items.remove(i).2),
             (Err(i), Some(h)) => {
+                // A leaf holds a handful of items: growing it one at a time up to a few (a
+                // vector's first growth is to four) keeps a sparse tree from paying for
+                // empty places, and a fuller leaf grows as vectors do.
+                if leaf.items.len() == leaf.items.capacity() && leaf.items.len() < SMALL_LEAF {
+                    leaf.items.reserve_exact(1);
+                }
                 leaf.items.insert(i, (pos, key.clone(), h));
                 None
             }

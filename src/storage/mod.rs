@@ -6,6 +6,7 @@
 //! period, and keeps a Merkle tree over key positions so that two replicas can find what they
 //! disagree on. [`Store`] is the interface; [`MemStore`] the in-memory engine.
 
+mod compact;
 pub mod journal;
 pub mod memory;
 pub mod merkle;
@@ -138,8 +139,9 @@ pub const SMALL_COLLECTION: usize = 64;
 /// The replicated state of one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
-    /// A `/kv` register.
-    Kv(MvRegister),
+    /// A `/kv` register (boxed, as the typed state is: the enum stays two words, so an
+    /// entry of any kind costs the store little beyond its state).
+    Kv(Box<MvRegister>),
     /// A `/counter` counter.
     Counter(PnCounter),
     /// A name of the typed namespace (boxed: it is the largest state by far, and the enum is

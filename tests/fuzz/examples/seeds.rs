@@ -167,7 +167,7 @@ fn values() -> Vec<(Key, Value)> {
         .unwrap();
     let counter = PnCounter::new().add("n1.1a2", 5).unwrap();
     let mut out = vec![
-        (Key::new(Kind::Kv, "colour"), Value::Kv(kv)),
+        (Key::new(Kind::Kv, "colour"), Value::Kv(Box::new(kv))),
         (Key::new(Kind::Counter, "visits"), Value::Counter(counter)),
     ];
     for (i, v) in typed_values().into_iter().enumerate() {
