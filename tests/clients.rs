@@ -44,9 +44,10 @@ fn run(program: &Path, script: &str, c: &TestCluster) {
         .expect("run the client check");
     assert!(
         out.status.success(),
-        "{script} failed:\n{}\n{}",
+        "{script} failed:\n{}\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        c.all_logs()
     );
     eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
 }

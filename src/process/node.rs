@@ -103,6 +103,7 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
     })?;
     // What the process holds before it loads any data: the base of the memory calibration.
     let base_resident = crate::metrics::resident_bytes();
+    raise_open_file_limit();
     let users = Arc::new(Users::from_settings(&config.users, &config.base_dir)?);
     auth::check_exposure(
         &users,
@@ -503,5 +504,23 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, as redis-server does for its
+/// `maxclients`: each client connection is a file, and the usual soft limit of 1,024 would
+/// refuse the thousand-and-first client. Logs what it got.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open file limit"),
+            Err(e) => tracing::warn!(
+                limit = soft,
+                "could not raise the open file limit ({e}): at most about {soft} client connections"
+            ),
+        },
+        Ok((soft, _)) => tracing::debug!(limit = soft, "open file limit"),
+        Err(e) => tracing::warn!("could not read the open file limit: {e}"),
     }
 }

@@ -2,6 +2,7 @@
 //! (pipelined commands on different keys side by side), and answer in one write; queue the
 //! commands of a `MULTI` block and run them at `EXEC`.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -104,6 +105,45 @@ pub enum SessionError {
     Protocol(String),
 }
 
+/// Most commands of a pipeline parsed ahead of their replies being written.
+const MAX_QUEUED: usize = 1024;
+
+/// Most commands of a pipeline run side by side.
+const MAX_GROUP: usize = 64;
+
+/// Replies are written once they reach this many bytes, before the rest of the pipeline runs.
+const FLUSH_AT: usize = 1 << 20;
+
+/// A client whose replies have waited this long to be taken (it sends without reading) is
+/// closed, as Redis closes a client past its output buffer limit.
+const STALLED_WRITE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Writes `replies`; a client that takes none of them for [`STALLED_WRITE`] is closed.
+async fn write_replies<S>(
+    stream: &mut S,
+    replies: &[u8],
+    peer: Option<SocketAddr>,
+) -> Result<(), SessionError>
+where
+    S: AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(STALLED_WRITE, stream.write_all(replies)).await {
+        Ok(written) => Ok(written?),
+        Err(_) => {
+            tracing::warn!(
+                client = ?peer,
+                waiting = replies.len(),
+                "closing a client that has not read its replies for {} s",
+                STALLED_WRITE.as_secs()
+            );
+            Err(SessionError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client does not read its replies",
+            )))
+        }
+    }
+}
+
 /// Commands that run even inside `MULTI` rather than being queued.
 const NOT_QUEUED: [&str; 6] = ["EXEC", "DISCARD", "MULTI", "WATCH", "QUIT", "RESET"];
 
@@ -148,13 +188,15 @@ impl Session {
         let mut input = BytesMut::with_capacity(16 * 1024);
         let mut output = BytesMut::with_capacity(16 * 1024);
         // Kept from one read to the next: no allocation per request for the list.
-        let mut commands: Vec<Command> = Vec::new();
+        let mut commands: VecDeque<Command> = VecDeque::new();
         // The rest of a command refused for an oversized argument, still to be dropped.
         let mut skipping: Option<Skipping> = None;
+        let mut malformed = None;
         loop {
-            // Take every complete command already here, run them, answer in one write.
-            let mut malformed = None;
-            loop {
+            // Take the complete commands already here (up to a bound), run them, answer in
+            // one write; what is left waits for that write, so a client that does not read
+            // its replies stops being read from (TCP pushes back) instead of being buffered.
+            while malformed.is_none() && commands.len() < MAX_QUEUED {
                 if let Some(skip) = &mut skipping {
                     match skip.advance(&mut input) {
                         Ok(true) => skipping = None,
@@ -166,14 +208,14 @@ impl Session {
                     }
                 }
                 match next_command(&mut input, max_frame, max_value) {
-                    Ok(Some(Next::Command(args))) => commands.push((find(&args), args)),
+                    Ok(Some(Next::Command(args))) => commands.push_back((find(&args), args)),
                     Ok(Some(Next::Oversized { len, max, skip })) => {
                         // Answered in its place in the pipeline; what follows goes on.
                         let refused = CmdError::err(format!(
                             "the value is {len} bytes; this cluster stores values of at most \
                              {max} bytes"
                         ));
-                        commands.push((Err(refused), Vec::new()));
+                        commands.push_back((Err(refused), Vec::new()));
                         skipping = Some(skip);
                     }
                     Ok(None) => break,
@@ -183,21 +225,26 @@ impl Session {
                     }
                 }
             }
+            let full = commands.len() >= MAX_QUEUED;
             self.run_pipeline(&mut commands, &mut output).await;
-            if let Some(e) = malformed {
+            let pending = full || !commands.is_empty();
+            if !pending && let Some(e) = malformed.take() {
                 let ParseError(message) = &e;
                 let reply = Reply::err(format!("ERR Protocol error: {message}"));
                 encode(&mut output, reply, self.state.protocol);
-                stream.write_all(&output).await?;
+                write_replies(stream, &output, self.state.peer).await?;
                 return Err(SessionError::Protocol(e.0));
             }
             if self.state.quit {
-                stream.write_all(&output).await?;
+                write_replies(stream, &output, self.state.peer).await?;
                 return Ok(());
             }
             if !output.is_empty() {
-                stream.write_all(&output).await?;
+                write_replies(stream, &output, self.state.peer).await?;
                 output.clear();
+            }
+            if pending || malformed.is_some() {
+                continue;
             }
             if stream.read_buf(&mut input).await? == 0 {
                 return Ok(());
@@ -210,46 +257,55 @@ impl Session {
     /// command on a key already in the group, one on several keys, and one that changes the
     /// connection (`QUORUM`, `MULTI`) wait for everything before them, so a pipeline behaves
     /// as if run one command at a time. Inside `MULTI` every command runs alone (it is queued).
-    async fn run_pipeline(&mut self, commands: &mut Vec<Command>, output: &mut BytesMut) {
-        let mut rest = commands.drain(..).peekable();
-        while let Some(first) = rest.next() {
+    ///
+    /// A group holds at most [`MAX_GROUP`] commands, and once the replies reach
+    /// [`FLUSH_AT`] bytes the rest stays in `commands` until they are written: what one
+    /// connection holds is about `MAX_GROUP` replies, however deep its pipeline.
+    async fn run_pipeline(&mut self, commands: &mut VecDeque<Command>, output: &mut BytesMut) {
+        while let Some(first) = commands.pop_front() {
             if self.state.quit {
+                commands.clear();
                 return;
             }
             let touch = touches(&first);
             if touch == Touch::Session || self.state.multi.is_some() {
                 let reply = self.execute(first).await;
                 encode(output, reply, self.state.protocol);
-                continue;
-            }
-            let mut group = vec![first];
-            let mut keys: Vec<Bytes> = Vec::new();
-            if let Touch::Key(k) = touch {
-                keys.push(k);
-            }
-            while let Some(next) = rest.peek() {
-                match touches(next) {
-                    Touch::Session => break,
-                    Touch::Key(k) if keys.contains(&k) => break,
-                    Touch::Key(k) => keys.push(k),
-                    Touch::Nothing => {}
-                }
-                group.extend(rest.next());
-            }
-            if group.len() == 1 {
-                let reply = self.execute(group.remove(0)).await;
-                encode(output, reply, self.state.protocol);
             } else {
-                let this = &*self;
-                let replies = futures_util::future::join_all(
-                    group
-                        .into_iter()
-                        .map(|(spec, args)| this.run_data(spec, args)),
-                )
-                .await;
-                for reply in replies {
-                    encode(output, reply, self.state.protocol);
+                let mut group = vec![first];
+                let mut keys: Vec<Bytes> = Vec::new();
+                if let Touch::Key(k) = touch {
+                    keys.push(k);
                 }
+                while group.len() < MAX_GROUP
+                    && let Some(next) = commands.front()
+                {
+                    match touches(next) {
+                        Touch::Session => break,
+                        Touch::Key(k) if keys.contains(&k) => break,
+                        Touch::Key(k) => keys.push(k),
+                        Touch::Nothing => {}
+                    }
+                    group.extend(commands.pop_front());
+                }
+                if group.len() == 1 {
+                    let reply = self.execute(group.remove(0)).await;
+                    encode(output, reply, self.state.protocol);
+                } else {
+                    let this = &*self;
+                    let replies = futures_util::future::join_all(
+                        group
+                            .into_iter()
+                            .map(|(spec, args)| this.run_data(spec, args)),
+                    )
+                    .await;
+                    for reply in replies {
+                        encode(output, reply, self.state.protocol);
+                    }
+                }
+            }
+            if output.len() >= FLUSH_AT {
+                return;
             }
         }
     }

@@ -92,6 +92,10 @@ pub struct MemStore {
     any_flush: std::sync::atomic::AtomicBool,
     /// The durable log every change goes to, once recovery has attached it.
     journal: std::sync::OnceLock<Journal>,
+    /// Held for the whole of a flush: a second caller with the same cutoff (the flush comes
+    /// by gossip and by request at once) returns only once the first has cleared every entry,
+    /// so "applied" means applied.
+    flushing: Mutex<()>,
 }
 
 impl Default for MemStore {
@@ -113,6 +117,7 @@ impl MemStore {
             flushed: std::sync::RwLock::new(None),
             any_flush: std::sync::atomic::AtomicBool::new(false),
             journal: std::sync::OnceLock::new(),
+            flushing: Mutex::new(()),
         }
     }
 
@@ -493,6 +498,10 @@ impl Store for MemStore {
     }
 
     fn flush(&self, before: &Timestamp, now_ms: u64) {
+        let _flushing = self
+            .flushing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         {
             let mut flushed = self
                 .flushed
@@ -800,6 +809,36 @@ mod tests {
         let merged = s.merge(&k, &string(b"new", None, 40), 40).unwrap();
         let Value::Typed(t) = merged else { panic!() };
         assert_eq!(t.string(40), Some(Bytes::from("new")));
+    }
+
+    #[test]
+    fn a_second_flush_with_the_same_cutoff_returns_once_the_first_is_done() {
+        // The same flush arrives by gossip and by request at once: the one that finds the
+        // cutoff already set must not answer "applied" while the other is still clearing.
+        let s = MemStore::with(8, 1000);
+        for i in 0..100_000 {
+            s.merge(
+                &Key::new(Kind::Typed, format!("k{i}")),
+                &string(b"old", None, 10),
+                10,
+            )
+            .unwrap();
+        }
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| s.flush(&ts(20), 20));
+            // Wait until the first has set the cutoff, then flush again.
+            while s.flushed().is_none() {
+                std::thread::yield_now();
+            }
+            s.flush(&ts(20), 20);
+            let (live, _) = s.scan(Kind::Typed, 0, u64::MAX, 200_000, 20);
+            assert!(
+                live.is_empty(),
+                "{} keys still live after the flush returned",
+                live.len()
+            );
+            first.join().unwrap();
+        });
     }
 
     #[test]
