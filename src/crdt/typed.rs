@@ -180,7 +180,7 @@ pub struct FieldWrite {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Field {
     /// The live writes, by dot.
-    pub writes: BTreeMap<Dot, FieldWrite>,
+    pub writes: Dots<FieldWrite>,
     /// Every actor's increments.
     pub incr: Increments,
     /// Increments removed with the field.
@@ -234,7 +234,7 @@ pub struct TypedValue {
     expiry: Option<Expiry>,
     deleted: Option<Deletion>,
     string: Counted,
-    set: BTreeMap<Bytes, BTreeMap<Dot, Timestamp>>,
+    set: BTreeMap<Bytes, Dots<Timestamp>>,
     hash: BTreeMap<Bytes, Field>,
     /// Set on the deltas operations make: every dot of the context that no entry holds
     /// belongs to a member the delta names (an entry, empty for a removal), so merging it
@@ -245,6 +245,48 @@ pub struct TypedValue {
     /// [`TypedValue::collection_digest`]).
     #[serde(skip)]
     digest: Cached,
+}
+
+/// The dots that keep a set member or a hash field present, with what each carries: almost
+/// always one, so a sorted vector (a few dozen bytes) rather than a B-tree, whose first node
+/// takes room for eleven (about a kilobyte for a hash field's writes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Dots<V>(litemap::LiteMap<Dot, V>);
+
+impl<V> Dots<V> {
+    /// None.
+    pub fn new() -> Self {
+        Dots(litemap::LiteMap::new())
+    }
+}
+
+impl<V> Default for Dots<V> {
+    fn default() -> Self {
+        Dots::new()
+    }
+}
+
+impl<V> std::ops::Deref for Dots<V> {
+    type Target = litemap::LiteMap<Dot, V>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<V> std::ops::DerefMut for Dots<V> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+/// Read as a B-tree map first: the vector map would reserve room for as many entries as a
+/// peer's frame claims before reading them.
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Dots<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<Dot, V>::deserialize(deserializer)?;
+        Ok(Dots(map.into_iter().collect()))
+    }
 }
 
 /// The digest tags of set members and hash fields.
@@ -827,7 +869,7 @@ impl TypedValue {
         self.check_type(Type::Set, now_ms)?;
         let cutoff = self.cutoff(now_ms);
         let cutoff = cutoff.as_ref();
-        let is_live = |dots: &BTreeMap<Dot, Timestamp>| dots.values().any(|ts| !gone(ts, cutoff));
+        let is_live = |dots: &Dots<Timestamp>| dots.values().any(|ts| !gone(ts, cutoff));
         let live = |member: &Bytes| self.set.get(member).is_some_and(is_live);
         let mut delta = self.base_delta(Some(Type::Set), ts, now_ms);
         let mut issued = self.ctx.clone();
@@ -927,7 +969,7 @@ impl TypedValue {
                 d.reset = f.replaced();
             }
             // One presence dot per writer: the increment's own replaces the writer's earlier.
-            for (dot, w) in &f.writes {
+            for (dot, w) in f.writes.iter() {
                 if w.value.is_none() {
                     delta.ctx.insert(dot.clone());
                 }
@@ -1336,7 +1378,7 @@ impl TypedValue {
 }
 
 /// A set member's digest (nothing when it is absent).
-fn set_member_digest(name: &Bytes, dots: Option<&BTreeMap<Dot, Timestamp>>) -> Digest {
+fn set_member_digest(name: &Bytes, dots: Option<&Dots<Timestamp>>) -> Digest {
     dots.map_or_else(Digest::default, |d| digest::member(SET_TAG, name, d))
 }
 
@@ -1348,13 +1390,13 @@ fn hash_field_digest(name: &Bytes, field: Option<&Field>) -> Digest {
 /// The observed-remove merge of dotted entries: keep a dot of ours unless the other side has
 /// seen it and dropped it; take a dot of theirs unless we have seen it.
 fn merge_dots<V: Clone>(
-    mine: &mut BTreeMap<Dot, V>,
+    mine: &mut Dots<V>,
     my_ctx: &CausalContext,
-    theirs: &BTreeMap<Dot, V>,
+    theirs: &Dots<V>,
     their_ctx: &CausalContext,
 ) {
     mine.retain(|d, _| theirs.contains_key(d) || !their_ctx.contains(d));
-    for (d, v) in theirs {
+    for (d, v) in theirs.iter() {
         if !my_ctx.contains(d) && !mine.contains_key(d) {
             mine.insert(d.clone(), v.clone());
         }
@@ -1362,12 +1404,12 @@ fn merge_dots<V: Clone>(
 }
 
 fn merge_dotted(
-    mine: &mut BTreeMap<Bytes, BTreeMap<Dot, Timestamp>>,
+    mine: &mut BTreeMap<Bytes, Dots<Timestamp>>,
     my_ctx: &CausalContext,
-    theirs: &BTreeMap<Bytes, BTreeMap<Dot, Timestamp>>,
+    theirs: &BTreeMap<Bytes, Dots<Timestamp>>,
     their_ctx: &CausalContext,
 ) {
-    let empty = BTreeMap::new();
+    let empty = Dots::new();
     for (member, dots) in mine.iter_mut() {
         merge_dots(
             dots,
@@ -1378,7 +1420,7 @@ fn merge_dotted(
     }
     for (member, dots) in theirs {
         if !mine.contains_key(member) {
-            let mut fresh = BTreeMap::new();
+            let mut fresh = Dots::new();
             merge_dots(&mut fresh, my_ctx, dots, their_ctx);
             if !fresh.is_empty() {
                 mine.insert(member.clone(), fresh);
