@@ -111,14 +111,10 @@ pub fn next_command(
             }));
         }
     }
-    Ok(parse_next(input, max_frame, max_bulk)?.map(Next::Command))
+    Ok(parse_next(input, max_frame)?.map(Next::Command))
 }
 
-fn parse_next(
-    input: &mut BytesMut,
-    max_frame: usize,
-    max_bulk: usize,
-) -> Result<Option<Vec<Bytes>>, String> {
+fn parse_next(input: &mut BytesMut, max_frame: usize) -> Result<Option<Vec<Bytes>>, String> {
     // Blank inline lines are skipped here, in a loop: a client's thousands of newlines must
     // not each cost a level of recursion (they overflowed a worker's stack and aborted the
     // node; found by fuzzing).
