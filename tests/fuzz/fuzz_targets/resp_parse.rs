@@ -113,10 +113,6 @@ fn connection(data: &[u8]) {
     }
 }
 
-    }
-    longest
-}
-
 /// What the connection does with a command before it runs it.
 fn command(args: &[Bytes]) {
     let Some(name) = args.first() else {
