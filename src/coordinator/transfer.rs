@@ -247,6 +247,7 @@ impl Coordinator {
             .collect();
         if others.is_empty() {
             // No one to hand anything to (and no copy of every key to make for it).
+            self.update_transfer(|s| s.phase = Phase::Leaving);
             return 0;
         }
         let future = ring_of(&others);

@@ -118,7 +118,9 @@ const FLUSH_AT: usize = 1 << 20;
 /// closed, as Redis closes a client past its output buffer limit.
 const STALLED_WRITE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Writes `replies`; a client that takes none of them for [`STALLED_WRITE`] is closed.
+/// Writes `replies`; a client that takes none of them for [`STALLED_WRITE`] is closed (a
+/// client that reads slowly but steadily is not: the wait starts again at every write that
+/// goes through).
 async fn write_replies<S>(
     stream: &mut S,
     replies: &[u8],
@@ -127,21 +129,33 @@ async fn write_replies<S>(
 where
     S: AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(STALLED_WRITE, stream.write_all(replies)).await {
-        Ok(written) => Ok(written?),
-        Err(_) => {
-            tracing::warn!(
-                client = ?peer,
-                waiting = replies.len(),
-                "closing a client that has not read its replies for {} s",
-                STALLED_WRITE.as_secs()
-            );
-            Err(SessionError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client does not read its replies",
-            )))
+    let mut sent = 0;
+    while sent < replies.len() {
+        match tokio::time::timeout(STALLED_WRITE, stream.write(&replies[sent..])).await {
+            Ok(Ok(0)) => {
+                return Err(SessionError::Io(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    "the client closed its side",
+                )));
+            }
+            Ok(Ok(n)) => sent += n,
+            Ok(Err(e)) => return Err(SessionError::Io(e)),
+            Err(_) => {
+                tracing::warn!(
+                    client = ?peer,
+                    waiting = replies.len() - sent,
+                    "closing a client that has not read its replies for {} s",
+                    STALLED_WRITE.as_secs()
+                );
+                return Err(SessionError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client does not read its replies",
+                )));
+            }
         }
     }
+    stream.flush().await?;
+    Ok(())
 }
 
 /// Commands that run even inside `MULTI` rather than being queued.

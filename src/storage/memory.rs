@@ -96,6 +96,9 @@ pub struct MemStore {
     /// by gossip and by request at once) returns only once the first has cleared every entry,
     /// so "applied" means applied.
     flushing: Mutex<()>,
+    /// The cutoff of the last flush that has cleared every entry: a flush (or a scan that
+    /// brings one) at or before it returns without taking [`MemStore::flushing`].
+    applied: std::sync::RwLock<Option<Timestamp>>,
 }
 
 impl Default for MemStore {
@@ -118,6 +121,7 @@ impl MemStore {
             any_flush: std::sync::atomic::AtomicBool::new(false),
             journal: std::sync::OnceLock::new(),
             flushing: Mutex::new(()),
+            applied: std::sync::RwLock::new(None),
         }
     }
 
@@ -498,6 +502,16 @@ impl Store for MemStore {
     }
 
     fn flush(&self, before: &Timestamp, now_ms: u64) {
+        let done = |applied: &std::sync::RwLock<Option<Timestamp>>| {
+            applied
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|a| a >= before)
+        };
+        if done(&self.applied) {
+            return;
+        }
         let _flushing = self
             .flushing
             .lock()
@@ -508,6 +522,11 @@ impl Store for MemStore {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if flushed.as_ref().is_some_and(|f| f >= before) {
+                // No walk is under way (this holds `flushing`): that cutoff is applied.
+                *self
+                    .applied
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = flushed.clone();
                 return;
             }
             *flushed = Some(before.clone());
@@ -540,6 +559,13 @@ impl Store for MemStore {
                     .fetch_sub(slot.get().size as usize, Ordering::Relaxed);
                 slot.remove();
             }
+        }
+        let mut applied = self
+            .applied
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if applied.as_ref().is_none_or(|a| a < before) {
+            *applied = Some(before.clone());
         }
     }
 
