@@ -23,14 +23,39 @@ use crate::storage::{Key, Value};
 /// Keys sampled per eviction; the least recently used of them goes.
 const SAMPLE: usize = 16;
 
+/// Most keys one write evicts before it runs; the rest, if any, go in the background.
+const INLINE: usize = 64;
+
 impl Coordinator {
+    /// The limit eviction works to, when the node has one and evicts.
+    fn eviction_limit(&self) -> Option<u64> {
+        let d = &self.inner.defaults;
+        (d.max_memory_bytes > 0 && d.eviction != Eviction::NoEviction).then_some(d.max_memory_bytes)
+    }
+
+    /// Before a write that may grow the data (a client's, or a peer's merge): past the limit,
+    /// evicts here first, as Redis does before it runs a command. Left to a background task
+    /// alone, eviction fell behind a client writing large values as fast as it could, and the
+    /// resident memory went past its bound.
+    pub fn make_room(&self) {
+        let Some(limit) = self.eviction_limit() else {
+            return;
+        };
+        if self.memory_used() <= limit {
+            return;
+        }
+        let evicted = self.evict_until(limit, INLINE);
+        if evicted == INLINE {
+            self.evict_if_full();
+        }
+    }
+
     /// Starts evicting in the background if the store is over the memory limit.
     pub fn evict_if_full(&self) {
-        let limit = self.inner.defaults.max_memory_bytes;
-        if limit == 0
-            || self.inner.defaults.eviction == Eviction::NoEviction
-            || self.memory_used() <= limit
-        {
+        let Some(limit) = self.eviction_limit() else {
+            return;
+        };
+        if self.memory_used() <= limit {
             return;
         }
         if self.inner.evicting.swap(true, Ordering::AcqRel) {
@@ -38,7 +63,7 @@ impl Coordinator {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            let evicted = this.evict_until(limit);
+            let evicted = this.evict_until(limit, usize::MAX);
             this.inner.evicting.store(false, Ordering::Release);
             if evicted > 0 {
                 tracing::debug!(evicted, "evicted least recently used keys");
@@ -46,14 +71,14 @@ impl Coordinator {
         });
     }
 
-    /// Evicts until the store is within `limit` (or no live key of the typed namespace is left to evict);
-    /// returns how many keys went.
-    fn evict_until(&self, limit: u64) -> usize {
+    /// Evicts until the store is within `limit`, at most `most` keys (or until no live key of
+    /// the typed namespace is left to evict); returns how many keys went.
+    fn evict_until(&self, limit: u64, most: usize) -> usize {
         let store = self.store();
         let mut evicted = 0;
         let mut seed = self.now_ms() ^ 0x9e37_79b9_7f4a_7c15;
         let volatile_only = self.inner.defaults.eviction == Eviction::VolatileLru;
-        while self.memory_used() > limit {
+        while evicted < most && self.memory_used() > limit {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             let now = self.now_ms();
             let Some((key, _)) = store

@@ -21,6 +21,12 @@ impl Handler for PeerHandler {
     }
 
     fn request(&self, from: &str, req: Request) -> BoxFuture<Response> {
+        if matches!(
+            req,
+            Request::Merge(_) | Request::MergeBatch(_) | Request::Hint(_)
+        ) {
+            self.coordinator.make_room();
+        }
         let req = match self.coordinator.replica().serve(req) {
             Ok(response) => return Box::pin(std::future::ready(response)),
             Err(req) => *req,
@@ -51,7 +57,11 @@ impl Handler for PeerHandler {
 
     fn request_now(&self, _from: &str, req: Request) -> Result<Response, Box<Request>> {
         match req {
-            Request::Read(_) | Request::Merge(_) => self.coordinator.replica().serve(req),
+            Request::Merge(_) => {
+                self.coordinator.make_room();
+                self.coordinator.replica().serve(req)
+            }
+            Request::Read(_) => self.coordinator.replica().serve(req),
             other => Err(Box::new(other)),
         }
     }

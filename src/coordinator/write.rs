@@ -81,11 +81,12 @@ impl Coordinator {
                 self.inner.defaults.max_memory_bytes
             )));
         }
+        if write.op().may_grow() {
+            self.make_room();
+        }
         let plan = self.plan(c)?;
         let key = Key::new(write.kind(), name);
-        let written = self.execute(key, write, plan, true).await;
-        self.evict_if_full();
-        written
+        self.execute(key, write, plan, true).await
     }
 
     /// Runs a write another node forwarded here, once per id: a duplicate waits for (or
@@ -97,6 +98,9 @@ impl Coordinator {
             write,
             plan,
         } = msg;
+        if write.op().may_grow() {
+            self.make_room();
+        }
         // Keyed by the write too: ids from two lives of a node cannot mix writes up.
         let slot = format!("{id} {} {:?}", write.name(), key);
         let once = self.inner.forwarded.slot(slot, Instant::now());
