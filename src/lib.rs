@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+pub mod alloc;
 pub mod auth;
 pub mod bench;
 pub mod causality;

@@ -7,9 +7,10 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: a node allocates small, short-lived buffers for
 /// every request, and glibc's malloc took about 15% of a busy node's CPU (docs/benchmarks.md).
+/// Counted, so that the memory limit follows what the data holds (`quorumkv::alloc`).
 #[cfg(not(feature = "heap-profile"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: quorumkv::alloc::CountingMiMalloc = quorumkv::alloc::CountingMiMalloc;
 /// With the `heap-profile` feature: dhat, so a node's live memory can be traced to where it
 /// was allocated (`make heap-profile`).
 #[cfg(feature = "heap-profile")]

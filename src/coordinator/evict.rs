@@ -114,8 +114,19 @@ impl Coordinator {
             && self.memory_used() > d.max_memory_bytes
     }
 
-    /// Deletes `key` here at once and on its replicas in the background.
+    /// Deletes `key` here at once and on its replicas in the background; a key no other node
+    /// holds a replica of is dropped outright (nothing could bring it back).
     fn evict(&self, key: Key) {
+        let view = self.view();
+        let n = self.inner.defaults.n.min(view.ring.len() as u32);
+        let placement = self.placement(&view, &key, n);
+        let others = placement.others(self.me());
+        if others.is_empty() && placement.has(self.me()) {
+            if self.store().forget(&key) {
+                self.inner.metrics.evictions.inc();
+            }
+            return;
+        }
         let now = self.now_ms();
         let ts = self.inner.replica.timestamp(now);
         let made = self.store().update(&key, now, &mut |current, _| {
@@ -133,9 +144,6 @@ impl Coordinator {
             }
         };
         self.inner.metrics.evictions.inc();
-        let view = self.view();
-        let n = self.inner.defaults.n.min(view.ring.len() as u32);
-        let placement = self.placement(&view, &key, n);
         let plan = Plan {
             n,
             w: Need::Count(1),
@@ -145,7 +153,6 @@ impl Coordinator {
         };
         let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
         // Nothing waits for the replicas: the calls run on (and leave hints if they fail).
-        let others = placement.others(self.me());
         let tally = Tally::new(Needed::count(0), Vec::new(), others, false);
         self.replicate(&key, tombstone, &placement, &plan, false, deadline, &tally);
     }

@@ -3,14 +3,13 @@
 //!
 //! The estimate alone undercounts several times over (a value's maps, the Merkle leaves, the
 //! allocator's rounding), so a node limited by it grew to about four times its limit. A node
-//! that runs as a process measures its resident memory ten times a second and, once its data
-//! is large enough to tell (`CALIBRATE_FROM`), sets the factor to (resident − base) /
-//! estimate, where the base is what the process held before it loaded any data. One case is
-//! left out: when the data shrank a lot (an eviction burst, deletes) and the resident memory
-//! did not follow, the allocator kept the freed memory for later writes; raising the factor
-//! then would evict again and again for memory that is about to be reused, emptying the cache. Eviction and
-//! `noeviction` then compare the calibrated figure with the limit, so the resident memory
-//! follows the limit. In-process simulations (many nodes in one process) keep the factor 1.
+//! that runs as a process measures what it holds ten times a second and, once its data is
+//! large enough to tell (`CALIBRATE_FROM`), sets the factor to (held − base) / estimate, where
+//! the base is what the process held before it loaded any data. "Held" is the bytes its
+//! allocator has handed out (`crate::alloc`), as Redis's `used_memory`; a build whose
+//! allocator does not count (heap profiling) falls back to resident memory. Eviction and
+//! `noeviction` then compare the calibrated figure with the limit. In-process simulations
+//! (many nodes in one process) keep the factor 1.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -22,7 +21,8 @@ pub const CALIBRATE_FROM: usize = 4 * 1024 * 1024;
 /// be off).
 const FACTOR_RANGE: (f64, f64) = (1.0, 32.0);
 
-/// How to read the process's resident bytes, and what it held before any data.
+/// How to read what the process holds (allocated or resident bytes), and what it held before
+/// any data.
 type Process = (fn() -> u64, u64);
 
 /// The calibration of one node.
@@ -30,17 +30,15 @@ type Process = (fn() -> u64, u64);
 pub struct MemoryGauge {
     /// The factor, as `f64` bits; 0 means 1.
     factor: AtomicU64,
-    /// How to read the process's resident bytes, and what it held before any data.
+    /// How to read what the process holds, and what it held before any data.
     process: Mutex<Option<Process>>,
-    /// The estimate and the resident bytes at the last calibration.
-    last: Mutex<(usize, u64)>,
 }
 
 impl MemoryGauge {
-    /// Calibrates against the process's resident memory from now on: `resident` reads it,
+    /// Calibrates against what the process holds from now on: `held` reads it,
     /// `base` is what the process held before it loaded any data.
-    pub fn track_process(&self, resident: fn() -> u64, base: u64) {
-        *self.process.lock().unwrap_or_else(PoisonError::into_inner) = Some((resident, base));
+    pub fn track_process(&self, held: fn() -> u64, base: u64) {
+        *self.process.lock().unwrap_or_else(PoisonError::into_inner) = Some((held, base));
     }
 
     /// The factor the estimate is scaled by.
@@ -56,27 +54,18 @@ impl MemoryGauge {
         (estimate as f64 * self.factor()) as u64
     }
 
-    /// Recomputes the factor from the resident memory, if the process is tracked and the
+    /// Recomputes the factor from what the process holds, if the process is tracked and the
     /// data is large enough to tell.
     pub fn calibrate(&self, estimate: usize) {
-        let Some((resident, base)) = *self.process.lock().unwrap_or_else(PoisonError::into_inner)
+        let Some((held, base)) = *self.process.lock().unwrap_or_else(PoisonError::into_inner)
         else {
             return;
         };
         if estimate < CALIBRATE_FROM {
             return;
         }
-        let rss = resident();
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        let (last_estimate, last_rss) = *last;
-        *last = (estimate, rss);
-        let grown = rss.saturating_sub(base) as f64;
+        let grown = held().saturating_sub(base) as f64;
         let factor = (grown / estimate as f64).clamp(FACTOR_RANGE.0, FACTOR_RANGE.1);
-        let freed_but_kept =
-            (estimate as f64) < 0.9 * last_estimate as f64 && (rss as f64) > 0.97 * last_rss as f64;
-        if freed_but_kept && factor > self.factor() {
-            return;
-        }
         self.factor.store(factor.to_bits(), Ordering::Relaxed);
     }
 }
@@ -97,9 +86,6 @@ mod tests {
         g.calibrate(25 * 1024 * 1024);
         assert!((g.factor() - 4.0).abs() < 1e-9, "{}", g.factor());
         assert_eq!(g.used(1000), 4000);
-        // Half the data freed and the resident memory kept: the factor does not rise.
-        g.calibrate(12 * 1024 * 1024);
-        assert!((g.factor() - 4.0).abs() < 1e-9, "{}", g.factor());
         g.track_process(|| 1, 16 * 1024 * 1024);
         g.calibrate(25 * 1024 * 1024);
         assert_eq!(g.factor(), 1.0, "never below 1");

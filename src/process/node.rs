@@ -101,7 +101,9 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
             config_path.display()
         )
     })?;
-    // What the process holds before it loads any data: the base of the memory calibration.
+    // What the process holds before it loads any data: the base of the memory calibration,
+    // in allocated bytes (resident bytes under an allocator that does not count).
+    let base_allocated = crate::alloc::allocated();
     let base_resident = crate::metrics::resident_bytes();
     raise_open_file_limit();
     let users = Arc::new(Users::from_settings(&config.users, &config.base_dir)?);
@@ -237,9 +239,14 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         hints: recovered.hints.clone(),
     });
     coordinator.replica().resume_clock(recovered.clock);
-    coordinator
-        .memory_gauge()
-        .track_process(crate::metrics::resident_bytes, base_resident);
+    match base_allocated {
+        Some(base) => coordinator
+            .memory_gauge()
+            .track_process(|| crate::alloc::allocated().unwrap_or(0), base),
+        None => coordinator
+            .memory_gauge()
+            .track_process(crate::metrics::resident_bytes, base_resident),
+    }
     revoke_removed(node.subscribe(), transport.revocations().clone());
     let stop_snapshots = Arc::new(AtomicBool::new(false));
     let snapshots = match &recovered.log {

@@ -475,6 +475,21 @@ impl Store for MemStore {
         stats
     }
 
+    fn forget(&self, key: &Key) -> bool {
+        let MapEntry::Occupied(slot) = self.entries.entry(key.clone()) else {
+            return false;
+        };
+        // Out of the Merkle tree under the shard lock, as a reap does.
+        self.merkle.set(key.position(), key, None);
+        self.bytes
+            .fetch_sub(slot.get().size as usize, Ordering::Relaxed);
+        if let Some(journal) = self.journal.get() {
+            journal.forgot(key);
+        }
+        slot.remove();
+        true
+    }
+
     fn merkle(&self) -> &MerkleTree<Key> {
         &self.merkle
     }

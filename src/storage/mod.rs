@@ -423,6 +423,13 @@ pub trait Store: Send + Sync {
         Vec::new()
     }
 
+    /// Drops `key` outright, without a tombstone (logged, so a restart does not bring it
+    /// back): for evicting a key no other replica holds, where a tombstone would protect
+    /// against nothing and cost the memory eviction is meant to free. Whether it was here.
+    fn forget(&self, _key: &Key) -> bool {
+        false
+    }
+
     /// Live keys of key space `kind` with positions from `from` to `upto`, in position order,
     /// each with its type when it is one of the typed namespace's; about `limit` keys are
     /// looked at (see [`MerkleTree::keys_from`]). When keys were left out past the limit, the
