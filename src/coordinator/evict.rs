@@ -26,6 +26,11 @@ const SAMPLE: usize = 16;
 /// Most keys one write evicts before it runs; the rest, if any, go in the background.
 const INLINE: usize = 64;
 
+/// Keys a write evicts before it runs while the resident memory is over its ceiling: two for
+/// the one it may add, so the data shrinks slowly until the resident memory is back under
+/// (one for one held the data but let fragmentation grow the resident memory on).
+const OVER_CEILING: usize = 2;
+
 impl Coordinator {
     /// The limit eviction works to, when the node has one and evicts.
     fn eviction_limit(&self) -> Option<u64> {
@@ -42,6 +47,9 @@ impl Coordinator {
             return;
         };
         if self.memory_used() <= limit {
+            if self.inner.memory.over_ceiling() {
+                self.evict_until(0, OVER_CEILING);
+            }
             return;
         }
         let evicted = self.evict_until(limit, INLINE);
@@ -111,7 +119,7 @@ impl Coordinator {
         let d = &self.inner.defaults;
         d.eviction == Eviction::NoEviction
             && d.max_memory_bytes > 0
-            && self.memory_used() > d.max_memory_bytes
+            && (self.memory_used() > d.max_memory_bytes || self.inner.memory.over_ceiling())
     }
 
     /// Deletes `key` here at once and on its replicas in the background; a key no other node

@@ -11,7 +11,7 @@
 //! `noeviction` then compare the calibrated figure with the limit. In-process simulations
 //! (many nodes in one process) keep the factor 1.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// Below this estimate the factor is not recalibrated: the process's own base dominates.
@@ -21,8 +21,8 @@ pub const CALIBRATE_FROM: usize = 4 * 1024 * 1024;
 /// be off).
 const FACTOR_RANGE: (f64, f64) = (1.0, 32.0);
 
-/// How to read what the process holds (allocated or resident bytes), and what it held before
-/// any data.
+/// How to read a figure of the process (allocated or resident bytes), and the figure it is
+/// compared with (what it held before any data, or a ceiling).
 type Process = (fn() -> u64, u64);
 
 /// The calibration of one node.
@@ -32,6 +32,10 @@ pub struct MemoryGauge {
     factor: AtomicU64,
     /// How to read what the process holds, and what it held before any data.
     process: Mutex<Option<Process>>,
+    /// How to read the resident memory, and the ceiling it must stay under.
+    resident: Mutex<Option<Process>>,
+    /// The resident memory was over its ceiling at the last measurement.
+    over_ceiling: AtomicBool,
 }
 
 impl MemoryGauge {
@@ -39,6 +43,20 @@ impl MemoryGauge {
     /// `base` is what the process held before it loaded any data.
     pub fn track_process(&self, held: fn() -> u64, base: u64) {
         *self.process.lock().unwrap_or_else(PoisonError::into_inner) = Some((held, base));
+    }
+
+    /// Measures the resident memory too, against `ceiling`: the allocated bytes leave out the
+    /// allocator's fragmentation (half as much again for small values under eviction), and
+    /// the resident memory must stay within its bound whatever the workload.
+    pub fn guard_resident(&self, resident: fn() -> u64, ceiling: u64) {
+        *self.resident.lock().unwrap_or_else(PoisonError::into_inner) = Some((resident, ceiling));
+    }
+
+    /// Whether the resident memory was over its ceiling at the last measurement: a write that
+    /// grows the data then evicts two keys first, so the data shrinks at the pace of the writes
+    /// (not at once: most freed memory is reused by the next writes rather than returned).
+    pub fn over_ceiling(&self) -> bool {
+        self.over_ceiling.load(Ordering::Relaxed)
     }
 
     /// The factor the estimate is scaled by.
@@ -57,6 +75,12 @@ impl MemoryGauge {
     /// Recomputes the factor from what the process holds, if the process is tracked and the
     /// data is large enough to tell.
     pub fn calibrate(&self, estimate: usize) {
+        if let Some((resident, ceiling)) =
+            *self.resident.lock().unwrap_or_else(PoisonError::into_inner)
+        {
+            self.over_ceiling
+                .store(resident() > ceiling, Ordering::Relaxed);
+        }
         let Some((held, base)) = *self.process.lock().unwrap_or_else(PoisonError::into_inner)
         else {
             return;
@@ -86,6 +110,13 @@ mod tests {
         g.calibrate(25 * 1024 * 1024);
         assert!((g.factor() - 4.0).abs() < 1e-9, "{}", g.factor());
         assert_eq!(g.used(1000), 4000);
+        assert!(!g.over_ceiling(), "no ceiling set");
+        g.guard_resident(|| 300, 200);
+        g.calibrate(25 * 1024 * 1024);
+        assert!(g.over_ceiling());
+        g.guard_resident(|| 100, 200);
+        g.calibrate(0);
+        assert!(!g.over_ceiling(), "measured even with little data");
         g.track_process(|| 1, 16 * 1024 * 1024);
         g.calibrate(25 * 1024 * 1024);
         assert_eq!(g.factor(), 1.0, "never below 1");

@@ -90,6 +90,13 @@ pub fn certs(config_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The resident memory past which a node with memory limit `limit` stops growing: the
+/// bound its resident memory is held to (1.1 times the limit plus 64 MiB) less what the data
+/// can add between two measurements (a tenth of a second of writes).
+fn resident_ceiling(limit: u64) -> u64 {
+    (limit + limit / 10 + (64 << 20)).saturating_sub((12 << 20).max(limit / 50))
+}
+
 /// `quorumkv node`: runs one node in the foreground until SIGTERM or SIGINT, then leaves
 /// the cluster gracefully.
 pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Result<(), String> {
@@ -246,6 +253,12 @@ pub async fn run_node(config_path: &Path, id: &str, join: Option<&str>) -> Resul
         None => coordinator
             .memory_gauge()
             .track_process(crate::metrics::resident_bytes, base_resident),
+    }
+    let limit = coordinator.defaults().max_memory_bytes;
+    if limit > 0 {
+        coordinator
+            .memory_gauge()
+            .guard_resident(crate::metrics::resident_bytes, resident_ceiling(limit));
     }
     revoke_removed(node.subscribe(), transport.revocations().clone());
     let stop_snapshots = Arc::new(AtomicBool::new(false));

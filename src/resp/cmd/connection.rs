@@ -633,6 +633,14 @@ fn write_section(out: &mut String, section: &str, ctx: &Ctx<'_>) {
             line("used_memory_human", &human(used));
             line("used_memory_rss", &rss);
             line("used_memory_rss_human", &human(rss));
+            // What the allocator has handed out (what the limit's calibration reads), and the
+            // store's own estimate of its data before the calibration scales it.
+            if let Some(allocated) = crate::alloc::allocated() {
+                line("allocator_allocated", &allocated);
+                let ratio = rss as f64 / allocated.max(1) as f64;
+                line("mem_fragmentation_ratio", &format!("{ratio:.2}"));
+            }
+            line("used_memory_estimate", &c.store().memory_used());
             line("maxmemory", &max);
             line("maxmemory_human", &human(max));
             line("maxmemory_policy", &c.defaults().eviction.name());
