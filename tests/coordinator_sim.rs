@@ -113,6 +113,16 @@ fn sim_defaults(hinted_handoff: bool, anti_entropy: bool) -> Defaults {
     }
 }
 
+/// The network holds each node's handler, which holds its coordinator, which holds the
+/// network: crashing every node breaks the cycle, so a finished cluster frees its memory.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.size() {
+            self.crash(i);
+        }
+    }
+}
+
 impl Cluster {
     fn start(size: usize, seed: u64, defaults: Defaults, max_skew_ms: u64) -> Cluster {
         let mut c = Cluster {
@@ -811,7 +821,19 @@ fn check(seeds: Vec<u64>, sc: Scenario) {
                 while let Some(&seed) =
                     seeds.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
                 {
-                    let violations = run_seed(seed, sc);
+                    // A panic (an assertion inside the cluster) is this seed's failure, named
+                    // with the others, not the end of the sweep.
+                    let violations = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_seed(seed, sc)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        vec![format!("panicked: {what}")]
+                    });
                     if !violations.is_empty() {
                         eprintln!("FAILING SEED {seed} ({sc:?}): replay with QKV_SIM_SEED={seed}");
                         failed

@@ -7,7 +7,11 @@
 //! for long: anti-entropy and read repair would bring it back from the other replicas. The
 //! tombstone is marked as an eviction, so every replica forgets it after
 //! `EVICTED_GRACE_MS` (10 s) instead of the tombstone grace period: a cache needs no
-//! protection against an evicted value coming back.
+//! protection against an evicted value coming back. A node alone in its cluster drops the key
+//! outright: no other node could bring it back.
+//!
+//! Eviction runs before the write that needs the room (`make_room`), as in Redis, and in a
+//! background check ten times a second.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,6 +29,9 @@ const SAMPLE: usize = 16;
 
 /// Most keys one write evicts before it runs; the rest, if any, go in the background.
 const INLINE: usize = 64;
+
+/// After an inline eviction found nothing to evict, writes skip eviction for this long.
+const NOTHING_TO_EVICT_MS: u64 = 1_000;
 
 /// Keys a write evicts before it runs while the resident memory is over its ceiling: two for
 /// the one it may add, so the data shrinks slowly until the resident memory is back under
@@ -46,15 +53,27 @@ impl Coordinator {
         let Some(limit) = self.eviction_limit() else {
             return;
         };
-        if self.memory_used() <= limit {
-            if self.inner.memory.over_ceiling() {
-                self.evict_until(0, OVER_CEILING);
+        let used = self.memory_used();
+        if used <= limit {
+            // Over the resident ceiling only while the data is a real part of it: what else
+            // the process holds (connections, buffers) is not the cache's to pay for.
+            if self.inner.memory.over_ceiling() && used > limit / 2 {
+                self.evict_until(limit / 2, OVER_CEILING);
             }
+            return;
+        }
+        // Nothing evictable a moment ago (the data is /kv or /counter): no sampling on every
+        // write; the background check tries again.
+        if self.now_ms() < self.inner.nothing_to_evict_until.load(Ordering::Relaxed) {
             return;
         }
         let evicted = self.evict_until(limit, INLINE);
         if evicted == INLINE {
             self.evict_if_full();
+        } else if self.memory_used() > limit {
+            self.inner
+                .nothing_to_evict_until
+                .store(self.now_ms() + NOTHING_TO_EVICT_MS, Ordering::Relaxed);
         }
     }
 
@@ -96,8 +115,11 @@ impl Coordinator {
             else {
                 break;
             };
-            self.evict(key);
-            evicted += 1;
+            if self.evict(key) {
+                evicted += 1;
+            } else {
+                break;
+            }
         }
         evicted
     }
@@ -117,24 +139,30 @@ impl Coordinator {
     /// would grow the data are refused.
     pub fn refuses_growth(&self) -> bool {
         let d = &self.inner.defaults;
-        d.eviction == Eviction::NoEviction
-            && d.max_memory_bytes > 0
-            && (self.memory_used() > d.max_memory_bytes || self.inner.memory.over_ceiling())
+        d.eviction == Eviction::NoEviction && d.max_memory_bytes > 0 && self.over_limit_or_ceiling()
     }
 
-    /// Deletes `key` here at once and on its replicas in the background; a key no other node
-    /// holds a replica of is dropped outright (nothing could bring it back).
-    fn evict(&self, key: Key) {
+    /// Past the limit, or over the resident ceiling while the data is more than half the limit.
+    fn over_limit_or_ceiling(&self) -> bool {
+        let (used, limit) = (self.memory_used(), self.inner.defaults.max_memory_bytes);
+        used > limit || (self.inner.memory.over_ceiling() && used > limit / 2)
+    }
+
+    /// Deletes `key` here at once and on its replicas in the background; on a node alone in
+    /// its cluster the key is dropped outright (no other node could bring it back). Whether
+    /// the key went.
+    fn evict(&self, key: Key) -> bool {
         let view = self.view();
+        if view.ring.len() == 1 && view.ring.member(self.me()).is_some() {
+            let gone = self.store().discard(&key);
+            if gone {
+                self.inner.metrics.evictions.inc();
+            }
+            return gone;
+        }
         let n = self.inner.defaults.n.min(view.ring.len() as u32);
         let placement = self.placement(&view, &key, n);
         let others = placement.others(self.me());
-        if others.is_empty() && placement.has(self.me()) {
-            if self.store().forget(&key) {
-                self.inner.metrics.evictions.inc();
-            }
-            return;
-        }
         let now = self.now_ms();
         let ts = self.inner.replica.timestamp(now);
         let made = self.store().update(&key, now, &mut |current, _| {
@@ -145,10 +173,10 @@ impl Coordinator {
         });
         let tombstone = match made {
             Ok(Some(applied)) => applied.delta,
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!(?key, "cannot evict: {e}");
-                return;
+                return false;
             }
         };
         self.inner.metrics.evictions.inc();
@@ -163,5 +191,6 @@ impl Coordinator {
         // Nothing waits for the replicas: the calls run on (and leave hints if they fail).
         let tally = Tally::new(Needed::count(0), Vec::new(), others, false);
         self.replicate(&key, tombstone, &placement, &plan, false, deadline, &tally);
+        true
     }
 }

@@ -165,6 +165,8 @@ struct Inner {
     forwarded: write::ForwardedWrites,
     /// An eviction task is running.
     evicting: std::sync::atomic::AtomicBool,
+    /// Until when (node clock, ms) writes skip inline eviction: the last one found nothing.
+    nothing_to_evict_until: std::sync::atomic::AtomicU64,
     /// What the node's data costs in memory (the store's estimate, calibrated).
     memory: memory::MemoryGauge,
     /// Placements worked out for the current view and the cluster's N.
@@ -191,6 +193,7 @@ impl Coordinator {
                 forward_seq: std::sync::atomic::AtomicU64::new(0),
                 forwarded: write::ForwardedWrites::default(),
                 evicting: std::sync::atomic::AtomicBool::new(false),
+                nothing_to_evict_until: std::sync::atomic::AtomicU64::new(0),
                 memory: memory::MemoryGauge::default(),
                 placements: placement::Placements::default(),
                 membership: spec.membership,

@@ -21,10 +21,7 @@ impl Handler for PeerHandler {
     }
 
     fn request(&self, from: &str, req: Request) -> BoxFuture<Response> {
-        if matches!(
-            req,
-            Request::Merge(_) | Request::MergeBatch(_) | Request::Hint(_)
-        ) {
+        if may_grow(&req, self.coordinator.now_ms()) {
             self.coordinator.make_room();
         }
         let req = match self.coordinator.replica().serve(req) {
@@ -58,11 +55,26 @@ impl Handler for PeerHandler {
     fn request_now(&self, _from: &str, req: Request) -> Result<Response, Box<Request>> {
         match req {
             Request::Merge(_) => {
-                self.coordinator.make_room();
+                if may_grow(&req, self.coordinator.now_ms()) {
+                    self.coordinator.make_room();
+                }
                 self.coordinator.replica().serve(req)
             }
             Request::Read(_) => self.coordinator.replica().serve(req),
             other => Err(Box::new(other)),
         }
+    }
+}
+
+/// Whether a peer's request merges something that may grow this node's data: a state or delta
+/// that reads as present. A tombstone (a delete, an eviction elsewhere, a removal) makes no
+/// room first, or evictions would spread from node to node as each eviction's tombstone
+/// reached the other replicas.
+fn may_grow(req: &Request, now_ms: u64) -> bool {
+    match req {
+        Request::Merge(m) => !m.value.is_tombstone(now_ms),
+        Request::Hint(h) => !h.value.is_tombstone(now_ms),
+        Request::MergeBatch(b) => b.items.iter().any(|(_, v)| !v.is_tombstone(now_ms)),
+        _ => false,
     }
 }

@@ -74,17 +74,19 @@ impl Coordinator {
         write.op().check(&limits)?;
         if write.op().may_grow() && self.refuses_growth() {
             return Err(OpError::OutOfMemory(format!(
-                "this node holds {} bytes of data, over its max_memory_bytes of {} with \
-                 eviction = \"noeviction\": delete keys, raise the limit, or choose an eviction \
-                 policy",
+                "this node holds {} bytes of data and {} bytes of resident memory, at its \
+                 max_memory_bytes of {} (or the resident bound of 1.1 times it plus 64 MiB) \
+                 with eviction = \"noeviction\": delete keys, raise the limit, or choose an \
+                 eviction policy",
                 self.memory_used(),
+                crate::metrics::resident_bytes(),
                 self.inner.defaults.max_memory_bytes
             )));
         }
+        let plan = self.plan(c)?;
         if write.op().may_grow() {
             self.make_room();
         }
-        let plan = self.plan(c)?;
         let key = Key::new(write.kind(), name);
         self.execute(key, write, plan, true).await
     }

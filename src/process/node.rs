@@ -94,7 +94,7 @@ pub fn certs(config_path: &Path) -> Result<(), String> {
 /// bound its resident memory is held to (1.1 times the limit plus 64 MiB) less what the data
 /// can add between two measurements (a tenth of a second of writes).
 fn resident_ceiling(limit: u64) -> u64 {
-    (limit + limit / 10 + (64 << 20)).saturating_sub((12 << 20).max(limit / 50))
+    (limit + limit / 10 + (64 << 20)).saturating_sub((20 << 20).max(limit / 25))
 }
 
 /// `quorumkv node`: runs one node in the foreground until SIGTERM or SIGINT, then leaves

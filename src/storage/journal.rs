@@ -34,7 +34,8 @@ pub enum Record {
         /// Its state.
         value: Value,
     },
-    /// The key's tombstone was forgotten (its grace period passed).
+    /// The key was dropped: its tombstone forgotten (its grace period passed), or the key
+    /// evicted on a node alone in its cluster.
     Forget {
         /// The key.
         key: Key,

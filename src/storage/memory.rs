@@ -475,7 +475,7 @@ impl Store for MemStore {
         stats
     }
 
-    fn forget(&self, key: &Key) -> bool {
+    fn discard(&self, key: &Key) -> bool {
         let MapEntry::Occupied(slot) = self.entries.entry(key.clone()) else {
             return false;
         };

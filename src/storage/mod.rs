@@ -424,11 +424,9 @@ pub trait Store: Send + Sync {
     }
 
     /// Drops `key` outright, without a tombstone (logged, so a restart does not bring it
-    /// back): for evicting a key no other replica holds, where a tombstone would protect
+    /// back): for evicting a key on a node alone in its cluster, where a tombstone would protect
     /// against nothing and cost the memory eviction is meant to free. Whether it was here.
-    fn forget(&self, _key: &Key) -> bool {
-        false
-    }
+    fn discard(&self, key: &Key) -> bool;
 
     /// Live keys of key space `kind` with positions from `from` to `upto`, in position order,
     /// each with its type when it is one of the typed namespace's; about `limit` keys are
