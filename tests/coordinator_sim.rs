@@ -16,7 +16,9 @@
 //! bootstraps from the others; docs/architecture.md).
 //!
 //! A failing seed is printed; `QKV_SIM_SEED=<seed> cargo test --test coordinator_sim` replays
-//! it, and `QKV_SIM_SEEDS=<count>` runs seeds 1..=count (`make simulate SEEDS=1000`).
+//! it, and `QKV_SIM_SEEDS=<count>` runs seeds 1..=count (`make simulate SEEDS=10000`). Each
+//! seed has a runtime of its own, dropped with its cluster, and the seeds run one thread per
+//! core (`QKV_SIM_THREADS`), so a sweep's memory does not grow with its length.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
