@@ -49,6 +49,23 @@ fn count(delta: isize) {
     COUNTS[shard].0.fetch_add(delta, Ordering::Relaxed);
 }
 
+/// The count over every shard.
+fn total() -> isize {
+    COUNTS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+}
+
+/// Counts a block just handed out (if any) and passes it on.
+///
+/// # Safety
+/// `ptr` is null or a live block from mimalloc.
+unsafe fn counted(ptr: *mut u8) -> *mut u8 {
+    if !ptr.is_null() {
+        // SAFETY: a live mimalloc block (the caller's contract).
+        count(unsafe { MiMalloc.usable_size(ptr) } as isize);
+    }
+    ptr
+}
+
 /// mimalloc, with every block counted: the node's global allocator.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CountingMiMalloc;
@@ -57,25 +74,13 @@ pub struct CountingMiMalloc;
 // of blocks mimalloc returned.
 unsafe impl GlobalAlloc for CountingMiMalloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        unsafe {
-            let ptr = MiMalloc.alloc(layout);
-            if !ptr.is_null() {
-                count(MiMalloc.usable_size(ptr) as isize);
-            }
-            ptr
-        }
+        // SAFETY: the caller's contract, passed on; mimalloc returns null or a live block.
+        unsafe { counted(MiMalloc.alloc(layout)) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        unsafe {
-            let ptr = MiMalloc.alloc_zeroed(layout);
-            if !ptr.is_null() {
-                count(MiMalloc.usable_size(ptr) as isize);
-            }
-            ptr
-        }
+        // SAFETY: the caller's contract, passed on; mimalloc returns null or a live block.
+        unsafe { counted(MiMalloc.alloc_zeroed(layout)) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -102,7 +107,7 @@ unsafe impl GlobalAlloc for CountingMiMalloc {
 /// The bytes allocated now, when [`CountingMiMalloc`] is the process's allocator; `None`
 /// otherwise (a test binary, a heap-profiling build).
 pub fn allocated() -> Option<u64> {
-    let sum: isize = COUNTS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+    let sum = total();
     (sum > 0).then_some(sum as u64)
 }
 
@@ -112,7 +117,7 @@ mod tests {
 
     #[test]
     fn blocks_are_counted_at_their_usable_size_and_uncounted_when_freed() {
-        let before: isize = COUNTS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+        let before = total();
         let layout = Layout::from_size_align(5000, 8).expect("layout");
         // SAFETY: a fresh block of a valid layout, freed once with the same layout.
         unsafe {
@@ -120,16 +125,16 @@ mod tests {
             assert!(!p.is_null());
             let usable = MiMalloc.usable_size(p) as isize;
             assert!(usable >= 5000);
-            let mid: isize = COUNTS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+            let mid = total();
             assert_eq!(mid - before, usable);
             let p = CountingMiMalloc.realloc(p, layout, 20_000);
             assert!(!p.is_null());
             let grown = MiMalloc.usable_size(p) as isize;
-            let after_grow: isize = COUNTS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+            let after_grow = total();
             assert_eq!(after_grow - before, grown);
             CountingMiMalloc.dealloc(p, Layout::from_size_align(20_000, 8).expect("layout"));
         }
-        let after: isize = COUNTS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+        let after = total();
         assert_eq!(after, before);
     }
 }

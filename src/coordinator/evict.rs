@@ -39,6 +39,12 @@ const NOTHING_TO_EVICT_MS: u64 = 1_000;
 const OVER_CEILING: usize = 2;
 
 impl Coordinator {
+    /// Whether the node evicts at all (it has a limit and an eviction policy): what a caller
+    /// checks before working out whether a request needs room.
+    pub fn evicts(&self) -> bool {
+        self.eviction_limit().is_some()
+    }
+
     /// The limit eviction works to, when the node has one and evicts.
     fn eviction_limit(&self) -> Option<u64> {
         let d = &self.inner.defaults;
@@ -55,9 +61,7 @@ impl Coordinator {
         };
         let used = self.memory_used();
         if used <= limit {
-            // Over the resident ceiling only while the data is a real part of it: what else
-            // the process holds (connections, buffers) is not the cache's to pay for.
-            if self.inner.memory.over_ceiling() && used > limit / 2 {
+            if self.ceiling_binds(used, limit) {
                 self.evict_until(limit / 2, OVER_CEILING);
             }
             return;
@@ -145,7 +149,14 @@ impl Coordinator {
     /// Past the limit, or over the resident ceiling while the data is more than half the limit.
     fn over_limit_or_ceiling(&self) -> bool {
         let (used, limit) = (self.memory_used(), self.inner.defaults.max_memory_bytes);
-        used > limit || (self.inner.memory.over_ceiling() && used > limit / 2)
+        used > limit || self.ceiling_binds(used, limit)
+    }
+
+    /// Whether the resident ceiling holds the data back: over it while the data (`used`) is a
+    /// real part of it, more than half of `limit`. What else the process holds (connections,
+    /// buffers) is not the cache's to pay for.
+    fn ceiling_binds(&self, used: u64, limit: u64) -> bool {
+        self.inner.memory.over_ceiling() && used > limit / 2
     }
 
     /// Deletes `key` here at once and on its replicas in the background; on a node alone in

@@ -21,9 +21,7 @@ impl Handler for PeerHandler {
     }
 
     fn request(&self, from: &str, req: Request) -> BoxFuture<Response> {
-        if may_grow(&req, self.coordinator.now_ms()) {
-            self.coordinator.make_room();
-        }
+        self.make_room_for(&req);
         let req = match self.coordinator.replica().serve(req) {
             Ok(response) => return Box::pin(std::future::ready(response)),
             Err(req) => *req,
@@ -55,13 +53,20 @@ impl Handler for PeerHandler {
     fn request_now(&self, _from: &str, req: Request) -> Result<Response, Box<Request>> {
         match req {
             Request::Merge(_) => {
-                if may_grow(&req, self.coordinator.now_ms()) {
-                    self.coordinator.make_room();
-                }
+                self.make_room_for(&req);
                 self.coordinator.replica().serve(req)
             }
             Request::Read(_) => self.coordinator.replica().serve(req),
             other => Err(Box::new(other)),
+        }
+    }
+}
+
+impl PeerHandler {
+    /// Evicts first, if the node evicts and `req` may grow its data.
+    fn make_room_for(&self, req: &Request) {
+        if self.coordinator.evicts() && may_grow(req, self.coordinator.now_ms()) {
+            self.coordinator.make_room();
         }
     }
 }

@@ -7,11 +7,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
+use dashmap::mapref::entry::OccupiedEntry;
 
 use super::compact::Held;
 use super::journal::Journal;
 use super::{Applied, Hash, Key, MakeDelta, MerkleTree, PurgeStats, Store, StoreError, Value};
 use crate::causality::{Actor, Timestamp};
+
+/// An entry of the map found occupied, its shard locked.
+type OccupiedSlot<'a> = OccupiedEntry<'a, Key, Box<Entry>>;
 
 /// Default time a tombstone is kept after its delete or expiry before it may be forgotten. A
 /// replica cut off for longer than this may bring a deleted value back (as with Cassandra's
@@ -367,6 +371,19 @@ impl MemStore {
         }
     }
 
+    /// Removes the entry in `slot` (the key `key`) and logs a `Forget`: a reaped tombstone, a
+    /// discarded key. Out of the Merkle tree while the shard lock is still held, so a
+    /// concurrent write to the key cannot slip in between and lose its Merkle item.
+    fn remove_logged(&self, key: &Key, slot: OccupiedSlot<'_>) {
+        self.merkle.set(key.position(), key, None);
+        self.bytes
+            .fetch_sub(slot.get().size as usize, Ordering::Relaxed);
+        if let Some(journal) = self.journal.get() {
+            journal.forgot(key);
+        }
+        slot.remove();
+    }
+
     fn check_kind(key: &Key, value: &Value) -> Result<(), StoreError> {
         if value.kind() == key.kind {
             Ok(())
@@ -461,14 +478,7 @@ impl Store for MemStore {
                     .is_some_and(|death| self.reap_at(&state, death) <= now_ms)
             };
             if reap {
-                // Out of the Merkle tree while the shard lock is still held, so a concurrent
-                // write to the key cannot slip in between and lose its Merkle item.
-                self.merkle.set(key.position(), &key, None);
-                self.bytes.fetch_sub(entry.size as usize, Ordering::Relaxed);
-                if let Some(journal) = self.journal.get() {
-                    journal.forgot(&key);
-                }
-                slot.remove();
+                self.remove_logged(&key, slot);
                 stats.reaped += 1;
             }
         }
@@ -479,14 +489,7 @@ impl Store for MemStore {
         let MapEntry::Occupied(slot) = self.entries.entry(key.clone()) else {
             return false;
         };
-        // Out of the Merkle tree under the shard lock, as a reap does.
-        self.merkle.set(key.position(), key, None);
-        self.bytes
-            .fetch_sub(slot.get().size as usize, Ordering::Relaxed);
-        if let Some(journal) = self.journal.get() {
-            journal.forgot(key);
-        }
-        slot.remove();
+        self.remove_logged(key, slot);
         true
     }
 
